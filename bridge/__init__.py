@@ -1,0 +1,3 @@
+"""twilio-kafka-bridge: Twilio behind Kafka."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,286 @@
+"""Turn a request envelope into a Twilio HTTP call: resolve, validate, encode. Pure, no I/O.
+
+Basic envelopes are resolved against the catalog generated from Twilio's OpenAPI spec;
+advanced ones are checked so that nothing but a relative path on a Twilio host is called.
+Every problem of an envelope is collected and reported at once as ``RequestInvalid``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import orjson
+
+from bridge.catalog import AmbiguousOperationError, Catalog, Operation, UnknownOperationError
+from bridge.encoding import encode_form, form_pairs, parse_form
+from bridge.envelopes import AdvancedRequest, BasicRequest
+from bridge.errors import RequestInvalid, UnknownOperation
+from bridge.headers import FORBIDDEN_REQUEST_HEADERS, select_headers
+from bridge.settings import Credential, TwilioSettings
+
+__all__ = ["CallBuilder", "TwilioCall", "origin_for"]
+
+FORM = "application/x-www-form-urlencoded"
+_DEFAULT_HOST = "https://api.twilio.com"
+_TEMPLATE_FIELD = re.compile(r"\{(\w+)\}")
+# Control characters, whitespace and backslashes have no place in a Twilio path and are the
+# usual tools for smuggling another host past a URL parser.
+_BAD_PATH_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+_TWILIO_HOST = re.compile(r"^[a-z0-9.-]+\.twilio\.com$")
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioCall:
+    """One HTTP request to Twilio, ready to send."""
+
+    method: str
+    url: str
+    path: str
+    credential: str
+    headers: tuple[tuple[str, str], ...] = ()
+    content: bytes | None = None
+    api: str | None = None
+    operation: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def origin_for(host: str, settings: TwilioSettings) -> str:
+    """The scheme and host to call for a Twilio host, after base-URL, region and edge rules."""
+    domain = urlsplit(host).hostname or "api.twilio.com"
+    product = domain.split(".", 1)[0]
+    if settings.base_url:
+        return settings.base_url.replace("{domain}", product)
+    if settings.region or settings.edge:
+        parts = [product, settings.edge, settings.region or "us1"]
+        return "https://" + ".".join(p for p in parts if p) + ".twilio.com"
+    return f"https://{domain}"
+
+
+def _query_string(query: Mapping[str, Any]) -> str:
+    return urlencode(list(form_pairs(query)))
+
+
+def _join(path: str, query: str) -> str:
+    if not query:
+        return path
+    return f"{path}&{query}" if "?" in path else f"{path}?{query}"
+
+
+class CallBuilder:
+    """Builds ``TwilioCall``s from envelopes, given the catalog, credentials and settings."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        credentials: Mapping[str, Credential],
+        settings: TwilioSettings,
+        *,
+        strict: bool = False,
+    ) -> None:
+        self._catalog = catalog
+        self._credentials = credentials
+        self._settings = settings
+        self._strict = strict
+        self._api_hosts = {op.api: op.host for op in catalog}
+
+    def build(
+        self,
+        request: BasicRequest | AdvancedRequest,
+        record_headers: Iterable[tuple[str, str]] = (),
+    ) -> TwilioCall:
+        """The call for ``request``; raises ``RequestInvalid`` naming every problem."""
+        credential = self._credentials.get(request.credential)
+        if credential is None:
+            known = ", ".join(sorted(self._credentials)) or "none configured"
+            raise RequestInvalid(
+                f"unknown credential '{request.credential}' (known: {known})",
+                invalid=["credential"],
+            )
+        headers = tuple(
+            select_headers(
+                record_headers, request.request_headers, FORBIDDEN_REQUEST_HEADERS
+            ).items()
+        )
+        if isinstance(request, BasicRequest):
+            return self._basic(request, credential, headers)
+        return self._advanced(request, headers)
+
+    def _resolve(self, request: BasicRequest) -> Operation:
+        try:
+            return self._catalog.resolve(request.operation, request.api)
+        except UnknownOperationError as exc:
+            raise UnknownOperation(exc.name, exc.api, list(exc.suggestions)) from None
+        except AmbiguousOperationError as exc:
+            raise RequestInvalid(
+                f"operation '{exc.name}' exists in several apis; set 'api' to one of: "
+                + ", ".join(exc.candidates),
+                invalid=["api"],
+            ) from None
+
+    def _basic(
+        self,
+        request: BasicRequest,
+        credential: Credential,
+        headers: tuple[tuple[str, str], ...],
+    ) -> TwilioCall:
+        op = self._resolve(request)
+        missing: list[str] = []
+        invalid: list[str] = []
+        warnings: list[str] = []
+
+        path_values: dict[str, str] = {k: str(v) for k, v in request.params.items()}
+        path_values.setdefault("AccountSid", credential.account_sid)
+        names_in_path = _TEMPLATE_FIELD.findall(op.path)
+        missing += [name for name in names_in_path if not path_values.get(name)]
+        for name in request.params:
+            if name not in names_in_path:
+                (invalid if self._strict_for(request) else warnings).append(
+                    f"params.{name}: not a path parameter of {op.operation}"
+                )
+
+        known_query = {p.name for p in op.params if p.location == "query"}
+        known_body = {p.name for p in op.params if p.location == "body"}
+        missing += [
+            p.name
+            for p in op.params
+            if p.required
+            and (
+                (p.location == "query" and request.query.get(p.name) is None)
+                or (p.location == "body" and request.body.get(p.name) is None)
+            )
+        ]
+        for where, given, known in (
+            ("query", request.query, known_query),
+            ("body", request.body, known_body),
+        ):
+            for name in given:
+                if name not in known:
+                    (invalid if self._strict_for(request) else warnings).append(
+                        f"{where}.{name}: not a parameter of {op.operation} in the spec"
+                    )
+        if missing or invalid:
+            parts = []
+            if missing:
+                parts.append("missing required parameters: " + ", ".join(missing))
+            if invalid:
+                parts.append("invalid: " + "; ".join(invalid))
+            raise RequestInvalid(
+                f"{op.operation}: " + "; ".join(parts), missing=missing, invalid=invalid
+            )
+
+        path = _TEMPLATE_FIELD.sub(lambda m: quote(path_values[m.group(1)], safe=""), op.path)
+        path = _join(path, _query_string(request.query))
+        content: bytes | None = None
+        content_type = op.content_type
+        if request.body:
+            if content_type is None:
+                warnings.append(f"body ignored: {op.operation} takes no body")
+            elif content_type == FORM:
+                flatten = frozenset(p.name for p in op.params if p.style == "flatten")
+                content = encode_form(request.body, flatten).encode()
+            else:
+                content = orjson.dumps(request.body)
+        elif content_type == FORM and op.method in ("POST", "PUT", "PATCH"):
+            content = b""
+        if request.next_page_uri:
+            path = self._page_path(request.next_page_uri)
+            content = None
+        send_headers = headers + (
+            (("content-type", content_type),) if content is not None and content_type else ()
+        )
+        return TwilioCall(
+            method=op.method,
+            url=origin_for(op.host, self._settings) + path,
+            path=path,
+            credential=request.credential,
+            headers=send_headers,
+            content=content,
+            api=op.api,
+            operation=op.operation,
+            warnings=tuple(warnings),
+        )
+
+    def _strict_for(self, request: BasicRequest) -> bool:
+        return self._strict if request.strict is None else request.strict
+
+    def _advanced(
+        self, request: AdvancedRequest, headers: tuple[tuple[str, str], ...]
+    ) -> TwilioCall:
+        warnings: list[str] = []
+        path = (
+            self._page_path(request.next_page_uri)
+            if request.next_page_uri
+            else self._check_path(request.path, "path")
+        )
+        host = _DEFAULT_HOST
+        if request.api is not None:
+            host_for_api = self._api_hosts.get(request.api)
+            if host_for_api is None:
+                raise RequestInvalid(
+                    f"unknown api '{request.api}'; known: {', '.join(sorted(self._api_hosts))}",
+                    invalid=["api"],
+                )
+            host = host_for_api
+        path = _join(path, _query_string(request.query))
+        content: bytes | None = None
+        extra: tuple[tuple[str, str], ...] = ()
+        sends_body = request.method in ("POST", "PUT", "PATCH") or request.send_body
+        if request.body is not None and not sends_body:
+            warnings.append(f"body not sent: {request.method} sends none unless send_body is true")
+        elif sends_body:
+            if isinstance(request.body, str):
+                try:
+                    parse_form(request.body)
+                except ValueError:
+                    raise RequestInvalid(
+                        "body is not form-encoded data (name=value&...)", invalid=["body"]
+                    ) from None
+                content = request.body.encode()
+            else:
+                content = encode_form(request.body or {}).encode()
+            extra = (("content-type", FORM),)
+        return TwilioCall(
+            method=request.method,
+            url=origin_for(host, self._settings) + path,
+            path=path,
+            credential=request.credential,
+            headers=headers + extra,
+            content=content,
+            api=request.api,
+            warnings=tuple(warnings),
+        )
+
+    def _page_path(self, uri: str) -> str:
+        """A page URI from a previous reply: relative, or absolute on a Twilio host."""
+        parts = urlsplit(uri)
+        if parts.scheme or parts.netloc:
+            if parts.scheme != "https" or not _TWILIO_HOST.match(parts.hostname or ""):
+                raise RequestInvalid(
+                    "next_page_uri must be relative or on a twilio.com host",
+                    invalid=["next_page_uri"],
+                )
+            return self._check_path(_join(parts.path, parts.query), "next_page_uri")
+        return self._check_path(uri, "next_page_uri")
+
+    @staticmethod
+    def _check_path(path: str, field: str) -> str:
+        parts = urlsplit(path)
+        if (
+            not path.startswith("/")
+            or path.startswith("//")
+            or parts.scheme
+            or parts.netloc
+            or "@" in parts.path
+            or _BAD_PATH_CHARS.search(path)
+            or ".." in parts.path.split("/")
+        ):
+            raise RequestInvalid(
+                f"{field} must be a relative path on the Twilio host, such as "
+                "'/2010-04-01/Accounts/AC…/Messages.json'",
+                invalid=[field],
+            )
+        return path

@@ -1,0 +1,91 @@
+"""The ``twilio-bridge`` command: run, demo, catalog, schemas."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge import __version__
+
+__all__ = ["main"]
+
+
+def _run(_: argparse.Namespace) -> int:
+    from bridge.service import run
+    from bridge.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"twilio-bridge: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return asyncio.run(run(settings))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from bridge.demo import demo
+
+    return asyncio.run(demo(verbose=args.verbose))
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from bridge.catalog import Catalog
+
+    catalog = Catalog.load()
+    ops = catalog.search(args.text) if args.text else list(catalog)
+    if args.json:
+        rows = [
+            {
+                "api": op.api,
+                "operation": op.operation,
+                "method": op.method,
+                "host": op.host,
+                "path": op.path,
+                "summary": op.summary,
+            }
+            for op in ops
+        ]
+        print(json.dumps(rows, indent=1))
+        return 0
+    for op in ops:
+        print(f"{op.api:<22} {op.operation:<40} {op.method:<6} {op.path}")
+    print(f"{len(ops)} of {len(catalog)} operations", file=sys.stderr)
+    return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from bridge.schemas import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``twilio-bridge`` console script."""
+    parser = argparse.ArgumentParser(prog="twilio-bridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the bridge (configured by BRIDGE_* variables)")
+    demo = commands.add_parser("demo", help="everything local: broker, Twilio mock, samples")
+    demo.add_argument("-v", "--verbose", action="store_true", help="show the bridge's logs")
+    catalog = commands.add_parser("catalog", help="search the Twilio operations")
+    catalog.add_argument("text", nargs="?", help="part of an operation, api, path or summary")
+    catalog.add_argument("--json", action="store_true", help="print entries as a JSON array")
+    schemas = commands.add_parser("schemas", help="write the envelopes' JSON Schemas")
+    schemas.add_argument("--out", default="schemas", help="directory (default: schemas)")
+    args = parser.parse_args(argv)
+    handlers = {"run": _run, "demo": _demo, "catalog": _catalog, "schemas": _schemas}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

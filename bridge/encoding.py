@@ -1,0 +1,66 @@
+"""Twilio's form encoding, as its own SDKs send it.
+
+Lists become repeated keys (``MediaUrl=a&MediaUrl=b``), booleans ``true``/``false``, numbers
+plain decimals, objects JSON strings (or ``Prefix.key`` pairs where the spec flattens a map),
+and ``None`` is left out. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+
+__all__ = ["encode_form", "form_pairs", "format_scalar", "parse_form"]
+
+
+def format_scalar(value: Any) -> str:
+    """One value as Twilio expects it in a form field or query string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a number Twilio accepts")
+        # repr() would give '1e-05'; Twilio wants plain decimals.
+        text = format(Decimal(repr(value)), "f")
+        return text[:-2] if text.endswith(".0") else text
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    raise ValueError(f"cannot encode a {type(value).__name__}")
+
+
+def form_pairs(
+    body: Mapping[str, Any], flatten: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, str]]:
+    """Yield (name, value) pairs; names in ``flatten`` whose value is a map become ``Name.key``."""
+    for name, value in body.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            for item in value:
+                if item is not None:
+                    yield name, format_scalar(item)
+        elif isinstance(value, dict) and name in flatten:
+            for key, item in value.items():
+                if item is not None:
+                    yield f"{name}.{key}", format_scalar(item)
+        else:
+            yield name, format_scalar(value)
+
+
+def encode_form(body: Mapping[str, Any], flatten: frozenset[str] = frozenset()) -> str:
+    """The ``application/x-www-form-urlencoded`` body for ``body``."""
+    return urlencode(list(form_pairs(body, flatten)))
+
+
+def parse_form(text: str) -> list[tuple[str, str]]:
+    """Parse a form-encoded string strictly; raise ValueError when it is not form data."""
+    return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))

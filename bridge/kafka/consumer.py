@@ -1,0 +1,190 @@
+"""Consume request topics with bounded concurrency, per-key order and safe commits.
+
+Records are fetched only while fewer than ``max_in_flight`` are unfinished, so memory is
+bounded by that limit, not by the backlog. Records with the same key (in one partition) run
+one after another; records without a key run freely. An offset is committed only when every
+record before it in its partition is finished, i.e. its reply was acknowledged (at-least-once).
+On rebalance, revoked partitions finish their work (within the grace period), commit, and any
+work still running for them is cancelled so no task outlives its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Hashable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from bridge.kafka.connection import connection_kwargs
+from bridge.kafka.records import Record
+from bridge.offsets import PartitionOffsets
+from bridge.ordering import KeyedRunner
+from bridge.settings import KafkaSettings, ProcessingSettings
+
+__all__ = ["RequestConsumer"]
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Record], Awaitable[None]]
+
+
+class _Pulse:
+    """Wakes every waiter whenever something finished (a condition without the lock)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, at_most_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._event.wait(), at_most_s)
+        except TimeoutError:
+            pass
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: RequestConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._owner.release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
+
+class RequestConsumer:
+    """The consumer-group member that feeds records to ``handle``."""
+
+    def __init__(
+        self, kafka: KafkaSettings, processing: ProcessingSettings, handle: Handler
+    ) -> None:
+        self._kafka = kafka
+        self._max_in_flight = processing.max_in_flight
+        self._grace_s = processing.shutdown_grace_s
+        self._handle = handle
+        self._consumer = AIOKafkaConsumer(
+            **connection_kwargs(kafka),
+            group_id=kafka.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=kafka.auto_offset_reset,
+            session_timeout_ms=kafka.session_timeout_ms,
+            max_poll_interval_ms=kafka.max_poll_interval_ms,
+        )
+        self._runner = KeyedRunner()
+        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self._unfinished: Counter[TopicPartition] = Counter()
+        self._in_flight = 0
+        self._pulse = _Pulse()
+        self.joined = False
+
+    @property
+    def in_flight(self) -> int:
+        """Records fetched and not finished."""
+        return self._in_flight
+
+    async def start(self) -> None:
+        """Connect and join the consumer group."""
+        await self._consumer.start()
+        self._consumer.subscribe(self._kafka.request_topics, listener=_Listener(self))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Fetch and dispatch until ``stopping`` is set; commits finished offsets as it goes."""
+        interval = self._kafka.commit_interval_s
+        next_commit = time.monotonic() + interval
+        while not stopping.is_set():
+            free = self._max_in_flight - self._in_flight
+            if free <= 0:
+                await self._pulse.wait(interval)
+            else:
+                batch = await self._consumer.getmany(timeout_ms=100, max_records=free)
+                self.joined = True
+                for tp, records in batch.items():
+                    for record in records:
+                        self._dispatch(tp, record)
+            if time.monotonic() >= next_commit:
+                await self._commit()
+                next_commit = time.monotonic() + interval
+
+    def _dispatch(self, tp: TopicPartition, raw: object) -> None:
+        record = Record(
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=raw.offset,  # type: ignore[attr-defined]
+            key=raw.key,  # type: ignore[attr-defined]
+            value=raw.value,  # type: ignore[attr-defined]
+            headers=tuple(raw.headers or ()),  # type: ignore[attr-defined]
+            timestamp_ms=raw.timestamp,  # type: ignore[attr-defined]
+        )
+        offsets = self._offsets.setdefault(tp, PartitionOffsets())
+        offsets.add(record.offset)
+        self._unfinished[tp] += 1
+        self._in_flight += 1
+        # Keyless records have no order to keep, so each gets a key of its own.
+        key: Hashable = (tp, record.key if record.key is not None else record.offset)
+
+        async def job() -> None:
+            await self._handle(record)
+            offsets.complete(record.offset)
+            self._unfinished[tp] -= 1
+            self._in_flight -= 1
+            self._pulse.fire()
+
+        self._runner.submit(key, job)
+
+    async def _wait_finished(self, tps: set[TopicPartition] | None, within_s: float) -> bool:
+        deadline = time.monotonic() + within_s
+        while True:
+            left = self._in_flight if tps is None else sum(self._unfinished[tp] for tp in tps)
+            remaining = deadline - time.monotonic()
+            if left == 0:
+                return True
+            if remaining <= 0:
+                return False
+            await self._pulse.wait(min(remaining, 0.5))
+
+    async def _commit(self, tps: set[TopicPartition] | None = None) -> None:
+        offsets = {
+            tp: off
+            for tp, tracker in self._offsets.items()
+            if (tps is None or tp in tps) and (off := tracker.committable()) is not None
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # Not fatal: the same offsets are committed next time, or re-read by the next owner.
+            log.warning("commit failed (%s); will retry", type(exc).__name__)
+            return
+        for tp, off in offsets.items():
+            self._offsets[tp].committed(off)
+
+    async def release(self, tps: set[TopicPartition]) -> None:
+        """Finish, commit and forget partitions being revoked."""
+        if not await self._wait_finished(tps, self._grace_s):
+            log.warning("revoking partitions with unfinished work; it will be redelivered")
+        await self._runner.cancel(lambda key: isinstance(key, tuple) and key[0] in tps)
+        await self._commit(tps)
+        for tp in tps:
+            self._offsets.pop(tp, None)
+            self._in_flight -= self._unfinished.pop(tp, 0)
+        self._pulse.fire()
+
+    async def drain(self) -> bool:
+        """Wait for in-flight work up to the grace period, commit; True when all finished."""
+        finished = await self._wait_finished(None, self._grace_s)
+        await self._runner.cancel()
+        await self._commit()
+        return finished
+
+    async def stop(self) -> None:
+        """Cancel anything left and leave the group."""
+        await self._runner.cancel()
+        await self._consumer.stop()

@@ -1,0 +1,81 @@
+"""Publish records and wait for the broker's acknowledgement, retrying until it comes.
+
+A reply that is not acknowledged must not let its request's offset be committed, so a
+publish is retried with backoff for as long as it takes (a broker outage stalls progress, it
+never drops a reply); shutdown cancels the wait and leaves the offset uncommitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from bridge.kafka.connection import connection_kwargs
+from bridge.settings import KafkaSettings
+
+__all__ = ["Publisher", "RecordTooLarge"]
+
+log = logging.getLogger(__name__)
+Headers = list[tuple[str, bytes]]
+
+
+class RecordTooLarge(Exception):
+    """The record exceeds the producer's maximum request size."""
+
+
+class Publisher:
+    """A started aiokafka producer with acknowledged, retried sends."""
+
+    def __init__(self, settings: KafkaSettings, *, max_backoff_s: float = 5.0) -> None:
+        self._settings = settings
+        self._max_backoff_s = max_backoff_s
+        self._producer = AIOKafkaProducer(
+            **connection_kwargs(settings),
+            acks="all" if settings.acks == "all" else 1,
+            enable_idempotence=settings.idempotent_producer,
+            max_request_size=settings.max_request_size,
+            linger_ms=2,
+        )
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest value that can be published, leaving room for key and headers."""
+        return self._settings.max_request_size - 16_384
+
+    async def start(self) -> None:
+        """Connect to the broker."""
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        await self._producer.stop()
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        """Send one record and return once the broker acknowledged it."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+                return
+            except MessageSizeTooLargeError:
+                raise RecordTooLarge(f"{len(value)} bytes exceed the producer limit") from None
+            except KafkaError as exc:
+                log.warning(
+                    "publish to %s not acknowledged (%s); retrying in %.1fs",
+                    topic,
+                    type(exc).__name__,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+
+    async def ping(self) -> bool:
+        """True when the producer has current metadata from the broker."""
+        try:
+            await self._producer.client.fetch_all_metadata()
+        except KafkaError:
+            return False
+        return True

@@ -1,0 +1,30 @@
+"""A consumed Kafka record as plain data, so pure code never depends on aiokafka types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Record"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None
+
+    def text_headers(self) -> list[tuple[str, str]]:
+        """Headers whose values are UTF-8, as text (others cannot be forwarded over HTTP)."""
+        out = []
+        for name, value in self.headers:
+            try:
+                out.append((name, value.decode()))
+            except UnicodeDecodeError:
+                continue
+        return out

@@ -1,0 +1,128 @@
+"""From one consumed record to its reply and error record: parse, build, call, classify.
+
+``Processor.process`` never raises for a bad record or a failed call: every path ends in an
+``Outcome`` (a reply when the request had an id, an error record for every failure), so one
+bad message can never stop its partition.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.calls import CallBuilder, TwilioCall
+from bridge.envelopes import (
+    AdvancedRequest,
+    BasicRequest,
+    EnvelopeRejected,
+    ErrorInfo,
+    ErrorRecord,
+    Reply,
+    SourceRef,
+    error_info,
+    parse_request,
+)
+from bridge.errors import BridgeError, InternalError
+from bridge.kafka.records import Record
+from bridge.outcomes import error_reply, reply_for_response
+from bridge.twilio.client import TwilioClient
+
+__all__ = ["Outcome", "Processor"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to publish for one record: a reply (if it had an id) and/or an error record."""
+
+    reply: Reply | None
+    error: ErrorRecord | None
+
+
+def _b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode() if data is not None else None
+
+
+def _error_record(
+    record: Record,
+    error: ErrorInfo,
+    *,
+    request_id: str | None,
+    document: dict[str, Any] | None,
+) -> ErrorRecord:
+    """The error-topic record for a failure, with the request (or its raw bytes) for replay."""
+    return ErrorRecord(
+        id=request_id,
+        error=error,
+        source=SourceRef(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=_b64(record.key),
+            timestamp_ms=record.timestamp_ms,
+        ),
+        request=document,
+        raw=None if document is not None else _b64(record.value),
+        time=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    )
+
+
+class Processor:
+    """Turns records into outcomes using a call builder and a Twilio client."""
+
+    def __init__(self, builder: CallBuilder, client: TwilioClient) -> None:
+        self._builder = builder
+        self._client = client
+
+    async def process(self, record: Record) -> Outcome:
+        """The outcome of one record; never raises except on cancellation."""
+        try:
+            request = parse_request(record.value)
+        except EnvelopeRejected as exc:
+            reply = error_reply(exc.request_id, exc) if exc.request_id is not None else None
+            info = error_info(exc.to_detail())
+            error = _error_record(record, info, request_id=exc.request_id, document=exc.document)
+            return Outcome(reply, error)
+        try:
+            reply = await self._call(request, record)
+        except Exception:
+            # A bug must not stop the partition: answer 'internal' and keep the evidence.
+            log.exception("internal error processing request %s", request.id)
+            reply = error_reply(request.id, InternalError("internal error in the bridge"))
+        if reply.status == "ok":
+            return Outcome(reply, None)
+        assert reply.error is not None
+        document = request.model_dump(mode="json", exclude_defaults=True)
+        return Outcome(
+            reply, _error_record(record, reply.error, request_id=request.id, document=document)
+        )
+
+    async def _call(self, request: BasicRequest | AdvancedRequest, record: Record) -> Reply:
+        started = time.perf_counter()
+        call: TwilioCall | None = None
+        try:
+            call = self._builder.build(request, record.text_headers())
+            result = await self._client.send(call)
+        except BridgeError as exc:
+            return error_reply(
+                request.id,
+                exc,
+                call=call,
+                metadata=request.metadata,
+                attempts=0 if call is None else 1,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        return reply_for_response(
+            request.id,
+            call,
+            result,
+            response_headers=request.response_headers,
+            metadata=request.metadata,
+            attempts=1,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )

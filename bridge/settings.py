@@ -1,0 +1,230 @@
+"""All configuration, read once at start-up from ``BRIDGE_*`` variables and a secrets directory.
+
+Nesting uses ``__`` (``BRIDGE_KAFKA__BOOTSTRAP_SERVERS``). Secrets may also come from files in
+``BRIDGE_SECRETS_DIR`` (a Kubernetes Secret volume), one file per setting named like the
+variable without the prefix, e.g. ``credentials__default__auth_token``. Nothing else in the
+package reads the environment; each component is handed its own slice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings import SettingsError as PydanticSettingsError
+
+__all__ = [
+    "Credential",
+    "HttpSettings",
+    "KafkaSettings",
+    "ProcessingSettings",
+    "Settings",
+    "SettingsError",
+    "TwilioSettings",
+    "load_settings",
+]
+
+ENV_PREFIX = "BRIDGE_"
+_SID = r"^AC[0-9a-fA-F]{32}$"
+
+
+def _split_csv(value: Any) -> Any:
+    """Accept 'a,b' as well as a JSON list for list settings given as one variable."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+TopicList = Annotated[list[str], NoDecode]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """Broker connection, topics and delivery guarantees."""
+
+    bootstrap_servers: str = "localhost:9092"
+    request_topics: TopicList = Field(default_factory=lambda: ["twilio.requests"], min_length=1)
+    reply_topic: str = "twilio.replies"
+    error_topic: str = "twilio.errors"
+    group_id: str = "twilio-bridge"
+    client_id: str = "twilio-bridge"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    # Real Kafka supports it and it prevents duplicate replies on producer retries; Tansu's
+    # memory engine does not, so it must be switchable.
+    idempotent_producer: bool = True
+    acks: Literal["all", "1"] = "all"
+    max_request_size: int = Field(default=1_048_576, ge=1024)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    session_timeout_ms: int = Field(default=45_000, ge=1000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+
+    _split = field_validator("request_topics", mode="before")(_split_csv)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            missing = [
+                f"kafka.{name}"
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"{self.security_protocol} needs {', '.join(missing)}")
+        return self
+
+
+class TwilioSettings(_Section):
+    """Where and how Twilio is called."""
+
+    base_url: str | None = Field(
+        default=None,
+        description="One base URL for every Twilio domain (mocks, sandboxes); may contain "
+        "'{domain}', replaced by the first label of the Twilio host (api, verify, ...).",
+    )
+    region: str | None = None
+    edge: str | None = None
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    response_timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=256, ge=1)
+    keepalive: bool = True
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/]+", value):
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/") if value else value
+
+
+class Credential(_Section):
+    """A Twilio account, with an Auth Token or an API key."""
+
+    account_sid: str = Field(pattern=_SID)
+    auth_token: SecretStr | None = None
+    api_key_sid: str | None = Field(default=None, pattern=r"^SK[0-9a-fA-F]{32}$")
+    api_key_secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Credential:
+        has_key = self.api_key_sid is not None or self.api_key_secret is not None
+        if self.auth_token is None and not has_key:
+            raise ValueError("needs auth_token, or api_key_sid and api_key_secret")
+        if has_key and (self.api_key_sid is None or self.api_key_secret is None):
+            raise ValueError("api_key_sid and api_key_secret go together")
+        return self
+
+    @property
+    def username(self) -> str:
+        """The HTTP Basic user name Twilio expects."""
+        return self.api_key_sid or self.account_sid
+
+    @property
+    def password(self) -> SecretStr:
+        """The HTTP Basic password (never logged)."""
+        secret = self.api_key_secret or self.auth_token
+        assert secret is not None  # guaranteed by _one_kind
+        return secret
+
+
+class ProcessingSettings(_Section):
+    """Concurrency, shutdown and strictness of outbound processing."""
+
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    shutdown_grace_s: float = Field(default=25.0, ge=0)
+    strict_params: bool = False
+
+
+class HttpSettings(_Section):
+    """The HTTP app (webhooks, metrics, probes)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """The one settings root."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        secrets_nested_delimiter="__",
+        secrets_prefix="",
+        secrets_dir_missing="error",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    credentials: dict[str, Credential] = Field(default_factory=dict)
+    processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over mounted files, so an operator can override one secret by hand.
+        return (init_settings, env_settings, NestedSecretsSettingsSource(file_secret_settings))
+
+
+class SettingsError(Exception):
+    """Start-up configuration is invalid; the message names every bad setting, never a value."""
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def load_settings() -> Settings:
+    """Build the settings root from the environment and secrets dir, or raise SettingsError."""
+    secrets_dir = os.environ.get(ENV_PREFIX + "SECRETS_DIR")
+    try:
+        return Settings(_secrets_dir=secrets_dir)
+    except PydanticSettingsError as exc:
+        raise SettingsError(f"invalid configuration:\n  {ENV_PREFIX}SECRETS_DIR: {exc}") from None
+    except ValidationError as exc:
+        problems = [
+            f"  {_env_name(err['loc']) if err['loc'] else '(settings)'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        raise SettingsError("invalid configuration:\n" + "\n".join(problems)) from None

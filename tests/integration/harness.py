@@ -1,0 +1,175 @@
+"""Drive the real ``twilio-bridge run`` process and talk to its topics, for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bridge.local.tansu import create_topics
+
+__all__ = ["ACCOUNT", "BridgeProcess", "Topics", "collect", "committed", "produce"]
+
+ACCOUNT = "AC" + "0" * 32
+AUTH_TOKEN = "test-auth-token-not-a-secret-value"
+
+
+@dataclass
+class Topics:
+    """Fresh topic names for one test, so tests never see each other's records."""
+
+    requests: str
+    replies: str
+    errors: str
+    group: str
+
+    @classmethod
+    def fresh(cls) -> Topics:
+        tag = uuid.uuid4().hex[:10]
+        return cls(f"req-{tag}", f"rep-{tag}", f"err-{tag}", f"group-{tag}")
+
+    async def create(self, bootstrap: str, partitions: int = 1) -> None:
+        await create_topics(bootstrap, [self.requests], partitions=partitions)
+        await create_topics(bootstrap, [self.replies, self.errors], partitions=partitions)
+
+
+@dataclass
+class BridgeProcess:
+    """``python -m bridge run`` with test settings; logs go to a file the test can print."""
+
+    bootstrap: str
+    base_url: str
+    topics: Topics
+    log_path: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+        env.update(
+            {
+                "BRIDGE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+                "BRIDGE_KAFKA__REQUEST_TOPICS": self.topics.requests,
+                "BRIDGE_KAFKA__REPLY_TOPIC": self.topics.replies,
+                "BRIDGE_KAFKA__ERROR_TOPIC": self.topics.errors,
+                "BRIDGE_KAFKA__GROUP_ID": self.topics.group,
+                "BRIDGE_KAFKA__IDEMPOTENT_PRODUCER": "false",
+                "BRIDGE_KAFKA__COMMIT_INTERVAL_S": "0.2",
+                "BRIDGE_TWILIO__BASE_URL": self.base_url,
+                "BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID": ACCOUNT,
+                "BRIDGE_CREDENTIALS__DEFAULT__AUTH_TOKEN": AUTH_TOKEN,
+                "BRIDGE_PROCESSING__SHUTDOWN_GRACE_S": "10",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> BridgeProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "run"],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, within_s: float = 30) -> int:
+        assert self.process is not None
+        return self.process.wait(within_s)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+async def produce(
+    bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes | None]]
+) -> None:
+    """Publish (key, value) pairs in order and wait for acknowledgement."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in items]
+        for fut in futures:
+            await fut
+    finally:
+        await producer.stop()
+
+
+@dataclass(frozen=True)
+class Received:
+    key: bytes | None
+    value: Any
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+
+
+async def collect(
+    bootstrap: str, topic: str, want: int, within_s: float = 60, *, settle_s: float = 0.0
+) -> list[Received]:
+    """Read ``topic`` from the start until ``want`` records arrived (or time is up).
+
+    With ``settle_s``, keep reading that long after reaching ``want`` to catch extras.
+    """
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    found: list[Received] = []
+    try:
+        deadline = time.monotonic() + within_s
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            if len(found) >= want:
+                settle_until = settle_until or time.monotonic() + settle_s
+                if time.monotonic() >= settle_until:
+                    break
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    found.append(
+                        Received(
+                            r.key, json.loads(r.value), dict(r.headers), r.partition, r.offset
+                        )
+                    )
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> list[int]:
+    """The group's committed offsets for each partition of ``topic`` (-1 when none)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        out = []
+        for p in range(partitions):
+            off = await consumer.committed(TopicPartition(topic, p))
+            out.append(-1 if off is None else off)
+        return out
+    finally:
+        await consumer.stop()

@@ -1,0 +1,58 @@
+from urllib.parse import parse_qsl
+
+import pytest
+
+from bridge.encoding import encode_form, format_scalar, parse_form
+
+
+def test_lists_are_repeated_keys_in_order() -> None:
+    body = encode_form({"To": "+14155552671", "MediaUrl": ["https://a/1.png", "https://a/2.png"]})
+    assert parse_qsl(body) == [
+        ("To", "+14155552671"),
+        ("MediaUrl", "https://a/1.png"),
+        ("MediaUrl", "https://a/2.png"),
+    ]
+    assert "MediaUrl%5B%5D" not in body
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (True, "true"),
+        (False, "false"),
+        (0, "0"),
+        (12, "12"),
+        (0.5, "0.5"),
+        (1e-05, "0.00001"),
+        (2.0, "2"),
+        (1e20, "100000000000000000000"),
+        ("a b", "a b"),
+        ({"k": [1, "x"]}, '{"k":[1,"x"]}'),
+    ],
+)
+def test_scalars(value: object, text: str) -> None:
+    assert format_scalar(value) == text
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), object()])
+def test_unencodable_values_raise(value: object) -> None:
+    with pytest.raises(ValueError):
+        format_scalar(value)
+
+
+def test_none_is_left_out_and_maps_flatten_only_when_asked() -> None:
+    body = {"A": None, "B": [None, "x"], "Tags": {"k": "v", "n": None}, "Obj": {"k": 1}}
+    pairs = parse_qsl(encode_form(body, frozenset({"Tags"})))
+    assert pairs == [("B", "x"), ("Tags.k", "v"), ("Obj", '{"k":1}')]
+
+
+def test_special_characters_round_trip() -> None:
+    body = {"Body": "Hé & = + ? 👍 %20", "To": "whatsapp:+1"}
+    assert dict(parse_qsl(encode_form(body))) == body
+
+
+def test_parse_form_is_strict() -> None:
+    assert parse_form("From=%2B1&To=2&Empty=") == [("From", "+1"), ("To", "2"), ("Empty", "")]
+    assert parse_form("") == []
+    with pytest.raises(ValueError):
+        parse_form("not form data")

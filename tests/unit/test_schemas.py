@@ -1,0 +1,19 @@
+import json
+from pathlib import Path
+
+import jsonschema
+
+from bridge.schemas import render_schemas
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def test_committed_schemas_match_the_models() -> None:
+    rendered = render_schemas()
+    committed = {p.name: p.read_text() for p in SCHEMAS.glob("*.schema.json")}
+    assert committed == rendered, "schemas/ drifted: run `twilio-bridge schemas`"
+
+
+def test_schemas_are_valid_draft_2020_12() -> None:
+    for text in render_schemas().values():
+        jsonschema.Draft202012Validator.check_schema(json.loads(text))

@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from bridge.settings import SettingsError, load_settings
+
+SID = "AC" + "a" * 32
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = load_settings()
+    assert settings.kafka.request_topics == ["twilio.requests"]
+    assert settings.kafka.reply_topic == "twilio.replies"
+    assert settings.kafka.error_topic == "twilio.errors"
+    assert settings.processing.max_in_flight == 256
+    assert settings.credentials == {}
+
+
+def test_nested_variables_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_KAFKA__REQUEST_TOPICS", "a, b")
+    monkeypatch.setenv("BRIDGE_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("BRIDGE_TWILIO__BASE_URL", "http://127.0.0.1:4010/{domain}/")
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID", SID)
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__AUTH_TOKEN", "tok-123")
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__EU__ACCOUNT_SID", SID)
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__EU__API_KEY_SID", "SK" + "b" * 32)
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__EU__API_KEY_SECRET", "key-secret")
+    settings = load_settings()
+    assert settings.kafka.request_topics == ["a", "b"]
+    assert settings.twilio.base_url == "http://127.0.0.1:4010/{domain}"
+    assert settings.credentials["default"].username == SID
+    assert settings.credentials["eu"].username == "SK" + "b" * 32
+    assert settings.credentials["eu"].password.get_secret_value() == "key-secret"
+
+
+def test_every_bad_setting_is_named_and_no_secret_is_printed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("BRIDGE_KAFKA__SASL_PASSWORD", "hunter2-sasl")
+    monkeypatch.setenv("BRIDGE_PROCESSING__MAX_IN_FLIGHT", "0")
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__X__ACCOUNT_SID", "not-a-sid")
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__X__AUTH_TOKEN", "hunter2-token")
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__Y__ACCOUNT_SID", SID)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    text = str(info.value)
+    for name in (
+        "BRIDGE_KAFKA",
+        "sasl_mechanism",
+        "BRIDGE_PROCESSING__MAX_IN_FLIGHT",
+        "BRIDGE_CREDENTIALS__X__ACCOUNT_SID",
+        "BRIDGE_CREDENTIALS__Y",
+    ):
+        assert name in text
+    assert "hunter2" not in text and "not-a-sid" not in text
+
+
+def test_secrets_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "credentials__default__auth_token").write_text("from-file")
+    monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID", SID)
+    settings = load_settings()
+    assert settings.credentials["default"].password.get_secret_value() == "from-file"
+    assert "from-file" not in repr(settings)
+
+
+def test_missing_secrets_directory_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_SECRETS_DIR", "/nonexistent/secrets")
+    with pytest.raises(SettingsError, match="BRIDGE_SECRETS_DIR"):
+        load_settings()
