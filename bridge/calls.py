@@ -60,14 +60,69 @@ def origin_for(host: str, settings: TwilioSettings) -> str:
     return f"https://{domain}"
 
 
-def _query_string(query: Mapping[str, Any]) -> str:
-    return urlencode(list(form_pairs(query)))
+def _query_string(query: Mapping[str, Any], flatten: Mapping[str, str] | None = None) -> str:
+    return urlencode(list(form_pairs(query, flatten)))
 
 
 def _join(path: str, query: str) -> str:
     if not query:
         return path
     return f"{path}&{query}" if "?" in path else f"{path}?{query}"
+
+
+def _check_basic(
+    op: Operation, request: BasicRequest, path_values: Mapping[str, str], strict: bool
+) -> list[str]:
+    """Warnings for ``request`` against ``op``; raises ``RequestInvalid`` naming every problem.
+
+    ``missing`` and ``invalid`` hold bare parameter names as the spec spells them (``To``);
+    the message says where each one belongs.
+    """
+    missing: dict[str, str] = {}  # name -> where it belongs
+    unknown: dict[str, str] = {}  # name -> where it was given
+    names_in_path = _TEMPLATE_FIELD.findall(op.path)
+    missing |= {name: "params" for name in names_in_path if not path_values.get(name)}
+    unknown |= {name: "params" for name in request.params if name not in names_in_path}
+    for where, given in (("query", request.query), ("body", request.body)):
+        spec = op.params_in(where)
+        missing |= {p.name: where for p in spec if p.required and given.get(p.name) is None}
+        known = {p.name for p in spec}
+        unknown |= {name: where for name in given if name not in known}
+    invalid = unknown if strict else {}
+    if missing or invalid:
+        parts = []
+        if missing:
+            parts.append("missing required parameters: " + _listing(missing))
+        if invalid:
+            parts.append("not parameters of this operation in the spec: " + _listing(invalid))
+        raise RequestInvalid(
+            f"{op.operation}: " + "; ".join(parts), missing=list(missing), invalid=list(invalid)
+        )
+    return [
+        f"{where}.{name}: not in the spec of {op.operation}, "
+        + ("ignored" if where == "params" else "sent anyway")
+        for name, where in unknown.items()
+    ]
+
+
+def _listing(names: Mapping[str, str]) -> str:
+    return ", ".join(f"{name} ({where})" for name, where in names.items())
+
+
+def _basic_body(
+    op: Operation, request: BasicRequest, flatten: Mapping[str, str], warnings: list[str]
+) -> bytes | None:
+    """The encoded body: form or JSON as the spec says; an empty form for a bare POST."""
+    if request.body:
+        if op.content_type is None:
+            warnings.append(f"body ignored: {op.operation} takes no body")
+            return None
+        if op.is_json:
+            return orjson.dumps(request.body)
+        return encode_form(request.body, flatten).encode()
+    if op.content_type == FORM and op.method in ("POST", "PUT", "PATCH"):
+        return b""
+    return None
 
 
 class CallBuilder:
@@ -128,69 +183,19 @@ class CallBuilder:
         headers: tuple[tuple[str, str], ...],
     ) -> TwilioCall:
         op = self._resolve(request)
-        missing: list[str] = []
-        invalid: list[str] = []
-        warnings: list[str] = []
-
         path_values: dict[str, str] = {k: str(v) for k, v in request.params.items()}
         path_values.setdefault("AccountSid", credential.account_sid)
-        names_in_path = _TEMPLATE_FIELD.findall(op.path)
-        missing += [name for name in names_in_path if not path_values.get(name)]
-        for name in request.params:
-            if name not in names_in_path:
-                (invalid if self._strict_for(request) else warnings).append(
-                    f"params.{name}: not a path parameter of {op.operation}"
-                )
+        warnings = _check_basic(op, request, path_values, self._strict_for(request))
 
-        known_query = {p.name for p in op.params if p.location == "query"}
-        known_body = {p.name for p in op.params if p.location == "body"}
-        missing += [
-            p.name
-            for p in op.params
-            if p.required
-            and (
-                (p.location == "query" and request.query.get(p.name) is None)
-                or (p.location == "body" and request.body.get(p.name) is None)
-            )
-        ]
-        for where, given, known in (
-            ("query", request.query, known_query),
-            ("body", request.body, known_body),
-        ):
-            for name in given:
-                if name not in known:
-                    (invalid if self._strict_for(request) else warnings).append(
-                        f"{where}.{name}: not a parameter of {op.operation} in the spec"
-                    )
-        if missing or invalid:
-            parts = []
-            if missing:
-                parts.append("missing required parameters: " + ", ".join(missing))
-            if invalid:
-                parts.append("invalid: " + "; ".join(invalid))
-            raise RequestInvalid(
-                f"{op.operation}: " + "; ".join(parts), missing=missing, invalid=invalid
-            )
-
+        flatten = {p.name: p.prefix for p in op.params if p.style == "flatten" and p.prefix}
         path = _TEMPLATE_FIELD.sub(lambda m: quote(path_values[m.group(1)], safe=""), op.path)
-        path = _join(path, _query_string(request.query))
-        content: bytes | None = None
-        content_type = op.content_type
-        if request.body:
-            if content_type is None:
-                warnings.append(f"body ignored: {op.operation} takes no body")
-            elif content_type == FORM:
-                flatten = frozenset(p.name for p in op.params if p.style == "flatten")
-                content = encode_form(request.body, flatten).encode()
-            else:
-                content = orjson.dumps(request.body)
-        elif content_type == FORM and op.method in ("POST", "PUT", "PATCH"):
-            content = b""
+        path = _join(path, _query_string(request.query, flatten))
+        content = _basic_body(op, request, flatten, warnings)
         if request.next_page_uri:
             path = self._page_path(request.next_page_uri)
             content = None
         send_headers = headers + (
-            (("content-type", content_type),) if content is not None and content_type else ()
+            (("content-type", op.content_type),) if content is not None and op.content_type else ()
         )
         return TwilioCall(
             method=op.method,

@@ -38,9 +38,14 @@ def format_scalar(value: Any) -> str:
 
 
 def form_pairs(
-    body: Mapping[str, Any], flatten: frozenset[str] = frozenset()
+    body: Mapping[str, Any], flatten: Mapping[str, str] | None = None
 ) -> Iterator[tuple[str, str]]:
-    """Yield (name, value) pairs; names in ``flatten`` whose value is a map become ``Name.key``."""
+    """Yield (name, value) pairs; a map under a name in ``flatten`` becomes ``Prefix.key`` pairs.
+
+    ``flatten`` maps a parameter name to its prefix (``AddOnsData`` → ``AddOns``), as the spec's
+    ``prefixed-collapsible-map`` parameters are sent by Twilio's SDKs.
+    """
+    flatten = flatten or {}
     for name, value in body.items():
         if value is None:
             continue
@@ -51,12 +56,12 @@ def form_pairs(
         elif isinstance(value, dict) and name in flatten:
             for key, item in value.items():
                 if item is not None:
-                    yield f"{name}.{key}", format_scalar(item)
+                    yield f"{flatten[name]}.{key}", format_scalar(item)
         else:
             yield name, format_scalar(value)
 
 
-def encode_form(body: Mapping[str, Any], flatten: frozenset[str] = frozenset()) -> str:
+def encode_form(body: Mapping[str, Any], flatten: Mapping[str, str] | None = None) -> str:
     """The ``application/x-www-form-urlencoded`` body for ``body``."""
     return urlencode(list(form_pairs(body, flatten)))
 
