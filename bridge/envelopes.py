@@ -189,6 +189,8 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 def parse_request(raw: bytes | None) -> BasicRequest | AdvancedRequest:
     """Parse and validate one Kafka payload; raise ``EnvelopeRejected`` naming every problem."""
+    if raw is None:
+        raise EnvelopeRejected("null payload (a tombstone): expected a JSON request envelope")
     if not raw:
         raise EnvelopeRejected("empty payload: expected a JSON request envelope")
     try:

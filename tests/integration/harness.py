@@ -152,9 +152,7 @@ async def collect(
             for records in batch.values():
                 for r in records:
                     found.append(
-                        Received(
-                            r.key, json.loads(r.value), dict(r.headers), r.partition, r.offset
-                        )
+                        Received(r.key, json.loads(r.value), dict(r.headers), r.partition, r.offset)
                     )
     finally:
         await consumer.stop()
