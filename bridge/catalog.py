@@ -97,6 +97,7 @@ class Operation:
     summary: str
     content_type: str | None
     params: tuple[Param, ...]
+    auth: str = "basic"  # "basic" (Auth Token or API key), "oauth2" or "none"
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Operation:
@@ -110,6 +111,7 @@ class Operation:
             summary=raw["summary"],
             content_type=raw["content_type"],
             params=tuple(Param.from_json(p) for p in raw["params"]),
+            auth=raw["auth"],
         )
 
     @property

@@ -151,6 +151,23 @@ def _host(doc: Json, path_item: Json, where: str) -> str:
     return hosts.pop()
 
 
+def _auth(doc: Json, op: Json) -> str:
+    """``basic`` (Account SID + Auth Token or API key), ``oauth2`` or ``none``."""
+    schemes = doc.get("components", {}).get("securitySchemes", {})
+    kinds = {
+        schemes[name]["type"]
+        for choice in op.get("security", doc.get("security")) or []
+        for name in choice
+    }
+    if not kinds:
+        return "none"
+    if kinds == {"http"}:
+        return "basic"
+    if kinds == {"oauth2"}:
+        return "oauth2"
+    raise ValueError(f"{op['operationId']}: unsupported security schemes {sorted(kinds)}")
+
+
 def _operations(api: str, doc: Json) -> Iterator[Json]:
     spec = _Spec(doc)
     for path, path_item in doc.get("paths", {}).items():
@@ -168,6 +185,7 @@ def _operations(api: str, doc: Json) -> Iterator[Json]:
                 "path": path,
                 "summary": _summary(op),
                 "content_type": content_type,
+                "auth": _auth(doc, op),
                 "params": params,
             }
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from bridge.calls import CallBuilder, TwilioCall
 from bridge.envelopes import (
     AdvancedRequest,
@@ -93,11 +95,16 @@ class Processor:
         except Exception:
             # A bug must not stop the partition: answer 'internal' and keep the evidence.
             log.exception("internal error processing request %s", request.id)
-            reply = error_reply(request.id, InternalError("internal error in the bridge"))
+            reply = error_reply(
+                request.id,
+                InternalError("internal error in the bridge"),
+                metadata=request.metadata,
+            )
         if reply.status == "ok":
             return Outcome(reply, None)
         assert reply.error is not None
-        document = request.model_dump(mode="json", exclude_defaults=True)
+        # The request exactly as it came (it parsed once already), so a replay sends the same.
+        document = orjson.loads(record.value or b"{}")
         return Outcome(
             reply, _error_record(record, reply.error, request_id=request.id, document=document)
         )

@@ -2,8 +2,10 @@
 
 Two changes for Prism, nothing else: array properties of form bodies get an explicit
 ``style: form, explode: true`` encoding (so Twilio's repeated keys ``MediaUrl=a&MediaUrl=b``
-validate), and several specs are merged into one document whose paths start with
-``/{domain}``, so one Prism process on one port serves every chosen Twilio domain.
+validate) and object properties become strings (Twilio's SDKs send them as JSON strings,
+``Data={"a":1}``, which Prism cannot decode: it ignores ``encoding.contentType``), and
+several specs are merged into one document whose paths start with ``/{domain}``, so one
+Prism process on one port serves every chosen Twilio domain.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ SPEC_PACKAGE = "@twilio-alpha/mcp@0.7.0"
 SPEC_MEMBER = "package/twilio-oai/spec/json/"
 FORM = "application/x-www-form-urlencoded"
 # Bump when the output of patching or merging changes, so stale cached copies are not reused.
-FORMAT = "1"
+FORMAT = "3"
 DOMAINS = "x-twilio-domains"
 
 Spec = dict[str, Any]
@@ -96,7 +98,7 @@ def _resolve(spec: Spec, node: Any) -> Any:
 
 
 def patch_form_arrays(spec: Spec) -> Spec:
-    """Give every array property of a form body ``encoding: {style: form, explode: true}``."""
+    """Declare how Twilio encodes form arrays (repeated keys) and objects (JSON strings)."""
     for item in spec["paths"].values():
         for operation in item.values():
             if not isinstance(operation, dict):
@@ -106,9 +108,12 @@ def patch_form_arrays(spec: Spec) -> Spec:
                 continue
             properties = _resolve(spec, media.get("schema", {})).get("properties", {})
             for name, prop in properties.items():
-                if _resolve(spec, prop).get("type") == "array":
+                kind = _resolve(spec, prop).get("type")
+                if kind == "array":
                     encoding = media.setdefault("encoding", {})
                     encoding.setdefault(name, {"style": "form", "explode": True})
+                elif kind == "object":
+                    properties[name] = {"type": "string", "contentMediaType": "application/json"}
     return spec
 
 

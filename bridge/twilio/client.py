@@ -55,8 +55,10 @@ def _translate(call: TwilioCall) -> Iterator[None]:
             raise CallNotSent(f"could not connect to Twilio for {where}") from None
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
             raise CallTimeout(f"no answer from Twilio in time for {where}") from None
+        # Exception type names only: messages can carry URLs, never worth the risk in a reply.
+        cause = f" ({type(exc.__cause__).__name__})" if exc.__cause__ is not None else ""
         raise CallTransportError(
-            f"connection to Twilio failed during {where}: {type(exc).__name__}"
+            f"connection to Twilio failed during {where}: {type(exc).__name__}{cause}"
         ) from None
 
 

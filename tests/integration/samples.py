@@ -62,6 +62,9 @@ def _first_in(items: Any) -> str:
     raise ValueError("empty character class")
 
 
+_BY_TYPE: dict[str, Any] = {"integer": 1, "number": 1.5, "boolean": True, "object": {}}
+
+
 def sample_value(param: Param) -> Any:
     """A value for ``param`` that satisfies its type, enum, pattern and format."""
     if param.enum:
@@ -70,19 +73,11 @@ def sample_value(param: Param) -> Any:
         value = sample_for_pattern(param.pattern)
     elif param.format in _FORMATS:
         value = _FORMATS[param.format]
-    elif param.type == "integer":
-        value = 1
-    elif param.type == "number":
-        value = 1.5
-    elif param.type == "boolean":
-        value = True
-    elif param.type == "object":
-        value = {}
     else:
-        value = "sample"
-    if param.type == "array":
-        return [value if value != {} else "sample"]
-    return value
+        # For arrays, enum/pattern/format describe the elements, and so does ``items``.
+        kind = param.items if param.type == "array" and param.items else param.type
+        value = _BY_TYPE.get(kind, "sample")
+    return [value] if param.type == "array" else value
 
 
 def minimal_envelope(op: Operation, request_id: str) -> dict[str, Any]:

@@ -299,3 +299,14 @@ def test_generator_rejects_specs_it_cannot_represent(
     (tmp_path / "twilio_a_v1.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match=message):
         catalog_gen.generate(tmp_path)
+
+
+def test_operations_record_how_twilio_authenticates_them(catalog: Catalog) -> None:
+    ops = list(catalog)
+    auth = {op.auth for op in ops}
+    assert auth == {"basic", "oauth2", "none"}
+    oauth = {op.operation for op in ops if op.auth == "oauth2"}
+    assert "CreateOrganizationUser" in oauth and all(
+        op.api == "iam.organizations" for op in ops if op.auth == "oauth2"
+    )
+    assert catalog.resolve("CreateMessage").auth == "basic"

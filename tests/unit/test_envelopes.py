@@ -22,7 +22,7 @@ def test_basic_and_advanced_parse() -> None:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (None, "empty payload"),
+        (None, "null payload (a tombstone)"),
         (b"", "empty payload"),
         (b"\xff\xfe", "not JSON"),
         (b"{", "not JSON"),

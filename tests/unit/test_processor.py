@@ -1,0 +1,426 @@
+"""From record to outcome (``bridge.processor``), with the real client over a mock transport."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from bridge.calls import CallBuilder
+from bridge.catalog import Catalog
+from bridge.envelopes import parse_request
+from bridge.kafka.records import Record
+from bridge.processor import Outcome, Processor
+from bridge.settings import Credential, TwilioSettings
+from bridge.twilio.client import TwilioClient, basic_auth_header
+
+ACCOUNT = "AC0123456789abcdef0123456789abcdef"
+TOKEN = "tok-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+CREDENTIAL = Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))
+CREDENTIALS = {"default": CREDENTIAL}
+AUTH = basic_auth_header(CREDENTIAL)
+SECRETS = (TOKEN, AUTH, AUTH.removeprefix("Basic "))
+SETTINGS = TwilioSettings(transport="httpx")
+PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+TOPIC, PARTITION, OFFSET, KEY, TIMESTAMP = "twilio.requests", 3, 42, b"order-78456", 1_700_000_000
+JSON = "application/json"
+
+Handler = Callable[[httpx.Request], httpx.Response]
+CLASSIC = {
+    "code": 21211,
+    "message": "The 'To' number +1 is not a valid phone number.",
+    "more_info": "https://www.twilio.com/docs/errors/21211",
+    "status": 400,
+}
+ENVELOPE: dict[str, Any] = {
+    "id": "order-78456-sms",
+    "mode": "basic",
+    "operation": "CreateMessage",
+    "params": {"Extra": "x"},
+    "body": {
+        "From": "+14155552671",
+        "To": "+919876543210",
+        "Body": "Your order has shipped",
+        "MediaUrl": ["https://demo.twilio.com/owl.png"],
+    },
+    "metadata": {"order": "ORD-78456", "n": [1, 2]},
+}
+
+
+class Twilio:
+    """A handler for ``httpx.MockTransport`` that records what it was sent."""
+
+    def __init__(self, answer: Handler) -> None:
+        self.answer = answer
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        return self.answer(request)
+
+
+def answering(status: int, body: Any = None, **headers: str) -> Twilio:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if body is None:
+            return httpx.Response(status, headers=headers)
+        return httpx.Response(status, json=body, headers=headers)
+
+    return Twilio(answer)
+
+
+def raising(exc: type[Exception]) -> Twilio:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if issubclass(exc, httpx.RequestError):
+            raise exc("simulated", request=request)
+        raise exc("simulated")
+
+    return Twilio(answer)
+
+
+@asynccontextmanager
+async def processor_for(twilio: Twilio) -> AsyncIterator[Processor]:
+    client = TwilioClient(SETTINGS, CREDENTIALS, transport=httpx.MockTransport(twilio))
+    try:
+        yield Processor(CallBuilder(Catalog.load(), CREDENTIALS, SETTINGS), client)
+    finally:
+        await client.aclose()
+
+
+def record(
+    value: bytes | dict[str, Any] | None, headers: tuple[tuple[str, bytes], ...] = ()
+) -> Record:
+    raw = json.dumps(value).encode() if isinstance(value, dict) else value
+    return Record(
+        topic=TOPIC,
+        partition=PARTITION,
+        offset=OFFSET,
+        key=KEY,
+        value=raw,
+        headers=headers,
+        timestamp_ms=TIMESTAMP,
+    )
+
+
+async def process(twilio: Twilio, value: bytes | dict[str, Any] | None, **kw: Any) -> Outcome:
+    async with processor_for(twilio) as processor:
+        return await processor.process(record(value, **kw))
+
+
+def assert_no_secrets(outcome: Outcome) -> None:
+    for part in (outcome.reply, outcome.error):
+        if part is not None:
+            text = part.model_dump_json()
+            for secret in SECRETS:
+                assert secret not in text
+
+
+def assert_source(outcome: Outcome) -> None:
+    assert outcome.error is not None
+    source = outcome.error.source
+    assert (source.topic, source.partition, source.offset) == (TOPIC, PARTITION, OFFSET)
+    assert source.key == base64.b64encode(KEY).decode()
+    assert source.timestamp_ms == TIMESTAMP
+    assert outcome.error.time.endswith("Z")
+    datetime.fromisoformat(outcome.error.time)
+
+
+# --- success -----------------------------------------------------------------------------------
+
+
+async def test_ok_reply() -> None:
+    answer = {"sid": "SM1", "status": "queued", "to": "+919876543210"}
+    twilio = answering(201, answer, **{"Twilio-Request-Id": "RQ1"})
+    outcome = await process(twilio, {**ENVELOPE, "response_headers": ["Twilio-Request-Id"]})
+    assert outcome.error is None
+    reply = outcome.reply
+    assert reply is not None
+    assert reply.id == "order-78456-sms"
+    assert reply.status == "ok" and reply.error is None
+    assert reply.http_status == 201
+    assert (reply.api, reply.operation, reply.method, reply.path) == (
+        "api.v2010",
+        "CreateMessage",
+        "POST",
+        PATH,
+    )
+    assert reply.body == answer
+    assert reply.content_type == JSON
+    assert reply.headers == {"twilio-request-id": "RQ1"}
+    assert reply.attempts == 1
+    assert 0 <= reply.duration_ms < 10_000
+    assert reply.metadata == ENVELOPE["metadata"]
+    assert len(reply.warnings) == 1 and "params.Extra" in reply.warnings[0]
+    assert_no_secrets(outcome)
+
+
+async def test_what_twilio_receives() -> None:
+    twilio = answering(201, {"sid": "SM1"})
+    await process(twilio, ENVELOPE)
+    [sent] = twilio.requests
+    assert sent.method == "POST"
+    assert str(sent.url) == "https://api.twilio.com" + PATH
+    assert sent.headers["authorization"] == AUTH
+    assert sent.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert sent.headers["user-agent"].startswith("twilio-kafka-bridge/")
+    assert parse_qsl(sent.content.decode()) == [
+        ("From", "+14155552671"),
+        ("To", "+919876543210"),
+        ("Body", "Your order has shipped"),
+        ("MediaUrl", "https://demo.twilio.com/owl.png"),
+    ]
+
+
+async def test_advanced_ok_reply() -> None:
+    twilio = answering(200, {"messages": [], "next_page_uri": PATH + "?Page=1"})
+    envelope = {"id": "raw-1", "mode": "advanced", "method": "GET", "path": PATH}
+    outcome = await process(twilio, envelope)
+    assert outcome.error is None and outcome.reply is not None
+    reply = outcome.reply
+    assert (reply.status, reply.method, reply.path, reply.operation) == ("ok", "GET", PATH, None)
+    assert reply.next_page_uri == PATH + "?Page=1"
+    assert reply.metadata is None
+    [sent] = twilio.requests
+    assert sent.content == b""
+
+
+async def test_record_headers_cannot_override_auth_or_host() -> None:
+    twilio = answering(201, {"sid": "SM1"})
+    headers = (
+        ("Authorization", b"Basic ZXZpbDpldmls"),
+        ("Host", b"evil.example"),
+        ("Content-Length", b"1"),
+        ("Content-Type", b"text/plain"),
+        ("Connection", b"close"),
+        ("Transfer-Encoding", b"chunked"),
+        ("X-Trace-Id", b"t-1"),
+        ("X-Binary", b"\xff\xfe"),
+    )
+    await process(twilio, {**ENVELOPE, "request_headers": "*"}, headers=headers)
+    [sent] = twilio.requests
+    assert sent.headers.get_list("authorization") == [AUTH]
+    assert sent.headers.get_list("host") == ["api.twilio.com"]
+    assert sent.headers.get_list("content-type") == ["application/x-www-form-urlencoded"]
+    assert sent.headers.get_list("content-length") == [str(len(sent.content))]
+    assert sent.headers.get_list("transfer-encoding") == []
+    assert sent.headers.get_list("connection") != ["close"]
+    assert sent.headers["x-trace-id"] == "t-1"
+    assert "x-binary" not in sent.headers
+
+
+# --- Twilio errors -----------------------------------------------------------------------------
+
+
+async def test_twilio_error_gives_error_reply_and_error_record() -> None:
+    outcome = await process(answering(400, CLASSIC), ENVELOPE)
+    reply = outcome.reply
+    assert reply is not None and reply.status == "error"
+    assert reply.http_status == 400
+    assert reply.body == CLASSIC
+    assert reply.metadata == ENVELOPE["metadata"]
+    assert reply.error is not None
+    assert reply.error.kind == "twilio"
+    assert reply.error.twilio_code == 21211
+    assert reply.error.message == CLASSIC["message"]
+    assert reply.error.more_info == CLASSIC["more_info"]
+    assert outcome.error is not None
+    assert outcome.error.id == "order-78456-sms"
+    assert outcome.error.error == reply.error
+    assert outcome.error.request == ENVELOPE
+    assert outcome.error.raw is None
+    assert_source(outcome)
+    assert_no_secrets(outcome)
+
+
+async def test_error_record_request_can_be_replayed() -> None:
+    envelope = {**ENVELOPE, "credential": "default", "response_format": "json", "strict": False}
+    outcome = await process(answering(500, CLASSIC), envelope)
+    assert outcome.error is not None and outcome.error.request is not None
+    replayed = parse_request(json.dumps(outcome.error.request).encode())
+    assert replayed == parse_request(json.dumps(envelope).encode())
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "retryable"),
+    [(401, "auth", False), (403, "auth", False), (404, "not_found", False)]
+    + [(429, "rate_limited", True), (503, "twilio", True)],
+)
+async def test_error_kinds_by_status(status: int, kind: str, retryable: bool) -> None:
+    body = {"code": 20003, "message": "Authenticate", "status": status}
+    outcome = await process(answering(status, body), ENVELOPE)
+    assert outcome.reply is not None and outcome.reply.error is not None
+    assert (outcome.reply.error.kind, outcome.reply.error.retryable) == (kind, retryable)
+    assert outcome.error is not None and outcome.error.error.kind == kind
+    assert_no_secrets(outcome)
+
+
+# --- transport failures ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "message"),
+    [
+        (httpx.ConnectError, "transport", "could not connect"),
+        (httpx.ConnectTimeout, "transport", "could not connect"),
+        (httpx.ReadTimeout, "timeout", "no answer"),
+        (httpx.WriteTimeout, "timeout", "no answer"),
+        (httpx.RemoteProtocolError, "transport", "RemoteProtocolError"),
+        (httpx.ReadError, "transport", "ReadError"),
+    ],
+)
+async def test_transport_failures(exc: type[Exception], kind: str, message: str) -> None:
+    twilio = raising(exc)
+    outcome = await process(twilio, ENVELOPE)
+    assert len(twilio.requests) == 1
+    reply = outcome.reply
+    assert reply is not None and reply.status == "error"
+    assert reply.error is not None
+    assert reply.error.kind == kind
+    assert reply.error.retryable is True
+    assert message in reply.error.message
+    assert reply.error.http_status is None and reply.http_status is None
+    assert (reply.operation, reply.method, reply.path) == ("CreateMessage", "POST", PATH)
+    assert reply.attempts == 1
+    assert reply.metadata == ENVELOPE["metadata"]
+    assert outcome.error is not None and outcome.error.error.kind == kind
+    assert outcome.error.request == ENVELOPE
+    assert_source(outcome)
+    assert_no_secrets(outcome)
+
+
+async def test_unexpected_exception_becomes_internal(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        outcome = await process(raising(RuntimeError), ENVELOPE)
+    assert outcome.reply is not None and outcome.reply.error is not None
+    assert outcome.reply.id == ENVELOPE["id"]
+    assert outcome.reply.error.kind == "internal"
+    assert outcome.reply.error.retryable is False
+    assert outcome.error is not None and outcome.error.error.kind == "internal"
+    assert outcome.error.request == ENVELOPE
+    assert_source(outcome)
+    assert_no_secrets(outcome)
+    assert caplog.records, "an internal error is logged"
+    for secret in SECRETS:
+        assert secret not in caplog.text
+
+
+async def test_internal_error_reply_still_echoes_metadata() -> None:
+    outcome = await process(raising(RuntimeError), ENVELOPE)
+    assert outcome.reply is not None
+    assert outcome.reply.metadata == ENVELOPE["metadata"]
+
+
+# --- requests that never reach Twilio ----------------------------------------------------------
+
+
+async def test_invalid_request_is_answered_without_calling_twilio() -> None:
+    twilio = answering(201, {"sid": "SM1"})
+    envelope = {**ENVELOPE, "body": {"Body": "hi"}}
+    outcome = await process(twilio, envelope)
+    assert twilio.requests == []
+    reply = outcome.reply
+    assert reply is not None and reply.error is not None
+    assert reply.error.kind == "validation"
+    assert reply.error.missing == ["To"]
+    assert reply.attempts == 0
+    assert reply.http_status is None
+    assert reply.metadata == ENVELOPE["metadata"]
+    assert outcome.error is not None
+    assert outcome.error.request == envelope
+    assert outcome.error.error.missing == ["To"]
+    assert_source(outcome)
+
+
+async def test_unknown_operation_reply_suggests() -> None:
+    twilio = answering(201, {})
+    outcome = await process(twilio, {**ENVELOPE, "operation": "CreateMesage"})
+    assert twilio.requests == []
+    assert outcome.reply is not None and outcome.reply.error is not None
+    assert outcome.reply.error.invalid == ["operation"]
+    assert "CreateMessage" in outcome.reply.error.message
+
+
+async def test_envelope_with_id_but_invalid_fields() -> None:
+    twilio = answering(201, {})
+    document = {"id": "bad-1", "mode": "basic", "params": [], "bogus": 1}
+    outcome = await process(twilio, document)
+    assert twilio.requests == []
+    assert outcome.reply is not None
+    assert outcome.reply.id == "bad-1" and outcome.reply.status == "error"
+    assert outcome.reply.error is not None and outcome.reply.error.kind == "validation"
+    assert outcome.reply.error.missing == ["operation"]
+    assert outcome.error is not None
+    assert outcome.error.id == "bad-1"
+    assert outcome.error.request == document
+    assert outcome.error.raw is None
+    assert_source(outcome)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xff\x00junk\x80", "not JSON"),
+        (b"hello", "not JSON"),
+        (b"[1, 2]", "not an object"),
+        (b'"id"', "not an object"),
+        (b"", "empty payload"),
+    ],
+)
+async def test_junk_bytes_give_an_error_record_with_raw_bytes(value: bytes, reason: str) -> None:
+    twilio = answering(201, {})
+    outcome = await process(twilio, value)
+    assert twilio.requests == []
+    assert outcome.reply is None
+    assert outcome.error is not None
+    assert outcome.error.id is None
+    assert outcome.error.request is None
+    assert outcome.error.raw == base64.b64encode(value).decode()
+    assert base64.b64decode(outcome.error.raw) == value
+    assert outcome.error.error.kind == "validation"
+    assert reason in outcome.error.error.message
+    assert_source(outcome)
+
+
+async def test_tombstone_gives_an_error_record() -> None:
+    outcome = await process(answering(201, {}), None)
+    assert outcome.reply is None
+    assert outcome.error is not None
+    assert outcome.error.raw is None and outcome.error.request is None
+    assert outcome.error.error.kind == "validation"
+    assert "payload" in outcome.error.error.message
+    assert_source(outcome)
+
+
+async def test_record_without_key_or_timestamp() -> None:
+    async with processor_for(answering(201, {})) as processor:
+        outcome = await processor.process(
+            Record(topic="t", partition=0, offset=7, key=None, value=b"x")
+        )
+    assert outcome.error is not None
+    assert outcome.error.source.key is None and outcome.error.source.timestamp_ms is None
+    assert outcome.error.source.offset == 7
+
+
+async def test_one_processor_handles_many_records() -> None:
+    twilio = answering(201, {"sid": "SM1"})
+    async with processor_for(twilio) as processor:
+        outcomes = [
+            await processor.process(record(value))
+            for value in (ENVELOPE, b"junk", {**ENVELOPE, "id": "second"})
+        ]
+    assert [o.reply.id if o.reply else None for o in outcomes] == [
+        "order-78456-sms",
+        None,
+        "second",
+    ]
+    assert [o.error is None for o in outcomes] == [True, False, True]
+    assert len(twilio.requests) == 2
