@@ -162,11 +162,13 @@ class CallBuilder:
             call = self._basic(request, credential, headers)
         else:
             call = self._advanced(request, headers)
+        # Accepted by the contract, not built yet: say so in the reply rather than ignore it.
+        notes = []
         if request.response_format != "json":
-            # Accepted by the contract; the conversion from Twilio's JSON is not built yet.
-            note = f"response_format '{request.response_format}' is not supported yet: body is JSON"
-            call = replace(call, warnings=(*call.warnings, note))
-        return call
+            notes.append(f"response_format '{request.response_format}' not supported yet: JSON")
+        if request.follow_pages:
+            notes.append("follow_pages not supported yet: one page fetched")
+        return replace(call, warnings=(*call.warnings, *notes)) if notes else call
 
     def _resolve(self, request: BasicRequest) -> Operation:
         try:

@@ -119,6 +119,9 @@ class TwilioSettings(_Section):
     response_timeout_s: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=256, ge=1)
     keepalive: bool = True
+    # Below the common 5 s server idle timeout (Node's default among them): a connection the
+    # server may be closing right now is never reused, so a POST is never lost in that race.
+    keepalive_expiry_s: float = Field(default=4.0, gt=0)
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @field_validator("base_url")

@@ -74,6 +74,7 @@ class TwilioClient:
         limits = httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections if settings.keepalive else 0,
+            keepalive_expiry=settings.keepalive_expiry_s,
         )
         if transport is None and settings.transport == "aiohttp":
             transport = AiohttpTransport(limits=limits)

@@ -529,6 +529,8 @@ def test_response_format_other_than_json_is_flagged_until_supported(
     )
     assert call.path == f"/2010-04-01/Accounts/{ACCOUNT}/Messages/SM1.json"
     assert any("response_format 'xml'" in w for w in call.warnings)
+    paged = builder.build(basic(operation="ListMessage", follow_pages=True, max_pages=3))
+    assert any("follow_pages" in w for w in paged.warnings)
 
 
 # --- settings: hosts ---------------------------------------------------------------------------
