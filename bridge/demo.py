@@ -133,7 +133,11 @@ async def _exchange(bootstrap: str, base_url: str) -> int:
     await create_topics(bootstrap, TOPICS)
     settings = Settings(
         kafka=KafkaSettings(
-            bootstrap_servers=bootstrap, idempotent_producer=False, group_id="demo"
+            bootstrap_servers=bootstrap,
+            idempotent_producer=False,
+            group_id="demo",
+            # Tansu holds a new group's first join for half the session timeout.
+            session_timeout_ms=6000,
         ),
         twilio=TwilioSettings(base_url=base_url),
         credentials={"default": Credential(account_sid=ACCOUNT, auth_token="demo-auth-token")},

@@ -75,6 +75,8 @@ class RequestConsumer:
             enable_auto_commit=False,
             auto_offset_reset=kafka.auto_offset_reset,
             session_timeout_ms=kafka.session_timeout_ms,
+            # Kafka's guidance: heartbeat at most a third of the session timeout.
+            heartbeat_interval_ms=min(3000, kafka.session_timeout_ms // 3),
             max_poll_interval_ms=kafka.max_poll_interval_ms,
         )
         self._runner = KeyedRunner()

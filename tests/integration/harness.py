@@ -65,6 +65,9 @@ class BridgeProcess:
                 "BRIDGE_KAFKA__GROUP_ID": self.topics.group,
                 "BRIDGE_KAFKA__IDEMPOTENT_PRODUCER": "false",
                 "BRIDGE_KAFKA__COMMIT_INTERVAL_S": "0.2",
+                # Tansu holds a group's first join for half the session timeout (23 s at the
+                # 45 s default), and a killed member is only dropped once it expires.
+                "BRIDGE_KAFKA__SESSION_TIMEOUT_MS": "6000",
                 "BRIDGE_TWILIO__BASE_URL": self.base_url,
                 "BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID": ACCOUNT,
                 "BRIDGE_CREDENTIALS__DEFAULT__AUTH_TOKEN": AUTH_TOKEN,
