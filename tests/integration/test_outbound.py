@@ -215,3 +215,38 @@ async def test_sigterm_finishes_in_flight_work_commits_and_exits_zero(
     (offset,) = await committed(tansu.bootstrap_servers, topics.group, topics.requests)
     # Everything replied to before exit is committed, and nothing beyond it.
     assert offset == done, (offset, done)
+
+
+async def test_rebalances_between_replicas_lose_nothing_and_repeat_nothing(
+    start_bridge: Any, tansu: Any
+) -> None:
+    total, partitions = 800, 4
+    items = [
+        _envelope({"id": f"rb-{n}", "mode": "basic", "operation": "FetchBalance"})
+        for n in range(total)
+    ]
+    topics, first = await start_bridge(partitions=partitions)
+    await produce(tansu.bootstrap_servers, topics.requests, items)
+    await collect(tansu.bootstrap_servers, topics.replies, 50, 60)
+    # A second replica joins mid-stream (partitions move), then the first leaves (they move back).
+    _, second = await start_bridge(topics=topics)
+    deadline = time.monotonic() + 60
+    while "bridge.kafka.consumer assigned" not in second.log():
+        assert time.monotonic() < deadline, second.log()[-3000:]
+        await asyncio.sleep(0.2)
+    assert first.stop() == 0
+    replies = await collect(tansu.bootstrap_servers, topics.replies, total, 120, settle_s=2)
+    counts = Counter(r.value["id"] for r in replies)
+    duplicated = sum(c - 1 for c in counts.values())
+    print(f"sent={total} replied={len(counts)} duplicate replies={duplicated}")
+    assert len(counts) == total, second.log()[-3000:]
+    # Revoked partitions finished their work and committed it before moving: nothing redone.
+    assert duplicated == 0
+    deadline = time.monotonic() + 20
+    while (
+        sum(await committed(tansu.bootstrap_servers, topics.group, topics.requests, partitions))
+        != total
+    ):
+        assert time.monotonic() < deadline, "offsets were not committed to the end"
+        await asyncio.sleep(0.2)
+    assert second.stop() == 0
