@@ -27,6 +27,8 @@ def _run(_: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # httpx logs every URL at INFO: phone numbers from query strings, and a line per call.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     return asyncio.run(run(settings))
 
 
