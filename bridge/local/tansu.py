@@ -7,19 +7,18 @@ Memory storage only: a restart loses every record, so simulate an outage with
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import signal
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
+
+from bridge.local.process import LocalProcess
 
 __all__ = ["TansuBroker", "broker_binary", "create_topics", "free_port"]
 
@@ -46,39 +45,29 @@ def broker_binary() -> str:
     return path
 
 
-class TansuBroker:
+class TansuBroker(LocalProcess):
     """A Tansu broker on a free loopback port; ``async with`` or :meth:`start`/:meth:`stop`."""
+
+    name = "the broker"
 
     def __init__(self, *, start_timeout_s: float = 30, log_dir: Path | None = None) -> None:
         self.port = free_port()
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
         self.start_timeout_s = start_timeout_s
         self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="tansu-")) / "tansu.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        """The broker's process id."""
-        if self._process is None:
-            raise RuntimeError("the broker is not running")
-        return self._process.pid
 
     def _launch(self) -> None:
         url = f"tcp://{self.bootstrap_servers}"
         command = [broker_binary(), "broker", "--listener-url", url]
         command += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-        # A log file, not a pipe: nobody reads a pipe, and a full one would block the broker.
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self._spawn(command)
 
     async def wait_ready(self) -> None:
         """Poll until the port accepts connections and a metadata request is answered."""
         deadline = time.monotonic() + self.start_timeout_s
         last: Exception | None = None
         while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
+            if self._exited():
                 raise RuntimeError(f"tansu exited during start-up; see {self.log_path}")
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -92,27 +81,6 @@ class TansuBroker:
         self.stop()
         raise RuntimeError(f"tansu not ready within {self.start_timeout_s} s ({last!r})")
 
-    def start(self) -> TansuBroker:
-        """Start the broker and block until it answers (usable with or without a running loop)."""
-        self._launch()
-        # A fresh loop in a worker thread, so this works even when called from async code.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, self.wait_ready()).result()
-        return self
-
-    def stop(self) -> None:
-        """Kill the broker (its data is gone); safe to call twice."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGCONT)  # a suspended process cannot act on SIGTERM
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-
     def suspend(self) -> None:
         """Freeze the broker (SIGSTOP): clients see an unresponsive broker, data is kept."""
         os.killpg(self.pid, signal.SIGSTOP)
@@ -120,23 +88,6 @@ class TansuBroker:
     def resume(self) -> None:
         """Thaw a suspended broker (SIGCONT)."""
         os.killpg(self.pid, signal.SIGCONT)
-
-    async def __aenter__(self) -> TansuBroker:
-        self._launch()
-        try:
-            await self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 async def _list_topics(bootstrap: str) -> list[str]:

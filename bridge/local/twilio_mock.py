@@ -13,18 +13,15 @@ adds response checks, which turn some of Twilio's own examples into 500s, so it 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from bridge.local.cache import cache_dir, run_npm
+from bridge.local.process import LocalProcess
 from bridge.local.tansu import free_port
 from bridge.local.twilio_spec import all_spec_names, ensure_spec, mock_spec
 
@@ -54,8 +51,10 @@ def ensure_prism() -> Path:
     return binary
 
 
-class PrismMock:
+class PrismMock(LocalProcess):
     """Prism for the given spec files (default: all 50) on one free loopback port."""
+
+    name = "prism"
 
     def __init__(
         self,
@@ -69,7 +68,6 @@ class PrismMock:
         self.start_timeout_s = start_timeout_s
         self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="prism-")) / "prism.log"
         self.domains: tuple[str, ...] = ()
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
@@ -87,31 +85,19 @@ class PrismMock:
             raise AttributeError("plain_base_url needs exactly one spec")
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int:
-        """Prism's process id (also its process group id)."""
-        if self._process is None:
-            raise RuntimeError("prism is not running")
-        return self._process.pid
-
     def _launch(self) -> None:
         prism = ensure_prism()
         names = self.specs if self.specs is not None else all_spec_names()
         spec = mock_spec(names, plain=len(names) == 1)
         self.domains = spec.domains
         command = [str(prism), "mock", "-h", "127.0.0.1", "-p", str(self.port), str(spec.path)]
-        # Own process group: stop() kills node and anything it forks, all at once.
-        # A log file, not a pipe: Prism logs every request, a full pipe would block it.
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self._spawn(command)
 
     async def wait_ready(self) -> None:
         """Poll until Prism answers HTTP (it listens only once the spec is loaded)."""
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
+            if self._exited():
                 raise RuntimeError(f"prism exited during start-up; see {self.log_path}")
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -126,42 +112,3 @@ class PrismMock:
             await asyncio.sleep(0.05)
         self.stop()
         raise RuntimeError(f"prism not ready within {self.start_timeout_s} s; see {self.log_path}")
-
-    def start(self) -> PrismMock:
-        """Start Prism and block until it answers (usable with or without a running loop)."""
-        self._launch()
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, self.wait_ready()).result()
-        return self
-
-    def stop(self) -> None:
-        """Kill Prism's whole process group; safe to call twice."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-        except ProcessLookupError:  # already gone
-            process.wait(5)
-
-    async def __aenter__(self) -> PrismMock:
-        # npm and the spec merge block for a while on first use: keep the loop free.
-        await asyncio.to_thread(self._launch)
-        try:
-            await self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

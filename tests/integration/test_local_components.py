@@ -45,6 +45,16 @@ def _process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
+async def _state_becomes(pid: int, state: str, within_s: float = 2) -> bool:
+    # A signal is delivered asynchronously: the state changes soon after kill(), not at once.
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if _process_state(pid) == state:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 async def test_tansu_round_trip_with_headers(tansu: TansuBroker) -> None:
     topic = f"local-{uuid.uuid4().hex[:8]}"
     await create_topics(tansu.bootstrap_servers, [topic], partitions=2)
@@ -69,7 +79,7 @@ async def test_tansu_suspend_holds_requests_until_resume(tmp_path: Path) -> None
         await producer.start()
         try:
             broker.suspend()
-            assert _process_state(broker.pid) == "T"
+            assert await _state_becomes(broker.pid, "T")
             admin = AIOKafkaAdminClient(
                 bootstrap_servers=broker.bootstrap_servers, request_timeout_ms=500
             )
