@@ -37,6 +37,7 @@ class Publisher:
             acks="all" if settings.acks == "all" else 1,
             enable_idempotence=settings.idempotent_producer,
             max_request_size=settings.max_request_size,
+            max_batch_size=settings.batch_size,
             linger_ms=2,
         )
 

@@ -1,0 +1,268 @@
+"""A cheap, fault-injecting local stand-in for the Twilio REST API.
+
+Run it as its own process so its CPU does not count against the code under test::
+
+    python tests/perf/fast_mock.py --port 0 --latency-ms 100 --error-rate 0.01 \
+        --rate-429 0.01 --retry-after 1 --reset-rate 0.01
+
+It prints ``READY <port>`` once listening. Every path answers: POST → 201, DELETE → 204,
+anything else → 200, with a small Twilio-like JSON body and a fresh ``SM…`` sid, after
+``--latency-ms`` (a timer, never blocking). By rate it instead answers 500 (Twilio error
+20500), 429 (20429, ``Retry-After`` unless ``--retry-after`` is negative) or resets the
+connection without answering. ``GET /__stats`` returns request counts (total, by method,
+by ``"METHOD /path"``, by ``I-Request-Id`` and ``X-Test-Id`` header, faults injected) and
+the mock's CPU seconds; ``POST /__reset`` zeroes the counts. Those two paths are never
+delayed, faulted or counted.
+
+It is a plain ``asyncio.Protocol`` with a minimal HTTP/1.1 parser: keep-alive,
+``Content-Length`` bodies, ``Connection: close``; requests on one connection are answered in
+order. No chunked request bodies (answered 411), no TLS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request"}
+REASONS |= {411: "Length Required", 429: "Too Many Requests", 500: "Internal Server Error"}
+MAX_HEAD = 64 * 1024
+SID_PREFIX = f"{random.getrandbits(32):08x}"  # sids stay fresh across mock restarts
+
+
+@dataclass
+class Config:
+    latency: float = 0.0  # seconds
+    error_rate: float = 0.0
+    rate_429: float = 0.0
+    retry_after: int = 1  # negative: no Retry-After header
+    reset_rate: float = 0.0
+
+
+@dataclass
+class Stats:
+    total: int = 0
+    by_method: Counter[str] = field(default_factory=Counter)
+    by_route: Counter[str] = field(default_factory=Counter)
+    by_request_id: Counter[str] = field(default_factory=Counter)
+    by_test_id: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    sids: int = 0
+
+    def reset(self) -> None:
+        self.__dict__.update(Stats().__dict__)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "by_method": self.by_method,
+            "by_route": self.by_route,
+            "by_request_id": self.by_request_id,
+            "by_test_id": self.by_test_id,
+            "faults": self.faults,
+            "cpu_seconds": time.process_time(),  # of the whole mock process, never reset
+        }
+
+
+def _error(code: int, status: int, message: str) -> bytes:
+    info = f"https://www.twilio.com/docs/errors/{code}"
+    doc = {"code": code, "message": message, "more_info": info, "status": status}
+    return json.dumps(doc).encode()
+
+
+ERROR_500 = _error(20500, 500, "An internal server error has occurred")
+ERROR_429 = _error(20429, 429, "Too Many Requests")
+
+
+class MockProtocol(asyncio.Protocol):
+    def __init__(self, config: Config, stats: Stats) -> None:
+        self.config, self.stats = config, stats
+        self.buf = b""
+        self.busy = False  # a delayed answer is pending; later requests wait in buf
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.busy:
+            self._drain()
+
+    def _drain(self) -> None:
+        while self.transport is not None and not self.busy:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > MAX_HEAD:
+                    self._send(400, b"", close=True)
+                return
+            lines = self.buf[:end].decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            if len(parts) != 3:
+                self._send(400, b"", close=True)
+                return
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if "chunked" in headers.get("transfer-encoding", ""):
+                self._send(411, b"", close=True)
+                return
+            size = headers.get("content-length", "0")
+            if not size.isdigit():
+                self._send(400, b"", close=True)
+                return
+            stop = end + 4 + int(size)
+            if len(self.buf) < stop:
+                return
+            self.buf = self.buf[stop:]
+            conn = headers.get("connection", "").lower()
+            close = conn == "close" or (parts[2] == "HTTP/1.0" and conn != "keep-alive")
+            self._handle(parts[0], parts[1], headers, close)
+
+    def _handle(self, method: str, target: str, headers: dict[str, str], close: bool) -> None:
+        path = target.partition("?")[0]
+        stats = self.stats
+        if path == "/__stats":
+            self._send(200, json.dumps(stats.as_json()).encode(), close)
+            return
+        if path == "/__reset":
+            stats.reset()
+            self._send(200, b'{"ok": true}', close)
+            return
+        stats.total += 1
+        stats.by_method[method] += 1
+        stats.by_route[f"{method} {path}"] += 1
+        if "i-request-id" in headers:
+            stats.by_request_id[headers["i-request-id"]] += 1
+        if "x-test-id" in headers:
+            stats.by_test_id[headers["x-test-id"]] += 1
+        if self.config.latency > 0:
+            self.busy = True
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.config.latency, self._answer, method, path, close)
+        else:
+            self._answer(method, path, close)
+
+    def _answer(self, method: str, path: str, close: bool) -> None:
+        cfg, stats = self.config, self.stats
+        r = random.random()
+        if r < cfg.reset_rate:
+            stats.faults["reset"] += 1
+            self.busy = False
+            self._reset()
+            return
+        r -= cfg.reset_rate
+        if r < cfg.error_rate:
+            stats.faults["500"] += 1
+            self._send(500, ERROR_500, close)
+        elif r - cfg.error_rate < cfg.rate_429:
+            stats.faults["429"] += 1
+            extra = f"Retry-After: {cfg.retry_after}\r\n" if cfg.retry_after >= 0 else ""
+            self._send(429, ERROR_429, close, extra)
+        elif method == "DELETE":
+            self._send(204, b"", close)
+        else:
+            stats.sids += 1
+            self._send(201 if method == "POST" else 200, _resource(path, stats.sids), close)
+        if self.busy:
+            self.busy = False
+            self._drain()
+
+    def _send(self, status: int, body: bytes, close: bool, extra: str = "") -> None:
+        if self.transport is None:
+            return
+        head = (
+            f"HTTP/1.1 {status} {REASONS[status]}\r\n"
+            f"Content-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}"
+            f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        if close:
+            self.transport.close()
+            self.transport = None
+
+    def _reset(self) -> None:
+        """Drop the connection with a TCP RST, answering nothing."""
+        if self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+        self.transport = None
+
+
+def _resource(path: str, n: int) -> bytes:
+    segments = path.split("/")
+    account = segments[3] if len(segments) > 3 and segments[2] == "Accounts" else "AC" + "0" * 32
+    sid = f"SM{SID_PREFIX}{n:024x}"
+    uri = path.removesuffix(".json") + f"/{sid}.json" if path.endswith("s.json") else path
+    doc: dict[str, str | None] = {"sid": sid, "account_sid": account, "status": "queued"}
+    doc["api_version"] = "2010-04-01"
+    doc |= {"num_segments": "1", "error_code": None, "error_message": None, "uri": uri}
+    return json.dumps(doc).encode()
+
+
+async def serve(config: Config, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
+    """Start the mock in the running loop; the bound port is server.sockets[0]."""
+    stats = Stats()
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: MockProtocol(config, stats), host, port, backlog=1024)
+
+
+def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
+    """Run this file as a child process with CLI ``args``; returns (process, port)."""
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if len(line) != 2 or line[0] != "READY":
+        proc.kill()
+        raise RuntimeError(f"fast_mock did not start: {line!r}")
+    return proc, int(line[1])
+
+
+async def _main(ns: argparse.Namespace) -> None:
+    config = Config(ns.latency_ms / 1000, ns.error_rate, ns.rate_429, ns.retry_after, ns.reset_rate)
+    server = await serve(config, ns.host, ns.port)
+    print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--error-rate", type=float, default=0.0, help="share answered 500")
+    p.add_argument("--rate-429", type=float, default=0.0, help="share answered 429")
+    p.add_argument("--retry-after", type=int, default=1, help="seconds; negative: no header")
+    p.add_argument("--reset-rate", type=float, default=0.0, help="share reset unanswered")
+    p.add_argument("--seed", type=int, default=None)
+    ns = p.parse_args(argv)
+    random.seed(ns.seed)
+    asyncio.run(_main(ns))
+
+
+if __name__ == "__main__":
+    main()
