@@ -112,15 +112,12 @@ def _listing(names: Mapping[str, str]) -> str:
 
 def _basic_body(op: Operation, request: BasicRequest, flatten: Mapping[str, str]) -> bytes | None:
     """The encoded body: form or JSON as the spec says; empty (``{}`` for JSON) for a bare POST."""
-    if op.content_type is None:
-        return None  # _check_basic already warned about every body field given
-    if op.is_json:
-        if request.body or op.method in ("POST", "PUT", "PATCH"):
-            return orjson.dumps(request.body)
+    # Without a body in the spec, _check_basic has already warned about every field given.
+    if op.content_type is None or not (request.body or op.method in ("POST", "PUT", "PATCH")):
         return None
-    if request.body or op.method in ("POST", "PUT", "PATCH"):
-        return encode_form(request.body, flatten).encode()
-    return None
+    if op.is_json:
+        return orjson.dumps(request.body)
+    return encode_form(request.body, flatten).encode()
 
 
 class CallBuilder:
