@@ -128,31 +128,6 @@ class Operation:
         """The params found in ``location`` (path, query, header or body)."""
         return tuple(p for p in self.params if p.location == location)
 
-    @property
-    def path_params(self) -> tuple[Param, ...]:
-        """Params substituted into the path template."""
-        return self.params_in("path")
-
-    @property
-    def query_params(self) -> tuple[Param, ...]:
-        """Params sent in the query string."""
-        return self.params_in("query")
-
-    @property
-    def header_params(self) -> tuple[Param, ...]:
-        """Params sent as request headers."""
-        return self.params_in("header")
-
-    @property
-    def body_params(self) -> tuple[Param, ...]:
-        """Params sent in the request body."""
-        return self.params_in("body")
-
-    @property
-    def required_body(self) -> tuple[Param, ...]:
-        """Body params the spec marks required."""
-        return tuple(p for p in self.body_params if p.required)
-
     def param(self, name: str, location: str | None = None) -> Param | None:
         """The param called ``name`` (optionally only in ``location``), or None."""
         for p in self.params:

@@ -72,11 +72,3 @@ class Publisher:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)
-
-    async def ping(self) -> bool:
-        """True when the producer has current metadata from the broker."""
-        try:
-            await self._producer.client.fetch_all_metadata()
-        except KafkaError:
-            return False
-        return True

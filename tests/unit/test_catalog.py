@@ -51,8 +51,8 @@ def test_create_message(catalog: Catalog) -> None:
     assert op.path == "/2010-04-01/Accounts/{AccountSid}/Messages.json"
     assert op.content_type == "application/x-www-form-urlencoded"
     assert not op.is_json
-    assert [p.name for p in op.path_params] == ["AccountSid"]
-    assert [p.name for p in op.required_body] == ["To"]
+    assert [p.name for p in op.params_in("path")] == ["AccountSid"]
+    assert [p.name for p in op.params_in("body") if p.required] == ["To"]
     media = op.param("MediaUrl", "body")
     assert media is not None
     assert (media.type, media.items, media.required) == ("array", "string", False)
@@ -151,7 +151,7 @@ def test_json_bodied_operations(catalog: Catalog) -> None:
         "UpdateOrganizationUser",
     }
     content = catalog.resolve("CreateContent", "content.v1")
-    assert content.is_json and all(p.style is None for p in content.body_params)
+    assert content.is_json and all(p.style is None for p in content.params_in("body"))
     form_or_none = {op.content_type for op in catalog if not op.is_json}
     assert form_or_none == {None, "application/x-www-form-urlencoded"}
 
@@ -178,7 +178,7 @@ def test_enums_and_header_params(catalog: Catalog) -> None:
     codecs = catalog.resolve("CreateRoom", "video.v1").param("VideoCodecs")
     assert codecs is not None and codecs.items == "string"
     assert codecs.enum is not None and "VP8" in codecs.enum
-    headers = [p for op in catalog for p in op.header_params]
+    headers = [p for op in catalog for p in op.params_in("header")]
     assert headers and all(p.style is None for p in headers)
 
 
@@ -189,7 +189,7 @@ def test_every_operation_is_well_formed(catalog: Catalog) -> None:
         assert op.method in {"GET", "POST", "PUT", "PATCH", "DELETE"}
         assert op.host.startswith("https://") and op.host.endswith(".twilio.com")
         assert len(op.summary) <= 120
-        for name in (p.name for p in op.path_params):
+        for name in (p.name for p in op.params_in("path")):
             assert "{" + name + "}" in op.path
         for p in op.params:
             assert p.type in kinds
