@@ -20,7 +20,10 @@ __all__ = [
     "ErrorInfo",
     "ErrorRecord",
     "Reply",
+    "MaxAttempts",
     "RequestEnvelope",
+    "RetryDelay",
+    "RetryOptions",
     "SourceRef",
     "error_info",
     "parse_request",
@@ -36,6 +39,25 @@ HttpMethod = Annotated[
     Literal["GET", "POST", "PUT", "PATCH", "DELETE"],
     BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
 ]
+
+MaxAttempts = Annotated[int, Field(ge=1, le=10, description="Attempts in all, the first included.")]
+RetryDelay = Annotated[float, Field(ge=0, le=300, description="Seconds.")]
+
+
+class RetryOptions(BaseModel):
+    """Per-envelope overrides of the retry settings; unset fields keep the defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: MaxAttempts | None = None
+    base_delay_s: RetryDelay | None = None
+    max_delay_s: RetryDelay | None = None
+    exponential: bool | None = None
+    retry_all_errors: bool | None = Field(
+        default=None,
+        description="Also retry POST/PUT/PATCH after 5xx, timeouts and broken connections, and "
+        "every 4xx: may repeat a side effect such as an SMS.",
+    )
 
 
 class _RequestBase(BaseModel):
@@ -63,6 +85,7 @@ class _RequestBase(BaseModel):
         default=None, description="Refuse body parameters the spec does not know."
     )
     metadata: dict[str, Any] | None = Field(default=None, description="Echoed in the reply.")
+    retry: RetryOptions | None = None
 
 
 class BasicRequest(_RequestBase):

@@ -17,7 +17,13 @@ from bridge.envelopes import Reply, error_info
 from bridge.errors import BridgeError, TwilioCallFailed
 from bridge.headers import select_headers
 
-__all__ = ["HttpResult", "error_reply", "failure_from_response", "reply_for_response"]
+__all__ = [
+    "HttpResult",
+    "error_reply",
+    "failure_from_response",
+    "reply_for_response",
+    "twilio_code",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,13 @@ def _next_page(body: Any) -> str | None:
     if uri is None and isinstance(meta, dict):
         uri = meta.get("next_page_url")
     return uri if isinstance(uri, str) and uri else None
+
+
+def twilio_code(result: HttpResult) -> int | None:
+    """Twilio's error code from an error response's body, when it has one."""
+    fields = _parse_body(result)
+    code = fields.get("code") if isinstance(fields, dict) else None
+    return code if isinstance(code, int) else None
 
 
 def failure_from_response(result: HttpResult, body: Any) -> TwilioCallFailed:

@@ -7,10 +7,11 @@ bad message can never stop its partition.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,8 @@ from bridge.envelopes import (
 )
 from bridge.errors import BridgeError, InternalError
 from bridge.kafka.records import Record
-from bridge.outcomes import error_reply, reply_for_response
+from bridge.outcomes import HttpResult, error_reply, reply_for_response, twilio_code
+from bridge.retry import Attempt, RetryPolicy
 from bridge.twilio.client import TwilioClient
 
 __all__ = ["Outcome", "Processor"]
@@ -77,9 +79,12 @@ def _error_record(
 class Processor:
     """Turns records into outcomes using a call builder and a Twilio client."""
 
-    def __init__(self, builder: CallBuilder, client: TwilioClient) -> None:
+    def __init__(
+        self, builder: CallBuilder, client: TwilioClient, policy: RetryPolicy | None = None
+    ) -> None:
         self._builder = builder
         self._client = client
+        self._policy = policy or RetryPolicy()
 
     async def process(self, record: Record) -> Outcome:
         """The outcome of one record; never raises except on cancellation."""
@@ -111,18 +116,34 @@ class Processor:
 
     async def _call(self, request: BasicRequest | AdvancedRequest, record: Record) -> Reply:
         started = time.perf_counter()
-        call: TwilioCall | None = None
         try:
             call = self._builder.build(request, record.text_headers())
-            result = await self._client.send(call)
         except BridgeError as exc:
+            return error_reply(request.id, exc, metadata=request.metadata)
+        policy = self._policy.with_options(request.retry)
+        retried: list[str] = []
+        number = 0
+        while True:
+            number += 1
+            result, attempt = await self._attempt(call)
+            if result is not None and result.status < 400:
+                break
+            delay = policy.next_delay(call.method, number, attempt)
+            if delay is None:
+                break
+            retried.append(f"attempt {number}: {_why(attempt)}; retried after {delay:.2f} s")
+            await asyncio.sleep(delay)
+        call = replace(call, warnings=(*call.warnings, *retried))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if result is None:
+            assert attempt.error is not None
             return error_reply(
                 request.id,
-                exc,
+                attempt.error,
                 call=call,
                 metadata=request.metadata,
-                attempts=0 if call is None else 1,
-                duration_ms=(time.perf_counter() - started) * 1000,
+                attempts=number,
+                duration_ms=elapsed_ms,
             )
         return reply_for_response(
             request.id,
@@ -130,6 +151,26 @@ class Processor:
             result,
             response_headers=request.response_headers,
             metadata=request.metadata,
-            attempts=1,
-            duration_ms=(time.perf_counter() - started) * 1000,
+            attempts=number,
+            duration_ms=elapsed_ms,
         )
+
+    async def _attempt(self, call: TwilioCall) -> tuple[HttpResult | None, Attempt]:
+        try:
+            result = await self._client.send(call)
+        except BridgeError as exc:
+            return None, Attempt(error=exc)
+        if result.status < 400:
+            return result, Attempt(status=result.status)
+        return result, Attempt(
+            status=result.status,
+            twilio_code=twilio_code(result),
+            retry_after=result.header("retry-after"),
+        )
+
+
+def _why(attempt: Attempt) -> str:
+    if attempt.error is not None:
+        return f"{attempt.error.kind} ({type(attempt.error).__name__})"
+    code = f", Twilio code {attempt.twilio_code}" if attempt.twilio_code else ""
+    return f"HTTP {attempt.status}{code}"

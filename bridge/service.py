@@ -18,6 +18,7 @@ from bridge.kafka.consumer import RequestConsumer
 from bridge.kafka.producer import Publisher, RecordTooLarge
 from bridge.kafka.records import Record
 from bridge.processor import Outcome, Processor
+from bridge.retry import RetryPolicy
 from bridge.settings import Settings
 from bridge.twilio.client import TwilioClient
 
@@ -41,6 +42,7 @@ class Bridge:
                 strict=settings.processing.strict_params,
             ),
             self.client,
+            RetryPolicy(**settings.retry.model_dump()),
         )
         self.publisher = Publisher(settings.kafka)
         self.consumer = RequestConsumer(settings.kafka, settings.processing, self.handle)

@@ -32,6 +32,8 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from bridge.envelopes import MaxAttempts, RetryDelay
+
 __all__ = [
     "Credential",
     "HttpSettings",
@@ -173,6 +175,16 @@ class ProcessingSettings(_Section):
     strict_params: bool = False
 
 
+class RetrySettings(_Section):
+    """Default retry policy for Twilio calls; envelopes may override within the same bounds."""
+
+    max_attempts: MaxAttempts = 3
+    base_delay_s: RetryDelay = 0.5
+    max_delay_s: RetryDelay = 30.0
+    exponential: bool = True
+    retry_all_errors: bool = False
+
+
 class HttpSettings(_Section):
     """The HTTP app (webhooks, metrics, probes)."""
 
@@ -197,6 +209,7 @@ class Settings(BaseSettings):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     credentials: dict[str, Credential] = Field(default_factory=dict)
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,14 +114,23 @@ class BridgeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+Headers = list[tuple[str, bytes]]
+
+
 async def produce(
-    bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes | None]]
+    bootstrap: str,
+    topic: str,
+    items: Iterable[tuple[bytes | None, bytes | None]],
+    headers: Callable[[bytes | None], Headers] | None = None,
 ) -> None:
-    """Publish (key, value) pairs in order and wait for acknowledgement."""
+    """Publish (key, value) pairs in order, with ``headers(key)`` if given; wait for acks."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in items]
+        futures = [
+            await producer.send(topic, value, key=key, headers=headers(key) if headers else None)
+            for key, value in items
+        ]
         for fut in futures:
             await fut
     finally:

@@ -20,6 +20,7 @@ from bridge.catalog import Catalog
 from bridge.envelopes import parse_request
 from bridge.kafka.records import Record
 from bridge.processor import Outcome, Processor
+from bridge.retry import RetryPolicy
 from bridge.settings import Credential, TwilioSettings
 from bridge.twilio.client import TwilioClient, basic_auth_header
 
@@ -87,11 +88,15 @@ def raising(exc: type[Exception]) -> Twilio:
     return Twilio(answer)
 
 
+# Classification tests look at one attempt; the retry tests below set their own policy.
+SINGLE = RetryPolicy(max_attempts=1)
+
+
 @asynccontextmanager
-async def processor_for(twilio: Twilio) -> AsyncIterator[Processor]:
+async def processor_for(twilio: Twilio, policy: RetryPolicy = SINGLE) -> AsyncIterator[Processor]:
     client = TwilioClient(SETTINGS, CREDENTIALS, transport=httpx.MockTransport(twilio))
     try:
-        yield Processor(CallBuilder(Catalog.load(), CREDENTIALS, SETTINGS), client)
+        yield Processor(CallBuilder(Catalog.load(), CREDENTIALS, SETTINGS), client, policy)
     finally:
         await client.aclose()
 
@@ -111,8 +116,13 @@ def record(
     )
 
 
-async def process(twilio: Twilio, value: bytes | dict[str, Any] | None, **kw: Any) -> Outcome:
-    async with processor_for(twilio) as processor:
+async def process(
+    twilio: Twilio,
+    value: bytes | dict[str, Any] | None,
+    policy: RetryPolicy = SINGLE,
+    **kw: Any,
+) -> Outcome:
+    async with processor_for(twilio, policy) as processor:
         return await processor.process(record(value, **kw))
 
 
@@ -424,3 +434,103 @@ async def test_one_processor_handles_many_records() -> None:
     ]
     assert [o.error is None for o in outcomes] == [True, False, True]
     assert len(twilio.requests) == 2
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_s=0, max_delay_s=0)
+
+
+Answer = tuple[int, dict[str, Any], dict[str, str]]
+
+
+def answering_in_turn(*answers: Answer | type[httpx.RequestError]) -> Twilio:
+    """Answers in the given order, the last one from then on."""
+    queue = list(answers)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        current = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(current, type):
+            raise current("simulated", request=request)
+        status, body, headers = current
+        return httpx.Response(status, json=body, headers=headers)
+
+    return Twilio(answer)
+
+
+TOO_MANY: Answer = (429, {"code": 20429, "message": "Too Many Requests", "status": 429}, {})
+SERVER_ERROR: Answer = (503, {"code": 20503, "message": "Service Unavailable", "status": 503}, {})
+CREATED: Answer = (201, {"sid": "SM1"}, {})
+FETCH = {"id": "req-get", "mode": "basic", "operation": "FetchMessage", "params": {"Sid": "SM1"}}
+
+
+async def test_429_is_retried_even_for_post_and_the_reply_counts_attempts() -> None:
+    twilio = answering_in_turn(TOO_MANY, TOO_MANY, CREATED)
+    outcome = await process(twilio, ENVELOPE, FAST_RETRIES)
+    assert len(twilio.requests) == 3
+    reply = outcome.reply
+    assert reply is not None and reply.status == "ok" and reply.attempts == 3
+    assert [w.split(";")[0] for w in reply.warnings[-2:]] == [
+        "attempt 1: HTTP 429, Twilio code 20429",
+        "attempt 2: HTTP 429, Twilio code 20429",
+    ]
+    assert outcome.error is None
+
+
+async def test_retries_stop_at_max_attempts_with_the_last_failure() -> None:
+    twilio = answering_in_turn(TOO_MANY)
+    outcome = await process(twilio, ENVELOPE, FAST_RETRIES)
+    assert len(twilio.requests) == 3
+    reply = outcome.reply
+    assert reply is not None and reply.error is not None
+    assert (reply.attempts, reply.error.kind, reply.error.twilio_code) == (3, "rate_limited", 20429)
+    assert outcome.error is not None
+
+
+@pytest.mark.parametrize("failure", [SERVER_ERROR, httpx.ReadTimeout, httpx.RemoteProtocolError])
+async def test_post_is_not_repeated_after_it_may_have_reached_twilio(failure: Any) -> None:
+    twilio = answering_in_turn(failure, CREATED)
+    outcome = await process(twilio, ENVELOPE, FAST_RETRIES)
+    assert len(twilio.requests) == 1
+    assert outcome.reply is not None and outcome.reply.attempts == 1
+    assert outcome.reply.status == "error"
+
+
+@pytest.mark.parametrize("failure", [SERVER_ERROR, httpx.ReadTimeout, httpx.RemoteProtocolError])
+async def test_get_is_retried_after_transient_failures(failure: Any) -> None:
+    twilio = answering_in_turn(failure, (200, {"sid": "SM1"}, {}))
+    outcome = await process(twilio, FETCH, FAST_RETRIES)
+    assert len(twilio.requests) == 2
+    assert outcome.reply is not None and outcome.reply.status == "ok"
+    assert outcome.reply.attempts == 2
+
+
+async def test_post_is_retried_when_the_connection_never_opened() -> None:
+    twilio = answering_in_turn(httpx.ConnectError, CREATED)
+    outcome = await process(twilio, ENVELOPE, FAST_RETRIES)
+    assert len(twilio.requests) == 2
+    assert outcome.reply is not None and outcome.reply.status == "ok"
+
+
+async def test_retry_all_errors_from_the_envelope_repeats_a_post() -> None:
+    twilio = answering_in_turn(SERVER_ERROR, CREATED)
+    envelope = {**ENVELOPE, "retry": {"retry_all_errors": True}}
+    outcome = await process(twilio, envelope, FAST_RETRIES)
+    assert len(twilio.requests) == 2
+    assert outcome.reply is not None and outcome.reply.status == "ok"
+
+
+async def test_client_errors_are_not_retried() -> None:
+    twilio = answering_in_turn((400, {"code": 21211, "message": "Invalid To"}, {}), CREATED)
+    outcome = await process(twilio, ENVELOPE, FAST_RETRIES)
+    assert len(twilio.requests) == 1
+    assert outcome.reply is not None and outcome.reply.error is not None
+    assert outcome.reply.error.twilio_code == 21211
+
+
+async def test_envelope_max_attempts_overrides_the_default() -> None:
+    twilio = answering_in_turn(TOO_MANY)
+    envelope = {**ENVELOPE, "retry": {"max_attempts": 1}}
+    outcome = await process(twilio, envelope, FAST_RETRIES)
+    assert len(twilio.requests) == 1
+    assert outcome.reply is not None and outcome.reply.attempts == 1
