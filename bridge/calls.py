@@ -161,8 +161,6 @@ class CallBuilder:
             call = self._advanced(request, headers)
         # Accepted by the contract, not built yet: say so in the reply rather than ignore it.
         notes = []
-        if request.response_format != "json":
-            notes.append(f"response_format '{request.response_format}' not supported yet: JSON")
         if request.follow_pages:
             notes.append("follow_pages not supported yet: one page fetched")
         return replace(call, warnings=(*call.warnings, *notes)) if notes else call

@@ -86,6 +86,9 @@ class _RequestBase(BaseModel):
     )
     metadata: dict[str, Any] | None = Field(default=None, description="Echoed in the reply.")
     retry: RetryOptions | None = None
+    filter_nulls: bool | None = Field(
+        default=None, description="Remove null fields from the reply body (default: setting)."
+    )
 
 
 class BasicRequest(_RequestBase):

@@ -30,6 +30,7 @@ from bridge.envelopes import (
     parse_request,
 )
 from bridge.errors import BridgeError, InternalError
+from bridge.formats import filter_nulls, render
 from bridge.kafka.records import Record
 from bridge.outcomes import HttpResult, error_reply, reply_for_response, twilio_code
 from bridge.retry import Attempt, RetryPolicy
@@ -80,11 +81,17 @@ class Processor:
     """Turns records into outcomes using a call builder and a Twilio client."""
 
     def __init__(
-        self, builder: CallBuilder, client: TwilioClient, policy: RetryPolicy | None = None
+        self,
+        builder: CallBuilder,
+        client: TwilioClient,
+        policy: RetryPolicy | None = None,
+        *,
+        filter_nulls: bool = False,
     ) -> None:
         self._builder = builder
         self._client = client
         self._policy = policy or RetryPolicy()
+        self._filter_nulls = filter_nulls
 
     async def process(self, record: Record) -> Outcome:
         """The outcome of one record; never raises except on cancellation."""
@@ -145,7 +152,7 @@ class Processor:
                 attempts=number,
                 duration_ms=elapsed_ms,
             )
-        return reply_for_response(
+        reply = reply_for_response(
             request.id,
             call,
             result,
@@ -154,6 +161,21 @@ class Processor:
             attempts=number,
             duration_ms=elapsed_ms,
         )
+        return self._shape(request, reply)
+
+    def _shape(self, request: BasicRequest | AdvancedRequest, reply: Reply) -> Reply:
+        """Apply the envelope's ``filter_nulls`` and ``response_format`` to a JSON body."""
+        strip = self._filter_nulls if request.filter_nulls is None else request.filter_nulls
+        fmt = request.response_format
+        if not isinstance(reply.body, dict | list) or (fmt == "json" and not strip):
+            return reply
+        body = filter_nulls(reply.body) if strip else reply.body
+        try:
+            body, content_type = render(body, fmt)
+        except ValueError as exc:
+            warning = f"response_format '{fmt}' not applied: {exc}"
+            return reply.model_copy(update={"body": body, "warnings": [*reply.warnings, warning]})
+        return reply.model_copy(update={"body": body, "content_type": content_type})
 
     async def _attempt(self, call: TwilioCall) -> tuple[HttpResult | None, Attempt]:
         try:

@@ -43,6 +43,7 @@ class Bridge:
             ),
             self.client,
             RetryPolicy(**settings.retry.model_dump()),
+            filter_nulls=settings.processing.filter_nulls,
         )
         self.publisher = Publisher(settings.kafka)
         self.consumer = RequestConsumer(settings.kafka, settings.processing, self.handle)

@@ -173,6 +173,7 @@ class ProcessingSettings(_Section):
     max_in_flight: int = Field(default=256, ge=1, le=100_000)
     shutdown_grace_s: float = Field(default=25.0, ge=0)
     strict_params: bool = False
+    filter_nulls: bool = False
 
 
 class RetrySettings(_Section):

@@ -534,3 +534,39 @@ async def test_envelope_max_attempts_overrides_the_default() -> None:
     outcome = await process(twilio, envelope, FAST_RETRIES)
     assert len(twilio.requests) == 1
     assert outcome.reply is not None and outcome.reply.attempts == 1
+
+
+# --- reply shaping -----------------------------------------------------------------------------
+
+PAGE = {
+    "messages": [{"sid": "SM1", "body": "hi", "error_code": None}],
+    "next_page_uri": None,
+    "page": 0,
+    "page_size": 50,
+}
+
+
+async def test_filter_nulls_from_the_envelope() -> None:
+    twilio = answering_in_turn((200, PAGE, {}))
+    outcome = await process(twilio, {**FETCH, "filter_nulls": True})
+    assert outcome.reply is not None
+    assert outcome.reply.body == {
+        "messages": [{"sid": "SM1", "body": "hi"}],
+        "page": 0,
+        "page_size": 50,
+    }
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "marker"),
+    [("xml", "application/xml", "<TwilioResponse>"), ("csv", "text/csv", "sid,body,error_code")],
+)
+async def test_response_formats_are_rendered_from_json(
+    fmt: str, content_type: str, marker: str
+) -> None:
+    twilio = answering_in_turn((200, PAGE, {}))
+    outcome = await process(twilio, {**FETCH, "response_format": fmt})
+    reply = outcome.reply
+    assert reply is not None and reply.status == "ok"
+    assert reply.content_type == content_type
+    assert isinstance(reply.body, str) and marker in reply.body
