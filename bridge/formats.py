@@ -31,6 +31,7 @@ __all__ = [
     "ReplyFormat",
     "filter_nulls",
     "render",
+    "split_page",
     "to_csv",
     "to_xml",
 ]
@@ -92,7 +93,7 @@ def to_xml(body: Any) -> bytes:
     if isinstance(body, list):
         _write_list(out, ROOT, _GENERIC_ITEM, body, ())
     elif isinstance(body, dict):
-        page = _split_page(body)
+        page = split_page(body)
         if page is None:
             _write_object(out, ROOT, body)
         else:
@@ -137,7 +138,7 @@ def render(body: Any, fmt: Literal["json", "xml", "csv"]) -> tuple[Any, str]:
     raise ValueError(f"unknown reply format {fmt!r}: expected json, xml or csv")
 
 
-def _split_page(body: Mapping[str, Any]) -> tuple[str, list[Any], dict[str, Any]] | None:
+def split_page(body: Mapping[str, Any]) -> tuple[str, list[Any], dict[str, Any]] | None:
     """(items key, items, paging fields) when ``body`` is a list page, else ``None``."""
     lists = [key for key, value in body.items() if isinstance(value, list)]
     if len(lists) != 1:
@@ -297,7 +298,7 @@ def _escape_attribute(text: str) -> str:
 def _csv_rows(body: Any) -> list[Mapping[str, Any]]:
     """The objects that become CSV rows."""
     if isinstance(body, dict):
-        page = _split_page(body)
+        page = split_page(body)
         return [body] if page is None else page[1]
     if isinstance(body, list):
         return list(_objects(body))

@@ -21,6 +21,7 @@ __all__ = [
     "HttpResult",
     "error_reply",
     "failure_from_response",
+    "next_page",
     "reply_for_response",
     "twilio_code",
 ]
@@ -52,7 +53,8 @@ def _parse_body(result: HttpResult) -> Any:
     return result.content.decode("utf-8", errors="replace")
 
 
-def _next_page(body: Any) -> str | None:
+def next_page(body: Any) -> str | None:
+    """The next page of a list answer: 2010 ``next_page_uri`` or v1/v2 ``meta.next_page_url``."""
     if not isinstance(body, dict):
         return None
     uri = body.get("next_page_uri")
@@ -110,7 +112,7 @@ def reply_for_response(
         content_type=result.content_type,
         headers=select_headers(result.headers, response_headers),
         pages=1,
-        next_page_uri=_next_page(body),
+        next_page_uri=next_page(body),
         attempts=attempts,
         duration_ms=round(duration_ms, 3),
         metadata=metadata,

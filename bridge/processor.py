@@ -30,9 +30,15 @@ from bridge.envelopes import (
     parse_request,
 )
 from bridge.errors import BridgeError, InternalError
-from bridge.formats import filter_nulls, render
+from bridge.formats import filter_nulls, render, split_page
 from bridge.kafka.records import Record
-from bridge.outcomes import HttpResult, error_reply, reply_for_response, twilio_code
+from bridge.outcomes import (
+    HttpResult,
+    error_reply,
+    next_page,
+    reply_for_response,
+    twilio_code,
+)
 from bridge.retry import Attempt, RetryPolicy
 from bridge.twilio.client import TwilioClient
 
@@ -87,11 +93,13 @@ class Processor:
         policy: RetryPolicy | None = None,
         *,
         filter_nulls: bool = False,
+        reply_budget: int = 512 * 1024,
     ) -> None:
         self._builder = builder
         self._client = client
         self._policy = policy or RetryPolicy()
         self._filter_nulls = filter_nulls
+        self._reply_budget = reply_budget
 
     async def process(self, record: Record) -> Outcome:
         """The outcome of one record; never raises except on cancellation."""
@@ -128,18 +136,7 @@ class Processor:
         except BridgeError as exc:
             return error_reply(request.id, exc, metadata=request.metadata)
         policy = self._policy.with_options(request.retry)
-        retried: list[str] = []
-        number = 0
-        while True:
-            number += 1
-            result, attempt = await self._attempt(call)
-            if result is not None and result.status < 400:
-                break
-            delay = policy.next_delay(call.method, number, attempt)
-            if delay is None:
-                break
-            retried.append(f"attempt {number}: {_why(attempt)}; retried after {delay:.2f} s")
-            await asyncio.sleep(delay)
+        result, attempt, number, retried = await self._send(call, policy)
         call = replace(call, warnings=(*call.warnings, *retried))
         elapsed_ms = (time.perf_counter() - started) * 1000
         if result is None:
@@ -161,7 +158,81 @@ class Processor:
             attempts=number,
             duration_ms=elapsed_ms,
         )
+        if request.follow_pages and reply.status == "ok":
+            reply = await self._follow(request, record, policy, reply)
+            reply.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         return self._shape(request, reply)
+
+    async def _send(
+        self, call: TwilioCall, policy: RetryPolicy
+    ) -> tuple[HttpResult | None, Attempt, int, list[str]]:
+        """Send with retries: the last answer, how it ended, attempts made, why each retry."""
+        retried: list[str] = []
+        number = 0
+        while True:
+            number += 1
+            result, attempt = await self._attempt(call)
+            if result is not None and result.status < 400:
+                return result, attempt, number, retried
+            delay = policy.next_delay(call.method, number, attempt)
+            if delay is None:
+                return result, attempt, number, retried
+            retried.append(f"attempt {number}: {_why(attempt)}; retried after {delay:.2f} s")
+            await asyncio.sleep(delay)
+
+    async def _follow(
+        self,
+        request: BasicRequest | AdvancedRequest,
+        record: Record,
+        policy: RetryPolicy,
+        first: Reply,
+    ) -> Reply:
+        """Walk ``next_page_uri`` and gather every page's items into one reply, within bounds.
+
+        The walk stops at ``max_pages``, before the items outgrow the reply budget, or at a
+        page that fails; the reply's ``next_page_uri`` then says where to continue.
+        """
+        page = split_page(first.body) if isinstance(first.body, dict) else None
+        if page is None:
+            return first.model_copy(update={"warnings": [*first.warnings, _NOT_A_LIST]})
+        key, items, _ = page
+        items = list(items)
+        warnings = list(first.warnings)
+        pages, attempts, next_uri = 1, first.attempts, first.next_page_uri
+        size = len(orjson.dumps(first.body))
+        limit = request.max_pages or _DEFAULT_MAX_PAGES
+        while next_uri and pages < limit:
+            if size > self._reply_budget:
+                warnings.append(f"stopped after {pages} pages: the reply would outgrow Kafka")
+                break
+            paged = request.model_copy(update={"next_page_uri": next_uri})
+            try:
+                call = self._builder.build(paged, record.text_headers())
+            except BridgeError as exc:
+                warnings.append(f"stopped after {pages} pages: {exc.message}")
+                break
+            result, attempt, number, retried = await self._send(call, policy)
+            attempts += number
+            warnings += retried
+            body = _json_body(result)
+            more = split_page(body) if isinstance(body, dict) else None
+            if result is None or result.status >= 400 or more is None:
+                warnings.append(f"stopped after {pages} pages: page {pages + 1} {_why(attempt)}")
+                break
+            items += more[1]
+            size += len(result.content)
+            pages += 1
+            next_uri = next_page(body)
+        body = {**first.body, key: items, **_last_paging(first.body, next_uri)}
+        return first.model_copy(
+            update={
+                "body": body,
+                "pages": pages,
+                "attempts": attempts,
+                "next_page_uri": next_uri,
+                "warnings": warnings,
+            }
+        )
 
     def _shape(self, request: BasicRequest | AdvancedRequest, reply: Reply) -> Reply:
         """Apply the envelope's ``filter_nulls`` and ``response_format`` to a JSON body."""
@@ -189,6 +260,26 @@ class Processor:
             twilio_code=twilio_code(result),
             retry_after=result.header("retry-after"),
         )
+
+
+_DEFAULT_MAX_PAGES = 10
+_NOT_A_LIST = "follow_pages ignored: the answer is not a list page"
+
+
+def _json_body(result: HttpResult | None) -> Any:
+    if result is None or not result.content:
+        return None
+    try:
+        return orjson.loads(result.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _last_paging(body: dict[str, Any], next_uri: str | None) -> dict[str, Any]:
+    """Paging fields of the gathered reply: where the walk stopped, in the page's own style."""
+    if isinstance(body.get("meta"), dict):
+        return {"meta": {**body["meta"], "next_page_url": next_uri}}
+    return {"next_page_uri": next_uri}
 
 
 def _why(attempt: Attempt) -> str:

@@ -44,6 +44,8 @@ class Bridge:
             self.client,
             RetryPolicy(**settings.retry.model_dump()),
             filter_nulls=settings.processing.filter_nulls,
+            # Room for the envelope around the items, within the producer's limit.
+            reply_budget=settings.kafka.max_request_size // 2,
         )
         self.publisher = Publisher(settings.kafka)
         self.consumer = RequestConsumer(settings.kafka, settings.processing, self.handle)

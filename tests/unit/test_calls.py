@@ -521,7 +521,7 @@ def test_basic_next_page_uri_must_stay_on_twilio(builder: CallBuilder) -> None:
     assert exc.invalid == ("next_page_uri",)
 
 
-def test_formats_are_converted_from_json_and_follow_pages_is_flagged(
+def test_formats_are_converted_from_json_so_the_call_stays_the_same(
     builder: CallBuilder,
 ) -> None:
     # The bridge converts Twilio's JSON itself, so the call is the same for every format.
@@ -530,8 +530,6 @@ def test_formats_are_converted_from_json_and_follow_pages_is_flagged(
     )
     assert call.path == f"/2010-04-01/Accounts/{ACCOUNT}/Messages/SM1.json"
     assert call.warnings == ()
-    paged = builder.build(basic(operation="ListMessage", follow_pages=True, max_pages=3))
-    assert any("follow_pages" in w for w in paged.warnings)
 
 
 # --- settings: hosts ---------------------------------------------------------------------------

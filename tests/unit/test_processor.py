@@ -570,3 +570,63 @@ async def test_response_formats_are_rendered_from_json(
     assert reply is not None and reply.status == "ok"
     assert reply.content_type == content_type
     assert isinstance(reply.body, str) and marker in reply.body
+
+
+# --- following pages ---------------------------------------------------------------------------
+
+LIST = {"id": "req-list", "mode": "basic", "operation": "ListMessage", "follow_pages": True}
+
+
+def paged(pages: int, fail_at: int | None = None) -> Twilio:
+    """A 2010 list of ``pages`` pages of two messages; page ``fail_at`` answers 500."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        number = int(request.url.params.get("Page", "0"))
+        if number == fail_at:
+            return httpx.Response(500, json={"code": 20500, "message": "Internal"})
+        last = number == pages - 1
+        body = {
+            "messages": [{"sid": f"SM{number}{i}"} for i in range(2)],
+            "page": number,
+            "page_size": 2,
+            "next_page_uri": None if last else f"{MESSAGES_PATH}?PageSize=2&Page={number + 1}",
+        }
+        return httpx.Response(200, json=body)
+
+    return Twilio(answer)
+
+
+MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+
+
+async def test_follow_pages_gathers_every_page_into_one_reply() -> None:
+    twilio = paged(3)
+    outcome = await process(twilio, LIST)
+    reply = outcome.reply
+    assert reply is not None and reply.status == "ok", reply
+    assert [m["sid"] for m in reply.body["messages"]] == [
+        "SM00",
+        "SM01",
+        "SM10",
+        "SM11",
+        "SM20",
+        "SM21",
+    ]
+    assert (reply.pages, reply.next_page_uri, reply.body["next_page_uri"]) == (3, None, None)
+    assert len(twilio.requests) == 3
+
+
+async def test_follow_pages_stops_at_max_pages_and_says_where_to_continue() -> None:
+    outcome = await process(paged(5), {**LIST, "max_pages": 2})
+    reply = outcome.reply
+    assert reply is not None and reply.pages == 2
+    assert len(reply.body["messages"]) == 4
+    assert reply.next_page_uri is not None and reply.next_page_uri.endswith("Page=2")
+
+
+async def test_a_failing_page_keeps_what_was_gathered() -> None:
+    outcome = await process(paged(4, fail_at=2), LIST)
+    reply = outcome.reply
+    assert reply is not None and reply.status == "ok" and reply.pages == 2
+    assert reply.next_page_uri is not None and reply.next_page_uri.endswith("Page=2")
+    assert any("stopped after 2 pages" in w and "HTTP 500" in w for w in reply.warnings)
