@@ -22,6 +22,7 @@ __all__ = [
     "error_reply",
     "failure_from_response",
     "next_page",
+    "parse_body",
     "reply_for_response",
     "twilio_code",
 ]
@@ -42,7 +43,8 @@ class HttpResult:
         return next((v for k, v in self.headers if k.lower() == lower), None)
 
 
-def _parse_body(result: HttpResult) -> Any:
+def parse_body(result: HttpResult) -> Any:
+    """The answer's body: parsed JSON when it is JSON, else text; None when empty."""
     if not result.content:
         return None
     if result.content_type and "json" in result.content_type:
@@ -66,7 +68,7 @@ def next_page(body: Any) -> str | None:
 
 def twilio_code(result: HttpResult) -> int | None:
     """Twilio's error code from an error response's body, when it has one."""
-    fields = _parse_body(result)
+    fields = parse_body(result)
     code = fields.get("code") if isinstance(fields, dict) else None
     return code if isinstance(code, int) else None
 
@@ -96,7 +98,7 @@ def reply_for_response(
     duration_ms: float,
 ) -> Reply:
     """The reply for Twilio's answer: ``ok`` for 2xx/3xx, otherwise an error from its body."""
-    body = _parse_body(result)
+    body = parse_body(result)
     error = (
         None if result.status < 400 else error_info(failure_from_response(result, body).to_detail())
     )

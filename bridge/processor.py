@@ -36,6 +36,7 @@ from bridge.outcomes import (
     HttpResult,
     error_reply,
     next_page,
+    parse_body,
     reply_for_response,
     twilio_code,
 )
@@ -214,7 +215,7 @@ class Processor:
             result, attempt, number, retried = await self._send(call, policy)
             attempts += number
             warnings += retried
-            body = _json_body(result)
+            body = parse_body(result) if result is not None else None
             more = split_page(body) if isinstance(body, dict) else None
             if result is None or result.status >= 400 or more is None:
                 warnings.append(f"stopped after {pages} pages: page {pages + 1} {_why(attempt)}")
@@ -264,15 +265,6 @@ class Processor:
 
 _DEFAULT_MAX_PAGES = 10
 _NOT_A_LIST = "follow_pages ignored: the answer is not a list page"
-
-
-def _json_body(result: HttpResult | None) -> Any:
-    if result is None or not result.content:
-        return None
-    try:
-        return orjson.loads(result.content)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def _last_paging(body: dict[str, Any], next_uri: str | None) -> dict[str, Any]:
