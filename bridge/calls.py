@@ -156,10 +156,8 @@ class CallBuilder:
             ).items()
         )
         if isinstance(request, BasicRequest):
-            call = self._basic(request, credential, headers)
-        else:
-            call = self._advanced(request, headers)
-        return call
+            return self._basic(request, credential, headers)
+        return self._advanced(request, headers)
 
     def _resolve(self, request: BasicRequest) -> Operation:
         try:

@@ -33,6 +33,7 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from bridge.envelopes import MaxAttempts, RetryDelay
+from bridge.retry import RetryPolicy
 
 __all__ = [
     "Credential",
@@ -176,14 +177,18 @@ class ProcessingSettings(_Section):
     filter_nulls: bool = False
 
 
+# The policy's own defaults, so they are written down once.
+_RETRY = RetryPolicy()
+
+
 class RetrySettings(_Section):
     """Default retry policy for Twilio calls; envelopes may override within the same bounds."""
 
-    max_attempts: MaxAttempts = 3
-    base_delay_s: RetryDelay = 0.5
-    max_delay_s: RetryDelay = 30.0
-    exponential: bool = True
-    retry_all_errors: bool = False
+    max_attempts: MaxAttempts = _RETRY.max_attempts
+    base_delay_s: RetryDelay = _RETRY.base_delay_s
+    max_delay_s: RetryDelay = _RETRY.max_delay_s
+    exponential: bool = _RETRY.exponential
+    retry_all_errors: bool = _RETRY.retry_all_errors
 
 
 class HttpSettings(_Section):
