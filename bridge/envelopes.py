@@ -160,6 +160,11 @@ class Reply(BaseModel):
     next_page_uri: str | None = None
     attempts: int = 0
     duration_ms: float = 0.0
+    wait_ms: float = Field(
+        default=0.0,
+        description="Time spent waiting for the rate limits and concurrency cap, "
+        "included in duration_ms.",
+    )
     metadata: dict[str, Any] | None = None
     error: ErrorInfo | None = None
     warnings: list[str] = Field(default_factory=list)

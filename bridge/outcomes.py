@@ -96,6 +96,7 @@ def reply_for_response(
     metadata: dict[str, Any] | None,
     attempts: int,
     duration_ms: float,
+    wait_ms: float = 0.0,
 ) -> Reply:
     """The reply for Twilio's answer: ``ok`` for 2xx/3xx, otherwise an error from its body."""
     body = parse_body(result)
@@ -117,6 +118,7 @@ def reply_for_response(
         next_page_uri=next_page(body),
         attempts=attempts,
         duration_ms=round(duration_ms, 3),
+        wait_ms=round(wait_ms, 3),
         metadata=metadata,
         error=error,
         warnings=list(call.warnings),
@@ -131,6 +133,7 @@ def error_reply(
     metadata: dict[str, Any] | None = None,
     attempts: int = 0,
     duration_ms: float = 0.0,
+    wait_ms: float = 0.0,
     warnings: Iterable[str] = (),
 ) -> Reply:
     """The reply for a request that failed before or while calling Twilio."""
@@ -143,6 +146,7 @@ def error_reply(
         path=call.path if call else None,
         attempts=attempts,
         duration_ms=round(duration_ms, 3),
+        wait_ms=round(wait_ms, 3),
         metadata=metadata,
         error=error_info(error.to_detail()),
         warnings=[*(call.warnings if call else ()), *warnings],

@@ -11,7 +11,7 @@ import asyncio
 import base64
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,12 +40,24 @@ from bridge.outcomes import (
     reply_for_response,
     twilio_code,
 )
+from bridge.ratelimit import Limiter
 from bridge.retry import Attempt, RetryPolicy
 from bridge.twilio.client import TwilioClient
 
 __all__ = ["Outcome", "Processor"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Sent:
+    """How sending one call ended, over all its attempts."""
+
+    result: HttpResult | None
+    attempt: Attempt
+    attempts: int = 0
+    retried: list[str] = field(default_factory=list)
+    wait_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +104,7 @@ class Processor:
         builder: CallBuilder,
         client: TwilioClient,
         policy: RetryPolicy | None = None,
+        limiter: Limiter | None = None,
         *,
         filter_nulls: bool = False,
         reply_budget: int = 512 * 1024,
@@ -99,6 +112,7 @@ class Processor:
         self._builder = builder
         self._client = client
         self._policy = policy or RetryPolicy()
+        self._limiter = limiter or Limiter()
         self._filter_nulls = filter_nulls
         self._reply_budget = reply_budget
 
@@ -137,48 +151,49 @@ class Processor:
         except BridgeError as exc:
             return error_reply(request.id, exc, metadata=request.metadata)
         policy = self._policy.with_options(request.retry)
-        result, attempt, number, retried = await self._send(call, policy)
-        call = replace(call, warnings=(*call.warnings, *retried))
+        sent = await self._send(call, policy)
+        call = replace(call, warnings=(*call.warnings, *sent.retried))
         elapsed_ms = (time.perf_counter() - started) * 1000
-        if result is None:
-            assert attempt.error is not None
+        if sent.result is None:
+            assert sent.attempt.error is not None
             return error_reply(
                 request.id,
-                attempt.error,
+                sent.attempt.error,
                 call=call,
                 metadata=request.metadata,
-                attempts=number,
+                attempts=sent.attempts,
                 duration_ms=elapsed_ms,
+                wait_ms=sent.wait_ms,
             )
         reply = reply_for_response(
             request.id,
             call,
-            result,
+            sent.result,
             response_headers=request.response_headers,
             metadata=request.metadata,
-            attempts=number,
+            attempts=sent.attempts,
             duration_ms=elapsed_ms,
+            wait_ms=sent.wait_ms,
         )
         if request.follow_pages and reply.status == "ok":
             reply = await self._follow(request, record, policy, reply)
             reply.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         return self._shape(request, reply)
 
-    async def _send(
-        self, call: TwilioCall, policy: RetryPolicy
-    ) -> tuple[HttpResult | None, Attempt, int, list[str]]:
+    async def _send(self, call: TwilioCall, policy: RetryPolicy) -> _Sent:
         """Send with retries: the last answer, how it ended, attempts made, why each retry."""
-        retried: list[str] = []
-        number = 0
+        sent = _Sent(None, Attempt())
         while True:
-            number += 1
-            result, attempt = await self._attempt(call)
-            if result is not None and result.status < 400:
-                return result, attempt, number, retried
-            delay = policy.next_delay(call.method, number, attempt)
+            sent.attempts += 1
+            sent.result, sent.attempt = await self._attempt(call, sent)
+            if sent.result is not None and sent.result.status < 400:
+                return sent
+            delay = policy.next_delay(call.method, sent.attempts, sent.attempt)
             if delay is None:
-                return result, attempt, number, retried
-            retried.append(f"attempt {number}: {_why(attempt)}; retried after {delay:.2f} s")
+                return sent
+            sent.retried.append(
+                f"attempt {sent.attempts}: {_why(sent.attempt)}; retried after {delay:.2f} s"
+            )
             await asyncio.sleep(delay)
 
     async def _follow(
@@ -200,6 +215,7 @@ class Processor:
         items = list(items)
         warnings = list(first.warnings)
         pages, attempts, next_uri = 1, first.attempts, first.next_page_uri
+        wait_ms = first.wait_ms
         size = len(orjson.dumps(first.body))
         limit = request.max_pages or _DEFAULT_MAX_PAGES
         while next_uri and pages < limit:
@@ -212,13 +228,16 @@ class Processor:
             except BridgeError as exc:
                 warnings.append(f"stopped after {pages} pages: {exc.message}")
                 break
-            result, attempt, number, retried = await self._send(call, policy)
-            attempts += number
-            warnings += retried
+            sent = await self._send(call, policy)
+            attempts += sent.attempts
+            wait_ms += sent.wait_ms
+            warnings += sent.retried
+            result = sent.result
             body = parse_body(result) if result is not None else None
             more = split_page(body) if isinstance(body, dict) else None
             if result is None or result.status >= 400 or more is None:
-                warnings.append(f"stopped after {pages} pages: page {pages + 1} {_why(attempt)}")
+                why = _why(sent.attempt)
+                warnings.append(f"stopped after {pages} pages: page {pages + 1} {why}")
                 break
             items += more[1]
             size += len(result.content)
@@ -230,6 +249,7 @@ class Processor:
                 "body": body,
                 "pages": pages,
                 "attempts": attempts,
+                "wait_ms": round(wait_ms, 3),
                 "next_page_uri": next_uri,
                 "warnings": warnings,
             }
@@ -249,18 +269,23 @@ class Processor:
             return reply.model_copy(update={"body": body, "warnings": [*reply.warnings, warning]})
         return reply.model_copy(update={"body": body, "content_type": content_type})
 
-    async def _attempt(self, call: TwilioCall) -> tuple[HttpResult | None, Attempt]:
-        try:
-            result = await self._client.send(call)
-        except BridgeError as exc:
-            return None, Attempt(error=exc)
-        if result.status < 400:
-            return result, Attempt(status=result.status)
-        return result, Attempt(
-            status=result.status,
-            twilio_code=twilio_code(result),
-            retry_after=result.header("retry-after"),
-        )
+    async def _attempt(self, call: TwilioCall, sent: _Sent) -> tuple[HttpResult | None, Attempt]:
+        async with self._limiter.slot(call.credential, call.sender) as slot:
+            sent.wait_ms += slot.waited_s * 1000
+            try:
+                result = await self._client.send(call)
+            except BridgeError as exc:
+                return None, Attempt(error=exc)
+            if result.status < 400:
+                attempt = Attempt(status=result.status)
+            else:
+                attempt = Attempt(
+                    status=result.status,
+                    twilio_code=twilio_code(result),
+                    retry_after=result.header("retry-after"),
+                )
+            slot.report(attempt, result.header("twilio-concurrent-requests"))
+            return result, attempt
 
 
 _DEFAULT_MAX_PAGES = 10

@@ -18,6 +18,7 @@ from bridge.kafka.consumer import RequestConsumer
 from bridge.kafka.producer import Publisher, RecordTooLarge
 from bridge.kafka.records import Record
 from bridge.processor import Outcome, Processor
+from bridge.ratelimit import Limiter
 from bridge.retry import RetryPolicy
 from bridge.settings import Settings
 from bridge.twilio.client import TwilioClient
@@ -43,6 +44,7 @@ class Bridge:
             ),
             self.client,
             RetryPolicy(**settings.retry.model_dump()),
+            Limiter(**settings.rate_limit.model_dump()),
             filter_nulls=settings.processing.filter_nulls,
             # Room for the envelope around the items, within the producer's limit.
             reply_budget=settings.kafka.max_request_size // 2,

@@ -40,6 +40,7 @@ __all__ = [
     "HttpSettings",
     "KafkaSettings",
     "ProcessingSettings",
+    "RateLimitSettings",
     "Settings",
     "SettingsError",
     "TwilioSettings",
@@ -191,6 +192,27 @@ class RetrySettings(_Section):
     retry_all_errors: bool = _RETRY.retry_all_errors
 
 
+class RateLimitSettings(_Section):
+    """Pacing and concurrency per credential (per replica); 0 turns a limit off."""
+
+    requests_per_second: float = Field(default=0, ge=0)
+    burst: int = Field(default=1, ge=1)
+    per_sender_per_second: float = Field(
+        default=0,
+        ge=0,
+        description="Pace for each From / MessagingServiceSid of a credential (carrier MPS).",
+    )
+    per_sender_burst: int = Field(default=1, ge=1)
+    # Twilio's default account concurrency is 100: more in flight only earns 429s.
+    max_concurrent: int = Field(default=100, ge=0)
+    account_concurrency: int = Field(
+        default=100,
+        ge=0,
+        description="The account's concurrency limit at Twilio, which Twilio-Concurrent-Requests "
+        "is compared with; 0 ignores that header.",
+    )
+
+
 class HttpSettings(_Section):
     """The HTTP app (webhooks, metrics, probes)."""
 
@@ -216,6 +238,7 @@ class Settings(BaseSettings):
     credentials: dict[str, Credential] = Field(default_factory=dict)
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

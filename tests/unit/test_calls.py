@@ -842,3 +842,50 @@ def test_request_headers_select_what_is_forwarded(builder: CallBuilder) -> None:
         basic(operation="FetchMessage", params={"Sid": "S"}, request_headers="X-A"), record
     )
     assert some.headers == (("x-a", "1, 3"),)
+
+
+# --- sender, for per-sender pacing -------------------------------------------------------------
+
+SERVICE = "MG0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("request_", "sender"),
+    [
+        (
+            basic(operation="CreateMessage", body={"To": "+1", "From": "+14155550001"}),
+            "+14155550001",
+        ),
+        # Twilio sends from the service's pool when both are given, so the service is the sender.
+        (
+            basic(
+                operation="CreateMessage",
+                body={"To": "+1", "From": "+14155550001", "MessagingServiceSid": SERVICE},
+            ),
+            SERVICE,
+        ),
+        (
+            basic(
+                operation="CreateCall",
+                body={"To": "+1", "From": "+14155550001", "Url": "https://x"},
+            ),
+            "+14155550001",
+        ),
+        (basic(operation="FetchMessage", params={"Sid": "SM1"}), None),
+        (
+            advanced(method="POST", path=MESSAGES, body="To=%2B1&From=%2B14155550002"),
+            "+14155550002",
+        ),
+        (
+            advanced(
+                method="POST", path=MESSAGES, body={"To": "+1", "MessagingServiceSid": SERVICE}
+            ),
+            SERVICE,
+        ),
+        (advanced(method="GET", path=MESSAGES, body={"From": "+14155550002"}), None),
+    ],
+)
+def test_sender_is_the_messaging_service_or_the_from_number(
+    builder: CallBuilder, request_: BasicRequest | AdvancedRequest, sender: str | None
+) -> None:
+    assert builder.build(request_).sender == sender

@@ -20,6 +20,7 @@ from bridge.catalog import Catalog
 from bridge.envelopes import parse_request
 from bridge.kafka.records import Record
 from bridge.processor import Outcome, Processor
+from bridge.ratelimit import Limiter
 from bridge.retry import RetryPolicy
 from bridge.settings import Credential, TwilioSettings
 from bridge.twilio.client import TwilioClient, basic_auth_header
@@ -93,10 +94,13 @@ SINGLE = RetryPolicy(max_attempts=1)
 
 
 @asynccontextmanager
-async def processor_for(twilio: Twilio, policy: RetryPolicy = SINGLE) -> AsyncIterator[Processor]:
+async def processor_for(
+    twilio: Twilio, policy: RetryPolicy = SINGLE, limiter: Limiter | None = None
+) -> AsyncIterator[Processor]:
     client = TwilioClient(SETTINGS, CREDENTIALS, transport=httpx.MockTransport(twilio))
+    builder = CallBuilder(Catalog.load(), CREDENTIALS, SETTINGS)
     try:
-        yield Processor(CallBuilder(Catalog.load(), CREDENTIALS, SETTINGS), client, policy)
+        yield Processor(builder, client, policy, limiter)
     finally:
         await client.aclose()
 
@@ -630,3 +634,28 @@ async def test_a_failing_page_keeps_what_was_gathered() -> None:
     assert reply is not None and reply.status == "ok" and reply.pages == 2
     assert reply.next_page_uri is not None and reply.next_page_uri.endswith("Page=2")
     assert any("stopped after 2 pages" in w and "HTTP 500" in w for w in reply.warnings)
+
+
+# --- rate limits -------------------------------------------------------------------------------
+
+
+async def test_replies_report_the_time_spent_waiting_for_the_senders_pace() -> None:
+    limiter = Limiter(per_sender_per_second=20, per_sender_burst=1)
+    async with processor_for(answering(201, {"sid": "SM1"}), limiter=limiter) as processor:
+        first = await processor.process(record(ENVELOPE))
+        second = await processor.process(record(ENVELOPE))
+    assert first.reply is not None and second.reply is not None
+    assert first.reply.wait_ms == 0
+    # One message every 50 ms from one number: the limiter guarantees this lower bound.
+    assert second.reply.wait_ms >= 49
+    assert second.reply.duration_ms >= second.reply.wait_ms
+
+
+async def test_twilio_concurrent_requests_lowers_the_credentials_cap() -> None:
+    twilio = answering(201, {"sid": "SM1"}, **{"Twilio-Concurrent-Requests": "95"})
+    limiter = Limiter(max_concurrent=100, account_concurrency=100)
+    async with processor_for(twilio, limiter=limiter) as processor:
+        outcome = await processor.process(record(ENVELOPE))
+    assert outcome.reply is not None and outcome.reply.status == "ok"
+    # Others hold 94 of the account's 100: this replica steps down to a single call.
+    assert limiter.cap("default") == 1
