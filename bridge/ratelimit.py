@@ -68,17 +68,24 @@ def next_cap(
 ) -> int:
     """The gate's next cap after one answer: down at once to fit the account, up by one.
 
-    ``reported`` is Twilio's account-wide count for this call, ``ours`` the credential's calls
-    in flight including it; the difference is what the account's other clients use.
+    ``reported`` is Twilio's account-wide count when this call arrived and ``ours`` the
+    credential's calls in flight when it was sent, this one included; the difference is what
+    the account's other clients held. Counts taken at send time, not at the answer, keep a
+    burst of early answers (counted when few of ours were out) from raising the cap.
     """
     if reported is not None and account_limit:
-        others = max(0, reported - ours)
-        wanted = math.floor(account_limit * _ACCOUNT_TARGET) - others
+        wanted = _account_target(account_limit) - max(0, reported - ours)
     elif attempt.rate_limited and attempt.twilio_code in (None, 20429):
         wanted = cap // 2
     else:
         wanted = cap + 1
+    if attempt.rate_limited:
+        wanted = min(wanted, cap)  # a refusal is never a reason to send more
     return max(1, min(ceiling, cap + 1, wanted))
+
+
+def _account_target(account_limit: int) -> int:
+    return max(1, math.floor(account_limit * _ACCOUNT_TARGET))
 
 
 class ConcurrencyGate:
@@ -136,10 +143,11 @@ class Slot:
     waited_s: float
     _limiter: Limiter
     _credential: str
+    _ours: int  # the credential's calls in flight when this one went, itself included
 
     def report(self, attempt: Attempt, concurrent: str | None) -> None:
         """Feed the answer (and its ``Twilio-Concurrent-Requests`` value) back to the gate."""
-        self._limiter.observe(self._credential, attempt, concurrent)
+        self._limiter.observe(self._credential, attempt, concurrent, self._ours)
 
 
 class Limiter:
@@ -158,8 +166,13 @@ class Limiter:
     ) -> None:
         self._rate = (requests_per_second, burst)
         self._sender_rate = (per_sender_per_second, per_sender_burst)
-        self._max_concurrent = max_concurrent
         self._account = account_concurrency
+        # Alone on the account, the bridge still stays under the share it aims the account at.
+        self._ceiling = (
+            min(max_concurrent, _account_target(account_concurrency))
+            if account_concurrency and max_concurrent
+            else max_concurrent
+        )
         self._clock = clock
         self._buckets: dict[tuple[str, str | None], TokenBucket] = {}
         self._gates: dict[str, ConcurrencyGate] = {}
@@ -184,23 +197,23 @@ class Limiter:
             self.waits += 1
             self.wait_s += waited
         try:
-            yield Slot(waited, self, credential)
+            yield Slot(waited, self, credential, gate.in_flight if gate is not None else 0)
         finally:
             if gate is not None:
                 gate.release()
 
-    def observe(self, credential: str, attempt: Attempt, concurrent: str | None) -> None:
-        """Resize the credential's gate after an answer from Twilio."""
+    def observe(self, credential: str, attempt: Attempt, concurrent: str | None, ours: int) -> None:
+        """Resize the credential's gate after an answer to a call sent with ``ours`` out."""
         gate = self._gates.get(credential)
         if gate is None:
             return
         reported = int(concurrent) if concurrent and concurrent.strip().isdigit() else None
         cap = next_cap(
             gate.cap,
-            self._max_concurrent,
+            self._ceiling,
             attempt,
             reported=reported,
-            ours=gate.in_flight,
+            ours=ours,
             account_limit=self._account,
         )
         if cap != gate.cap:
@@ -212,11 +225,11 @@ class Limiter:
         return gate.cap if gate is not None else None
 
     def _gate(self, credential: str) -> ConcurrencyGate | None:
-        if not self._max_concurrent:
+        if not self._ceiling:
             return None
         gate = self._gates.get(credential)
         if gate is None:
-            gate = self._gates[credential] = ConcurrencyGate(self._max_concurrent)
+            gate = self._gates[credential] = ConcurrencyGate(self._ceiling)
         return gate
 
     def _reserve(self, credential: str, sender: str | None) -> float:

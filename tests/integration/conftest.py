@@ -5,14 +5,16 @@ Every test under ``tests/integration`` is marked ``integration``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from subprocess import Popen
 
 import pytest
 import pytest_asyncio
 
 from bridge.local.tansu import TansuBroker
 from bridge.local.twilio_mock import PrismMock
+from tests.perf.fast_mock import spawn
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,3 +41,21 @@ async def prism(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Prism
     """
     async with PrismMock(None, log_dir=tmp_path_factory.mktemp("prism")) as mock:
         yield mock
+
+
+@pytest.fixture
+def mock() -> Iterator[Callable[..., str]]:
+    """Start ``tests/perf/fast_mock.py`` with the given CLI args; returns its base URL."""
+    started: list[Popen[str]] = []
+
+    def start(*args: str) -> str:
+        proc, port = spawn(*args)
+        started.append(proc)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()

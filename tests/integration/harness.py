@@ -14,11 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bridge.local.tansu import create_topics
 
-__all__ = ["ACCOUNT", "BridgeProcess", "Topics", "collect", "committed", "produce"]
+__all__ = [
+    "ACCOUNT",
+    "BridgeProcess",
+    "Topics",
+    "collect",
+    "committed",
+    "produce",
+    "run_through_mock",
+]
 
 ACCOUNT = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token-not-a-secret-value"
@@ -187,3 +196,30 @@ async def committed(bootstrap: str, group: str, topic: str, partitions: int = 1)
         return out
     finally:
         await consumer.stop()
+
+
+async def run_through_mock(
+    bootstrap: str,
+    base_url: str,
+    tmp_path: Path,
+    envelopes: list[tuple[bytes | None, bytes | None]],
+    env: dict[str, str],
+    headers: Callable[[bytes | None], Headers],
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Run every envelope through a fresh bridge against ``fast_mock``: replies by id, stats.
+
+    ``headers(key)`` gives each record's headers, for the envelope to forward to the mock.
+    """
+    topics = Topics.fresh()
+    await topics.create(bootstrap, 2)
+    bridge = BridgeProcess(bootstrap, base_url, topics, tmp_path / "bridge.log", env).start()
+    try:
+        await produce(bootstrap, topics.requests, envelopes, headers)
+        replies = await collect(bootstrap, topics.replies, len(envelopes), 90)
+    finally:
+        assert bridge.stop() == 0
+    async with httpx.AsyncClient() as client:
+        stats = (await client.get(f"{base_url}/__stats")).json()
+    by_id = {r.value["id"]: r.value for r in replies}
+    assert len(by_id) == len(envelopes), bridge.log()[-3000:]
+    return by_id, stats

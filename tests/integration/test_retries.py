@@ -9,35 +9,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.integration.harness import ACCOUNT, BridgeProcess, Topics, collect, produce
-from tests.perf.fast_mock import spawn
+from tests.integration.harness import ACCOUNT, run_through_mock
 
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages"
-
-
-@pytest.fixture
-def mock() -> Iterator[Any]:
-    """Start fast_mock with the given CLI args; returns its base URL."""
-    started: list[Any] = []
-
-    def start(*args: str) -> str:
-        proc, port = spawn(*args)
-        started.append(proc)
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for proc in started:
-        proc.terminate()
-        proc.wait(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def _envelopes(total: int) -> list[tuple[bytes | None, bytes | None]]:
@@ -66,35 +45,21 @@ def _envelopes(total: int) -> list[tuple[bytes | None, bytes | None]]:
 async def _run(
     tansu: Any, base_url: str, tmp_path: Path, total: int, **env: str
 ) -> tuple[dict[str, dict[str, Any]], Counter[str]]:
-    topics = Topics.fresh()
-    await topics.create(tansu.bootstrap_servers, 2)
-    bridge = BridgeProcess(
+    env = {
+        "BRIDGE_RETRY__MAX_ATTEMPTS": "4",
+        "BRIDGE_RETRY__BASE_DELAY_S": "0.01",
+        "BRIDGE_RETRY__MAX_DELAY_S": "0.05",
+        **env,
+    }
+    replies, stats = await run_through_mock(
         tansu.bootstrap_servers,
         base_url,
-        topics,
-        tmp_path / "bridge.log",
-        extra_env={
-            "BRIDGE_RETRY__MAX_ATTEMPTS": "4",
-            "BRIDGE_RETRY__BASE_DELAY_S": "0.01",
-            "BRIDGE_RETRY__MAX_DELAY_S": "0.05",
-            **env,
-        },
-    ).start()
-    try:
-        await produce(
-            tansu.bootstrap_servers,
-            topics.requests,
-            _envelopes(total),
-            headers=lambda key: [("I-Request-Id", key or b"")],
-        )
-        replies = await collect(tansu.bootstrap_servers, topics.replies, total, 90)
-    finally:
-        assert bridge.stop() == 0
-    async with httpx.AsyncClient() as client:
-        stats = (await client.get(f"{base_url}/__stats")).json()
-    by_id = {r.value["id"]: r.value for r in replies}
-    assert len(by_id) == total, bridge.log()[-3000:]
-    return by_id, Counter(stats["by_request_id"])
+        tmp_path,
+        _envelopes(total),
+        env,
+        lambda key: [("I-Request-Id", key or b"")],
+    )
+    return replies, Counter(stats["by_request_id"])
 
 
 @pytest.mark.parametrize("retry_after", ["0", "-1"], ids=["retry-after", "no-retry-after"])

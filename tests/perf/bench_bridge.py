@@ -11,7 +11,9 @@ To/From/Body, or ``--mode advanced`` POSTs to ``/2010-04-01/Accounts/AC…/Messa
 each with a key of its own, and then starts the consumer under test as a child process:
 
 * **bridge**: ``python -m bridge run`` with the integration harness's settings (``BridgeProcess``),
-  ``BRIDGE_TWILIO__BASE_URL`` = the mock, ``BRIDGE_PROCESSING__MAX_IN_FLIGHT`` = K and the
+  ``BRIDGE_TWILIO__BASE_URL`` = the mock, ``BRIDGE_PROCESSING__MAX_IN_FLIGHT`` = K, as many
+  calls in flight per credential (``BRIDGE_RATE_LIMIT__MAX_CONCURRENT`` = K; the mock has no
+  account concurrency limit, so ``ACCOUNT_CONCURRENCY`` = 0) and the
   bridge's defaults otherwise (256 connections, 1 s commit interval), but for a 6 s session
   timeout: Tansu holds a new group's first join for half of it (23 s at the 45 s default).
 * **baseline**: this file with ``--baseline-worker``: a plain sequential aiokafka consumer that,
@@ -255,6 +257,9 @@ class Bench:
         if system == "bridge":
             extra = {
                 "BRIDGE_PROCESSING__MAX_IN_FLIGHT": str(sc.in_flight),
+                # The mock has no account limit: as for an account whose limit was raised.
+                "BRIDGE_RATE_LIMIT__MAX_CONCURRENT": str(sc.in_flight),
+                "BRIDGE_RATE_LIMIT__ACCOUNT_CONCURRENCY": "0",
                 "BRIDGE_HTTP__PORT": str(free_port()),
                 "BRIDGE_LOG_LEVEL": "INFO",  # for the "assigned" line
                 "BRIDGE_KAFKA__SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),

@@ -3,16 +3,20 @@
 Run it as its own process so its CPU does not count against the code under test::
 
     python tests/perf/fast_mock.py --port 0 --latency-ms 100 --error-rate 0.01 \
-        --rate-429 0.01 --retry-after 1 --reset-rate 0.01
+        --rate-429 0.01 --retry-after 1 --reset-rate 0.01 --account-limit 100
 
 It prints ``READY <port>`` once listening. Every path answers: POST → 201, DELETE → 204,
 anything else → 200, with a small Twilio-like JSON body and a fresh ``SM…`` sid, after
 ``--latency-ms`` (a timer, never blocking). By rate it instead answers 500 (Twilio error
 20500), 429 (20429, ``Retry-After`` unless ``--retry-after`` is negative) or resets the
-connection without answering. ``GET /__stats`` returns request counts (total, by method,
-by ``"METHOD /path"``, by ``I-Request-Id`` and ``X-Test-Id`` header, faults injected) and
-the mock's CPU seconds; ``POST /__reset`` zeroes the counts. Those two paths are never
-delayed, faulted or counted.
+connection without answering. Like Twilio, every answer carries ``Twilio-Concurrent-Requests``
+(requests in flight when it arrived, plus ``--others`` held by the account's other clients),
+and with ``--account-limit`` a request arriving over that many in flight is answered 429
+(20429) at once. ``GET /__stats`` returns request counts
+(total, by method, by ``"METHOD /path"``, by ``I-Request-Id`` and ``X-Test-Id`` header,
+faults injected), the peak in flight, the first and last arrival time (seconds) of each
+``X-Test-Id`` and the mock's CPU seconds; ``POST /__reset`` zeroes the counts. Those two
+paths are never delayed, faulted or counted.
 
 It is a plain ``asyncio.Protocol`` with a minimal HTTP/1.1 parser: keep-alive,
 ``Content-Length`` bodies, ``Connection: close``; requests on one connection are answered in
@@ -48,6 +52,8 @@ class Config:
     rate_429: float = 0.0
     retry_after: int = 1  # negative: no Retry-After header
     reset_rate: float = 0.0
+    account_limit: int = 0  # 0: no concurrency limit
+    others: int = 0  # requests the account's other clients keep in flight
 
 
 @dataclass
@@ -58,10 +64,15 @@ class Stats:
     by_request_id: Counter[str] = field(default_factory=Counter)
     by_test_id: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    arrivals: dict[str, list[float]] = field(default_factory=dict)
     sids: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
 
     def reset(self) -> None:
+        in_flight = self.in_flight
         self.__dict__.update(Stats().__dict__)
+        self.in_flight = in_flight  # requests still being answered
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +82,8 @@ class Stats:
             "by_request_id": self.by_request_id,
             "by_test_id": self.by_test_id,
             "faults": self.faults,
+            "arrivals": self.arrivals,
+            "peak_in_flight": self.peak_in_flight,
             "cpu_seconds": time.process_time(),  # of the whole mock process, never reset
         }
 
@@ -151,16 +164,28 @@ class MockProtocol(asyncio.Protocol):
         if "i-request-id" in headers:
             stats.by_request_id[headers["i-request-id"]] += 1
         if "x-test-id" in headers:
-            stats.by_test_id[headers["x-test-id"]] += 1
-        if self.config.latency > 0:
+            test_id = headers["x-test-id"]
+            stats.by_test_id[test_id] += 1
+            now = time.monotonic()
+            stats.arrivals.setdefault(test_id, [now, now])[1] = now
+        stats.in_flight += 1
+        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        account = stats.in_flight + self.config.others
+        concurrent = f"Twilio-Concurrent-Requests: {account}\r\n"
+        if self.config.account_limit and account > self.config.account_limit:
+            stats.faults["429 over the account limit"] += 1
+            stats.in_flight -= 1
+            self._send(429, ERROR_429, close, concurrent)
+        elif self.config.latency > 0:
             self.busy = True
             loop = asyncio.get_running_loop()
-            loop.call_later(self.config.latency, self._answer, method, path, close)
+            loop.call_later(self.config.latency, self._answer, method, path, close, concurrent)
         else:
-            self._answer(method, path, close)
+            self._answer(method, path, close, concurrent)
 
-    def _answer(self, method: str, path: str, close: bool) -> None:
+    def _answer(self, method: str, path: str, close: bool, concurrent: str) -> None:
         cfg, stats = self.config, self.stats
+        stats.in_flight -= 1
         r = random.random()
         if r < cfg.reset_rate:
             stats.faults["reset"] += 1
@@ -170,16 +195,17 @@ class MockProtocol(asyncio.Protocol):
         r -= cfg.reset_rate
         if r < cfg.error_rate:
             stats.faults["500"] += 1
-            self._send(500, ERROR_500, close)
+            self._send(500, ERROR_500, close, concurrent)
         elif r - cfg.error_rate < cfg.rate_429:
             stats.faults["429"] += 1
             extra = f"Retry-After: {cfg.retry_after}\r\n" if cfg.retry_after >= 0 else ""
-            self._send(429, ERROR_429, close, extra)
+            self._send(429, ERROR_429, close, concurrent + extra)
         elif method == "DELETE":
-            self._send(204, b"", close)
+            self._send(204, b"", close, concurrent)
         else:
             stats.sids += 1
-            self._send(201 if method == "POST" else 200, _resource(path, stats.sids), close)
+            body = _resource(path, stats.sids)
+            self._send(201 if method == "POST" else 200, body, close, concurrent)
         if self.busy:
             self.busy = False
             self._drain()
@@ -239,7 +265,15 @@ def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
 
 
 async def _main(ns: argparse.Namespace) -> None:
-    config = Config(ns.latency_ms / 1000, ns.error_rate, ns.rate_429, ns.retry_after, ns.reset_rate)
+    config = Config(
+        ns.latency_ms / 1000,
+        ns.error_rate,
+        ns.rate_429,
+        ns.retry_after,
+        ns.reset_rate,
+        ns.account_limit,
+        ns.others,
+    )
     server = await serve(config, ns.host, ns.port)
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
     stop = asyncio.Event()
@@ -258,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate-429", type=float, default=0.0, help="share answered 429")
     p.add_argument("--retry-after", type=int, default=1, help="seconds; negative: no header")
     p.add_argument("--reset-rate", type=float, default=0.0, help="share reset unanswered")
+    p.add_argument("--account-limit", type=int, default=0, help="429 past this many in flight")
+    p.add_argument("--others", type=int, default=0, help="in flight from other clients")
     p.add_argument("--seed", type=int, default=None)
     ns = p.parse_args(argv)
     random.seed(ns.seed)

@@ -58,9 +58,14 @@ def test_cap_rises_one_call_at_a_time_and_never_past_its_ceiling() -> None:
 def test_cap_halves_on_a_concurrency_429_without_the_header() -> None:
     assert next_cap(40, 100, TOO_MANY, reported=None, ours=40, account_limit=100) == 20
     assert next_cap(1, 100, TOO_MANY, reported=None, ours=1, account_limit=100) == 1
-    # Verify's "max send attempts" is a 429 about one phone number, not about concurrency.
+    # Verify's "max send attempts" is a 429 about one phone number, not about concurrency:
+    # no reason to halve, nor to send more.
     verify = Attempt(status=429, twilio_code=60203)
-    assert next_cap(40, 100, verify, reported=None, ours=40, account_limit=100) == 41
+    assert next_cap(40, 100, verify, reported=None, ours=40, account_limit=100) == 40
+
+
+def test_a_429_never_raises_the_cap_whatever_the_header_says() -> None:
+    assert next_cap(12, 100, TOO_MANY, reported=31, ours=27, account_limit=30) == 12
 
 
 def test_cap_ignores_the_header_when_the_account_limit_is_unknown() -> None:
@@ -159,12 +164,14 @@ async def test_each_sender_has_its_own_pace_inside_the_credentials() -> None:
 
 async def test_limiter_without_sender_does_not_touch_sender_buckets() -> None:
     clock = Clock()
-    limiter = Limiter(requests_per_second=10, per_sender_per_second=1, clock=clock)
+    limiter = Limiter(requests_per_second=10, burst=2, per_sender_per_second=1, clock=clock)
     async with limiter.slot("default", None) as slot:
         assert slot.waited_s == 0
     async with limiter.slot("default", "+14155550001") as slot:
-        assert slot.waited_s == 0  # the credential's bucket is not charged twice
+        assert slot.waited_s == 0
     assert set(limiter._buckets) == {("default", None), ("default", "+14155550001")}
+    # Two calls took the credential's two tokens, once each: the next one has to wait.
+    assert limiter._reserve("default", None) == pytest.approx(0.1)
 
 
 async def test_idle_sender_buckets_are_forgotten_past_the_bound() -> None:
@@ -213,3 +220,10 @@ async def test_limiter_with_everything_off_never_waits() -> None:
         slot.report(TOO_MANY, "1000")
         assert slot.waited_s == 0
     assert limiter.cap("default") is None and not limiter._buckets
+
+
+def test_the_cap_starts_under_the_accounts_limit_and_its_own_ceiling() -> None:
+    assert Limiter(max_concurrent=100, account_concurrency=20).cap("default") == 18
+    assert Limiter(max_concurrent=5, account_concurrency=100).cap("default") == 5
+    assert Limiter(max_concurrent=100, account_concurrency=0).cap("default") == 100
+    assert Limiter(max_concurrent=0, account_concurrency=100).cap("default") is None
