@@ -5,7 +5,9 @@ XML: root ``<TwilioResponse>``; object keys become PascalCase elements (``accoun
 (``messages`` → ``Message``, ``countries`` → ``Country``, ``media_list`` → ``Media``; ``Item``
 when no plural is recognised). A list page (one list of objects beside only paging fields) is
 that list under the root, with the paging fields and ``meta``'s as attributes in lower case
-without underscores (``first_page_uri`` → ``firstpageuri``; the first wins a clash). Name
+without underscores (``first_page_uri`` → ``firstpageuri``; the first wins a clash). A single
+resource is wrapped in an element named for it, as Twilio does (``<Message>`` for
+``/Messages/SM….json``), when the path it came from is given. Name
 characters other than ASCII letters and ``_`` (and, after the first, digits, ``.``, ``-``) are
 written ``_xHHHH_`` as .NET's ``XmlConvert.EncodeName`` does (``2fa`` → ``_x0032_fa``, ``x:y``
 → ``X_x003A_y``); text characters XML forbids become U+FFFD.
@@ -31,6 +33,7 @@ __all__ = [
     "ReplyFormat",
     "filter_nulls",
     "render",
+    "resource_name",
     "split_page",
     "to_csv",
     "to_xml",
@@ -65,6 +68,8 @@ _IRREGULAR_SINGULARS = {"media_list": "media"}
 # What an item is called when its list's name has no recognisable plural.
 _GENERIC_ITEM = "item"
 
+# A Twilio SID: two capitals and 32 hex digits (``SM…``, ``AC…``).
+_SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _NAME_CHARS = _NAME_START | frozenset("0123456789.-")
 # Everything XML 1.0 forbids in a document: most C0 controls, lone surrogates, U+FFFE/U+FFFF.
@@ -84,9 +89,22 @@ def filter_nulls(value: Any) -> Any:
     return value
 
 
-def to_xml(body: Any) -> bytes:
+def resource_name(path: str) -> str | None:
+    """The resource a Twilio path names, singular: ``Message`` for ``…/Messages/SM….json``.
+
+    The last segment that starts with a capital and is not a SID; None when there is none.
+    """
+    for segment in reversed(path.split("?", 1)[0].split("/")):
+        name = segment.removesuffix(".json")
+        if name[:1].isupper() and name.isalnum() and not _SID.match(name):
+            return _singular(name)
+    return None
+
+
+def to_xml(body: Any, resource: str | None = None) -> bytes:
     """``body`` as Twilio's 2010 API answers ``.xml`` URLs, as UTF-8 with an XML declaration.
 
+    A single resource goes inside a ``resource`` element when given (see ``resource_name``).
     A scalar or null body (a 204's) gives an empty ``<TwilioResponse/>``.
     """
     out = [XML_DECLARATION]
@@ -94,7 +112,11 @@ def to_xml(body: Any) -> bytes:
         _write_list(out, ROOT, _GENERIC_ITEM, body, ())
     elif isinstance(body, dict):
         page = split_page(body)
-        if page is None:
+        if page is None and resource:
+            out.append(f"<{ROOT}>")
+            _write_object(out, _xml_name(resource), body)
+            out.append(f"</{ROOT}>")
+        elif page is None:
             _write_object(out, ROOT, body)
         else:
             key, items, paging = page
@@ -126,12 +148,14 @@ def to_csv(body: Any) -> bytes:
     return _SURROGATE.sub("\ufffd", buffer.getvalue()).encode()
 
 
-def render(body: Any, fmt: Literal["json", "xml", "csv"]) -> tuple[Any, str]:
+def render(
+    body: Any, fmt: Literal["json", "xml", "csv"], resource: str | None = None
+) -> tuple[Any, str]:
     """The reply body in ``fmt`` and its content type; XML and CSV travel as strings."""
     if fmt == "json":
         return body, "application/json"
     if fmt == "xml":
-        return to_xml(body).decode(), "application/xml"
+        return to_xml(body, resource).decode(), "application/xml"
     if fmt == "csv":
         return to_csv(body).decode(), "text/csv"
     # Literal is not enforced at run time, and an envelope may come from anywhere.

@@ -30,7 +30,7 @@ from bridge.envelopes import (
     parse_request,
 )
 from bridge.errors import BridgeError, InternalError
-from bridge.formats import filter_nulls, render, split_page
+from bridge.formats import filter_nulls, render, resource_name, split_page
 from bridge.kafka.records import Record
 from bridge.outcomes import (
     HttpResult,
@@ -263,7 +263,7 @@ class Processor:
             return reply
         body = filter_nulls(reply.body) if strip else reply.body
         try:
-            body, content_type = render(body, fmt)
+            body, content_type = render(body, fmt, resource_name(reply.path or ""))
         except ValueError as exc:
             warning = f"response_format '{fmt}' not applied: {exc}"
             return reply.model_copy(update={"body": body, "warnings": [*reply.warnings, warning]})

@@ -14,7 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.formats import PAGING_FIELDS, filter_nulls, render, to_csv, to_xml
+from bridge.formats import (
+    PAGING_FIELDS,
+    filter_nulls,
+    render,
+    resource_name,
+    to_csv,
+    to_xml,
+)
 
 ACCOUNT = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>'
@@ -146,6 +153,43 @@ def test_single_message_becomes_pascal_case_elements() -> None:
     assert uris is not None
     assert child_tags(uris) == ["Media", "Feedback"]
     assert uris.findtext("Media", "").endswith("/Messages/SM1/Media.json")
+
+
+def test_single_resource_is_wrapped_in_its_element_when_named() -> None:
+    root = parse_xml(to_xml(message("SM1", body="hi"), "Message"))
+    assert child_tags(root) == ["Message"]
+    assert root[0].findtext("Sid") == "SM1"
+    # A list page keeps its own list element whatever resource is named.
+    page = parse_xml(to_xml(message_page(message("SM1")), "Message"))
+    assert child_tags(page) == ["Messages"]
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        (f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json", "Message"),
+        (f"/2010-04-01/Accounts/{ACCOUNT}/Messages/SM{'0' * 32}.json", "Message"),
+        (f"/2010-04-01/Accounts/{ACCOUNT}.json", "Account"),
+        (
+            f"/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json?Beta=true",
+            "IncomingPhoneNumber",
+        ),
+        (
+            f"/2010-04-01/Accounts/{ACCOUNT}/Calls/CA{'1' * 32}/Recordings/RE{'2' * 32}.json",
+            "Recording",
+        ),
+        ("/v2/PhoneNumbers/+14155552671", "PhoneNumber"),
+        (f"/v2/Services/VA{'3' * 32}/Verifications", "Verification"),
+        (f"/v2/Services/VA{'3' * 32}/VerificationCheck", "VerificationCheck"),
+        ("/v1/Countries", "Country"),
+        ("/", None),
+        ("/2010-04-01/x.json", None),
+    ],
+)
+def test_resource_name_is_the_last_named_segment_in_the_singular(
+    path: str, name: str | None
+) -> None:
+    assert resource_name(path) == name
 
 
 def test_message_page_has_paging_attributes_and_one_element_per_item() -> None:

@@ -576,6 +576,16 @@ async def test_response_formats_are_rendered_from_json(
     assert isinstance(reply.body, str) and marker in reply.body
 
 
+async def test_xml_of_a_single_resource_is_wrapped_like_twilios() -> None:
+    twilio = answering(201, {"sid": "SM1", "status": "queued"})
+    outcome = await process(twilio, {**ENVELOPE, "response_format": "xml"})
+    assert outcome.reply is not None
+    assert outcome.reply.body == (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        "<TwilioResponse><Message><Sid>SM1</Sid><Status>queued</Status></Message></TwilioResponse>"
+    )
+
+
 # --- following pages ---------------------------------------------------------------------------
 
 LIST = {"id": "req-list", "mode": "basic", "operation": "ListMessage", "follow_pages": True}
