@@ -7,16 +7,18 @@ Run it as its own process so its CPU does not count against the code under test:
 
 It prints ``READY <port>`` once listening. Every path answers: POST → 201, DELETE → 204,
 anything else → 200, with a small Twilio-like JSON body and a fresh ``SM…`` sid, after
-``--latency-ms`` (a timer, never blocking). By rate it instead answers 500 (Twilio error
-20500), 429 (20429, ``Retry-After`` unless ``--retry-after`` is negative) or resets the
-connection without answering. Like Twilio, every answer carries ``Twilio-Concurrent-Requests``
-(requests in flight when it arrived, plus ``--others`` held by the account's other clients),
-and with ``--account-limit`` a request arriving over that many in flight is answered 429
-(20429) at once. ``GET /__stats`` returns request counts
-(total, by method, by ``"METHOD /path"``, by ``I-Request-Id`` and ``X-Test-Id`` header,
-faults injected), the peak in flight, the first and last arrival time (seconds) of each
-``X-Test-Id`` and the mock's CPU seconds; ``POST /__reset`` zeroes the counts. Those two
-paths are never delayed, faulted or counted.
+``--latency-ms`` (a timer, never blocking). By rate it instead answers 500 or 503 (half each,
+Twilio errors 20500 and 20503), 429 (20429, ``Retry-After`` unless ``--retry-after`` is
+negative) or resets the connection without answering.
+
+Like Twilio, every answer carries ``Twilio-Concurrent-Requests``: the requests in flight when
+it arrived, plus ``--others`` held by the account's other clients. With ``--account-limit`` a
+request arriving over that many in flight is answered 429 (20429) at once.
+
+``GET /__stats`` returns request counts (total, by method, by ``"METHOD /path"``, by
+``I-Request-Id`` and ``X-Test-Id`` header, faults injected), the peak in flight, the first and
+last arrival time (seconds) of each ``X-Test-Id`` and the mock's CPU seconds; ``POST /__reset``
+zeroes the counts. Those two paths are never delayed, faulted or counted.
 
 It is a plain ``asyncio.Protocol`` with a minimal HTTP/1.1 parser: keep-alive,
 ``Content-Length`` bodies, ``Connection: close``; requests on one connection are answered in
@@ -41,6 +43,7 @@ from typing import Any
 
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request"}
 REASONS |= {411: "Length Required", 429: "Too Many Requests", 500: "Internal Server Error"}
+REASONS |= {503: "Service Unavailable"}
 MAX_HEAD = 64 * 1024
 SID_PREFIX = f"{random.getrandbits(32):08x}"  # sids stay fresh across mock restarts
 
@@ -94,7 +97,10 @@ def _error(code: int, status: int, message: str) -> bytes:
     return json.dumps(doc).encode()
 
 
-ERROR_500 = _error(20500, 500, "An internal server error has occurred")
+SERVER_ERRORS = {
+    500: _error(20500, 500, "An internal server error has occurred"),
+    503: _error(20503, 503, "Service Unavailable"),
+}
 ERROR_429 = _error(20429, 429, "Too Many Requests")
 
 
@@ -194,8 +200,9 @@ class MockProtocol(asyncio.Protocol):
             return
         r -= cfg.reset_rate
         if r < cfg.error_rate:
-            stats.faults["500"] += 1
-            self._send(500, ERROR_500, close, concurrent)
+            status = 500 if r < cfg.error_rate / 2 else 503
+            stats.faults[str(status)] += 1
+            self._send(status, SERVER_ERRORS[status], close, concurrent)
         elif r - cfg.error_rate < cfg.rate_429:
             stats.faults["429"] += 1
             extra = f"Retry-After: {cfg.retry_after}\r\n" if cfg.retry_after >= 0 else ""
@@ -288,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--latency-ms", type=float, default=0.0)
-    p.add_argument("--error-rate", type=float, default=0.0, help="share answered 500")
+    p.add_argument("--error-rate", type=float, default=0.0, help="share answered 500/503")
     p.add_argument("--rate-429", type=float, default=0.0, help="share answered 429")
     p.add_argument("--retry-after", type=int, default=1, help="seconds; negative: no header")
     p.add_argument("--reset-rate", type=float, default=0.0, help="share reset unanswered")
