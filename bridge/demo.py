@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bridge.local.tansu import TansuBroker, create_topics
 from bridge.local.twilio_mock import PrismMock
 from bridge.service import Bridge
-from bridge.settings import Credential, KafkaSettings, Settings, TwilioSettings
+from bridge.settings import Credential, HttpSettings, KafkaSettings, Settings, TwilioSettings
 
 __all__ = ["SAMPLES", "demo"]
 
@@ -140,6 +140,7 @@ async def _exchange(bootstrap: str, base_url: str) -> int:
             session_timeout_ms=6000,
         ),
         twilio=TwilioSettings(base_url=base_url),
+        http=HttpSettings(host="127.0.0.1", port=0),
         credentials={"default": Credential(account_sid=ACCOUNT, auth_token="demo-auth-token")},
     )
     bridge = Bridge(settings)

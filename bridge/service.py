@@ -1,8 +1,9 @@
 """The running bridge: wiring, the main loop, and graceful shutdown on SIGTERM/SIGINT.
 
-Start-up builds every component from the one settings object; the main loop consumes until a
-signal; shutdown stops fetching, lets in-flight work finish within the grace period, commits
-and leaves the group. A second signal exits at once without committing unfinished work.
+Start-up builds every component from the one settings object; the main loop consumes requests
+and serves webhooks until a signal; shutdown turns readiness off, stops accepting webhooks and
+fetching, lets in-flight work finish within the grace period, commits and leaves the group. A
+second signal exits at once without committing unfinished work.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import signal
 from bridge.calls import CallBuilder
 from bridge.catalog import Catalog
 from bridge.envelopes import Reply
+from bridge.http.app import create_app
+from bridge.http.server import HttpServer
 from bridge.kafka.consumer import RequestConsumer
 from bridge.kafka.producer import Publisher, RecordTooLarge
 from bridge.kafka.records import Record
+from bridge.kafka.seen import SeenLog
 from bridge.processor import Outcome, Processor
 from bridge.ratelimit import Limiter
 from bridge.retry import RetryPolicy
 from bridge.settings import Settings
 from bridge.twilio.client import TwilioClient
+from bridge.webhooks.delivery import EventDelivery
+from bridge.webhooks.receiver import WebhookReceiver
 
 __all__ = ["Bridge", "run"]
 
@@ -51,6 +57,22 @@ class Bridge:
         )
         self.publisher = Publisher(settings.kafka)
         self.consumer = RequestConsumer(settings.kafka, settings.processing, self.handle)
+        webhook = settings.webhook
+        self.seen = (
+            SeenLog(settings.kafka, webhook.dedupe_topic, webhook.dedupe_window_s, self.publisher)
+            if webhook.dedupe_window_s
+            else None
+        )
+        self.delivery = EventDelivery(self.publisher, self.seen, webhook.ack_timeout_s)
+        receiver = WebhookReceiver(
+            webhook, settings.credentials, self.delivery, self.publisher.max_record_bytes
+        )
+        self.ready = False
+        self.http = HttpServer(
+            create_app(receiver, webhook, lambda: self.ready),
+            settings.http,
+            grace_s=webhook.ack_timeout_s + 1,
+        )
 
     async def handle(self, record: Record) -> None:
         """Process one record and publish its outcome; returns once Kafka acknowledged it."""
@@ -94,19 +116,34 @@ class Bridge:
         return slim.model_dump_json().encode()
 
     async def start(self) -> None:
-        """Connect to Kafka and join the consumer group."""
+        """Connect to Kafka, load the dedupe window, serve HTTP and join the consumer group."""
+        if not self.settings.webhook.validate_signatures:
+            log.warning("webhook signature validation is OFF: anyone can publish events")
         await self.publisher.start()
+        if self.seen is not None:
+            await self.seen.start()
+        await self.http.start()
         await self.consumer.start()
+        self.ready = True
 
     async def serve(self) -> None:
         """Consume until ``stopping`` is set, then shut down gracefully."""
         try:
             await self.consumer.run(self.stopping)
+            self.ready = False
             log.info("stopping: finishing %d in-flight requests", self.consumer.in_flight)
+            # Webhooks first: each waits at most the ack timeout, then nothing new arrives.
+            await self.http.stop()
             if not await self.consumer.drain():
                 log.warning("grace period over; unfinished requests will be redelivered")
+            if not await self.delivery.drain(self.settings.processing.shutdown_grace_s):
+                log.warning("grace period over; some webhook events were not acknowledged")
         finally:
+            self.ready = False
+            await self.http.stop()
             await self.consumer.stop()
+            if self.seen is not None:
+                await self.seen.stop()
             await self.publisher.stop()
             await self.client.aclose()
 

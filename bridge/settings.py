@@ -44,6 +44,8 @@ __all__ = [
     "Settings",
     "SettingsError",
     "TwilioSettings",
+    "WEBHOOK_FAMILIES",
+    "WebhookSettings",
     "load_settings",
 ]
 
@@ -59,6 +61,13 @@ def _split_csv(value: Any) -> Any:
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
+
+
+def _absolute_url(value: str | None) -> str | None:
+    """An absolute http(s) URL without its trailing slash."""
+    if value is not None and not re.match(r"^https?://[^/]+", value):
+        raise ValueError("must be an absolute http(s) URL")
+    return value.rstrip("/") if value else value
 
 
 TopicList = Annotated[list[str], NoDecode]
@@ -131,12 +140,7 @@ class TwilioSettings(_Section):
     keepalive_expiry_s: float = Field(default=4.0, gt=0)
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
-    @field_validator("base_url")
-    @classmethod
-    def _check_base_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/]+", value):
-            raise ValueError("must be an absolute http(s) URL")
-        return value.rstrip("/") if value else value
+    _check_base_url = field_validator("base_url")(_absolute_url)
 
 
 class Credential(_Section):
@@ -220,6 +224,58 @@ class HttpSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+# The webhook families of design.md §2; each is published to its own topic.
+WEBHOOK_FAMILIES = (
+    "messages",
+    "message-status",
+    "voice",
+    "call-status",
+    "recording-status",
+    "conference-status",
+    "event-streams",
+)
+
+
+def _family_keys(value: Any) -> Any:
+    """Accept ``message_status`` (as environment variable names spell it) for ``message-status``."""
+    if not isinstance(value, dict):
+        return value
+    out = {str(k).lower().replace("_", "-"): v for k, v in value.items()}
+    unknown = sorted(set(out) - set(WEBHOOK_FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown webhook families {unknown}; known: {list(WEBHOOK_FAMILIES)}")
+    return out
+
+
+class WebhookSettings(_Section):
+    """Inbound webhooks: where Twilio calls, how they are checked, where events go."""
+
+    public_url: str | None = Field(
+        default=None,
+        description="The base URL Twilio calls (scheme, host, optional path prefix), for "
+        "signature checks behind an ingress; the request's path and query are appended.",
+    )
+    trust_proxy: bool = False
+    validate_signatures: bool = True
+    shared_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    topic_prefix: str = "twilio.events."
+    topics: dict[str, str] = Field(default_factory=dict)
+    twiml: dict[str, str] = Field(default_factory=dict)
+    # Twilio gives up on a webhook after 15 s: answer 503 before that, so it may retry.
+    ack_timeout_s: float = Field(default=10.0, gt=0, lt=15)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    dedupe_window_s: float = Field(default=3600.0, ge=0)
+    dedupe_topic: str = "twilio.events.dedupe"
+
+    _families = field_validator("topics", "twiml", mode="before")(_family_keys)
+
+    _check_public_url = field_validator("public_url")(_absolute_url)
+
+    def topic_for(self, family: str) -> str:
+        """The Kafka topic of a webhook family."""
+        return self.topics.get(family) or self.topic_prefix + family
+
+
 class Settings(BaseSettings):
     """The one settings root."""
 
@@ -240,6 +296,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod

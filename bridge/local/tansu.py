@@ -12,17 +12,15 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
+from bridge.kafka.admin import create_topics
 from bridge.local.process import LocalProcess
 
 __all__ = ["TansuBroker", "broker_binary", "create_topics", "free_port"]
-
-TOPIC_ALREADY_EXISTS = 36
 
 
 def free_port() -> int:
@@ -98,23 +96,3 @@ async def _list_topics(bootstrap: str) -> list[str]:
         return topics
     finally:
         await admin.close()
-
-
-async def create_topics(
-    bootstrap: str,
-    names: Iterable[str],
-    partitions: int = 1,
-    configs: Mapping[str, str] | None = None,
-) -> None:
-    """Create topics (an existing one is left as it is); raises on any other broker error."""
-    topics = [NewTopic(name, partitions, 1, topic_configs=dict(configs or {})) for name in names]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        await admin.start()
-        response = await admin.create_topics(topics)
-    finally:
-        await admin.close()
-    # aiokafka returns per-topic error codes instead of raising.
-    for topic, code, *rest in response.topic_errors:
-        if code not in (0, TOPIC_ALREADY_EXISTS):
-            raise for_code(code)(f"cannot create topic {topic}: {rest[0] if rest else ''}")

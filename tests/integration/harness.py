@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bridge.local.tansu import create_topics
+from bridge.local.tansu import create_topics, free_port
 
 __all__ = [
     "ACCOUNT",
@@ -62,6 +62,12 @@ class BridgeProcess:
     log_path: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    http_port: int = field(default_factory=free_port)
+
+    @property
+    def http_url(self) -> str:
+        """Where the bridge's HTTP app listens."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
@@ -85,6 +91,10 @@ class BridgeProcess:
                 # its accept queue overflows into "connection reset" (measured: 24 of 1397
                 # POSTs reset at 256 connections, none at 32, and 32 is faster).
                 "BRIDGE_TWILIO__MAX_CONNECTIONS": "32",
+                "BRIDGE_HTTP__HOST": "127.0.0.1",
+                "BRIDGE_HTTP__PORT": str(self.http_port),
+                # Each test's own, so one test's webhooks are never another's duplicates.
+                "BRIDGE_WEBHOOK__DEDUPE_TOPIC": f"seen-{self.topics.group}",
             }
         )
         env.update(self.extra_env)

@@ -1,0 +1,158 @@
+"""The HTTP app: Twilio webhooks, probes and the OpenAPI document, on Starlette.
+
+Starlette rather than a larger framework: the webhook handler needs the raw body and URL
+exactly as Twilio signed them, so there is nothing for request models to do, and the OpenAPI
+document is short enough to write from the same table of routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bridge import __version__
+from bridge.settings import WEBHOOK_FAMILIES, WebhookSettings
+from bridge.webhooks.receiver import WebhookReceiver, WebhookRequest, public_url
+
+__all__ = ["create_app", "openapi_document"]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes before reading them all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    receiver: WebhookReceiver, settings: WebhookSettings, ready: Callable[[], bool]
+) -> Starlette:
+    """The ASGI app; ``ready`` says whether the bridge should receive traffic."""
+
+    async def webhook(request: Request) -> Response:
+        family = request.path_params["family"]
+        if family not in WEBHOOK_FAMILIES:
+            known = ", ".join(WEBHOOK_FAMILIES)
+            return PlainTextResponse(f"unknown webhook family; known: {known}", 404)
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+        except _TooLarge:
+            return PlainTextResponse(f"body over {settings.max_body_bytes} bytes", 413)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        url = public_url(
+            settings,
+            scheme=request.url.scheme,
+            host=request.headers.get("host", request.url.netloc),
+            path=request.scope.get("raw_path", request.url.path.encode()).decode("latin-1"),
+            query=request.scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+        )
+        answer = await receiver.receive(WebhookRequest(family, request.method, url, headers, body))
+        return Response(answer.body, answer.status, media_type=answer.content_type)
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(_: Request) -> Response:
+        return PlainTextResponse("ready") if ready() else PlainTextResponse("not ready", 503)
+
+    async def openapi(_: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/twilio/{family}", webhook, methods=["GET", "POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ]
+    )
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def openapi_document() -> dict[str, Any]:
+    """OpenAPI 3.1 description of the HTTP app."""
+    form = {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}
+    webhook_responses = {
+        "200": {
+            "description": "Published to Kafka (and acknowledged by it). TwiML for messages "
+            "and voice, empty otherwise.",
+            "content": {"text/xml": {"schema": {"type": "string"}}},
+        },
+        "400": _text("Malformed body, or not a webhook of this family."),
+        "403": _text("Missing or invalid Twilio signature."),
+        "404": _text("Unknown family."),
+        "405": _text("Method other than GET or POST."),
+        "413": _text("Body over the size limit."),
+        "415": _text("Content type other than form data or JSON."),
+        "503": _text("Kafka did not acknowledge in time: Twilio should retry."),
+    }
+    signature = {
+        "name": "X-Twilio-Signature",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "Twilio's request signature (or X-Twilio-Webhooks-Signature-Settings "
+        "with SharedKey).",
+    }
+    family = {
+        "name": "family",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": list(WEBHOOK_FAMILIES)},
+    }
+    webhook_op = {
+        "parameters": [family, signature],
+        "responses": webhook_responses,
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "twilio-kafka-bridge", "version": __version__},
+        "paths": {
+            "/webhooks/twilio/{family}": {
+                "post": {
+                    **webhook_op,
+                    "summary": "Receive a Twilio webhook and publish it as a CloudEvent",
+                    "requestBody": {
+                        "content": {
+                            "application/x-www-form-urlencoded": form,
+                            "application/json": {"schema": {}},
+                        }
+                    },
+                },
+                "get": {**webhook_op, "summary": "Receive a Twilio webhook sent with GET"},
+            },
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _text("alive")}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness",
+                    "responses": {"200": _text("ready"), "503": _text("not ready")},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+        },
+    }

@@ -1,0 +1,205 @@
+"""One webhook from Twilio, from request to answer: parse, check the signature, publish, reply.
+
+Independent of the web framework: the HTTP layer hands over a ``WebhookRequest`` and sends back
+the ``WebhookAnswer``. Every refusal names its reason (for the caller, the log and metrics) and
+publishes nothing; a 2xx goes out only after Kafka acknowledged every event of the delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from bridge.encoding import parse_form
+from bridge.settings import Credential, WebhookSettings
+from bridge.webhooks.delivery import EventDelivery
+from bridge.webhooks.events import (
+    EVENT_STREAMS,
+    CloudEvent,
+    EventError,
+    event_streams_events,
+    form_data,
+    webhook_event,
+)
+from bridge.webhooks.signature import SignatureInvalid, verify_signature
+
+__all__ = ["WebhookAnswer", "WebhookReceiver", "WebhookRequest", "public_url"]
+
+log = logging.getLogger(__name__)
+
+FORM = "application/x-www-form-urlencoded"
+_JSON_TYPES = (
+    "application/json",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+)
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_TWIML_FAMILIES = ("messages", "voice")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """What Twilio sent: the URL it called (query included), headers in lower case, body."""
+
+    family: str
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAnswer:
+    """The HTTP answer, and a short outcome for logs and metrics."""
+
+    status: int
+    outcome: str
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+
+
+def public_url(
+    settings: WebhookSettings,
+    *,
+    scheme: str,
+    host: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+) -> str:
+    """The URL Twilio called, as it signed it: the public base when set, else what reached us.
+
+    ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` count only when the proxy is trusted.
+    """
+    if settings.public_url:
+        base = settings.public_url
+    else:
+        if settings.trust_proxy:
+            scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip() or scheme
+            host = headers.get("x-forwarded-host", host).split(",")[0].strip() or host
+        base = f"{scheme}://{host}"
+    return f"{base}{path}?{query}" if query else f"{base}{path}"
+
+
+class WebhookReceiver:
+    """Turns webhooks into CloudEvents on Kafka, answering Twilio only after Kafka took them."""
+
+    def __init__(
+        self,
+        settings: WebhookSettings,
+        credentials: Mapping[str, Credential],
+        delivery: EventDelivery,
+        max_record_bytes: int,
+    ) -> None:
+        self._settings = settings
+        self._delivery = delivery
+        self._max_record_bytes = max_record_bytes
+        self._tokens: dict[str, str] = {
+            c.account_sid: c.auth_token.get_secret_value()
+            for c in credentials.values()
+            if c.auth_token is not None
+        }
+        self._shared_keys = {k: v.get_secret_value() for k, v in settings.shared_keys.items()}
+
+    async def receive(self, request: WebhookRequest) -> WebhookAnswer:
+        """The answer for one webhook; never raises for anything Twilio (or a forger) sends."""
+        try:
+            form, data = self._parse(request)
+        except _Refused as refused:
+            return refused.answer
+        if self._settings.validate_signatures:
+            problem = self._check_signature(request, form, data)
+            if problem is not None:
+                log.warning("webhook %s refused: %s", request.family, problem)
+                return WebhookAnswer(403, "forbidden", f"invalid signature: {problem}")
+        try:
+            events = self._events(request, form, data)
+        except EventError as exc:
+            return WebhookAnswer(400, "malformed", f"not a {request.family} webhook: {exc}")
+        too_large = [e.id for e in events if len(e.value()) > self._max_record_bytes]
+        if too_large:
+            return WebhookAnswer(413, "too_large", "an event exceeds the broker's message limit")
+        topic = self._settings.topic_for(request.family)
+        if not await self._delivery.deliver([(topic, event) for event in events]):
+            log.warning("webhook %s: Kafka did not acknowledge in time", request.family)
+            return WebhookAnswer(503, "unavailable", "Kafka did not acknowledge in time; retry")
+        return self._acknowledge(request.family)
+
+    def _parse(self, request: WebhookRequest) -> tuple[list[tuple[str, str]], Any]:
+        """(form params Twilio signed, the data): query for GET, form or JSON for POST."""
+        if request.method == "GET":
+            query = urlsplit(request.url).query
+            return [], form_data(parse_qsl(query, keep_blank_values=True))
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == FORM and request.family != EVENT_STREAMS:
+            try:
+                form = parse_form(request.body.decode())
+            except (UnicodeDecodeError, ValueError):
+                raise _Refused(400, "malformed", "body is not form-encoded data") from None
+            return form, form_data(form)
+        if content_type in _JSON_TYPES:
+            try:
+                return [], orjson.loads(request.body)
+            except orjson.JSONDecodeError:
+                raise _Refused(400, "malformed", "body is not valid JSON") from None
+        accepted = "JSON" if request.family == EVENT_STREAMS else f"{FORM} or JSON"
+        raise _Refused(415, "unsupported_media_type", f"content type must be {accepted}")
+
+    def _check_signature(
+        self, request: WebhookRequest, form: list[tuple[str, str]], data: Any
+    ) -> str | None:
+        """Why the signature is wrong, or None when one of the candidate tokens signed it."""
+        account = data.get("AccountSid") if isinstance(data, dict) else None
+        candidates: list[str | None]
+        if isinstance(account, str):
+            candidates = [self._tokens.get(account)]
+        else:
+            # Event Streams deliveries name no account: any configured account may have sent it.
+            candidates = [*self._tokens.values()] or [None]
+        problem = "no Auth Token configured for this account"
+        for token in candidates:
+            try:
+                verify_signature(
+                    request.url, form, request.body, request.headers, token, self._shared_keys
+                )
+                return None
+            except SignatureInvalid as exc:
+                problem = exc.reason
+        return problem
+
+    def _events(
+        self, request: WebhookRequest, form: list[tuple[str, str]], data: Any
+    ) -> list[CloudEvent]:
+        if request.family == EVENT_STREAMS:
+            return event_streams_events(request.body)
+        if not isinstance(data, dict):
+            raise EventError("the body is not a JSON object")
+        signed = (
+            request.url.encode() + b"\n" + (orjson.dumps(sorted(form)) if form else request.body)
+        )
+        event = webhook_event(
+            request.family,
+            data,
+            idempotency_token=request.headers.get("i-twilio-idempotency-token"),
+            signed=signed,
+            received=datetime.now(UTC),
+        )
+        return [event]
+
+    def _acknowledge(self, family: str) -> WebhookAnswer:
+        if family in _TWIML_FAMILIES:
+            twiml = self._settings.twiml.get(family, EMPTY_TWIML)
+            return WebhookAnswer(200, "published", twiml, "text/xml; charset=utf-8")
+        return WebhookAnswer(200, "published")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.answer = WebhookAnswer(status, outcome, message)
