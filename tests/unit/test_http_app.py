@@ -1,0 +1,134 @@
+"""The HTTP app and webhook receiver (``bridge.http.app``, ``bridge.webhooks.receiver``).
+
+Kafka is replaced by a delivery that records events and answers as told; the real broker is
+in ``tests/integration/test_webhooks.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from twilio.request_validator import RequestValidator
+
+from bridge.http.app import create_app, openapi_document
+from bridge.kafka.producer import Publisher
+from bridge.settings import WEBHOOK_FAMILIES, Credential, WebhookSettings
+from bridge.webhooks.delivery import EventDelivery
+from bridge.webhooks.events import CloudEvent
+from bridge.webhooks.receiver import WebhookReceiver, public_url
+
+ACCOUNT = "AC" + "0" * 32
+TOKEN = "token-for-unit-tests"
+PARAMS = {"AccountSid": ACCOUNT, "MessageSid": "SM1", "Body": "hi"}
+
+
+class Recording(EventDelivery):
+    def __init__(self, acknowledge: bool = True) -> None:
+        super().__init__(cast(Publisher, None), None, 1.0)
+        self.acknowledge = acknowledge
+        self.events: list[tuple[str, CloudEvent]] = []
+
+    async def deliver(self, events: Sequence[tuple[str, CloudEvent]]) -> bool:
+        self.events += events
+        return self.acknowledge
+
+
+def client(delivery: Recording, ready: bool = True, **settings: object) -> httpx.AsyncClient:
+    webhook = WebhookSettings.model_validate(settings)
+    credentials = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))}
+    receiver = WebhookReceiver(webhook, credentials, delivery, max_record_bytes=10_000)
+    app = create_app(receiver, webhook, lambda: ready)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver")
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+async def post(
+    http: httpx.AsyncClient, params: dict[str, str], url: str | None = None
+) -> httpx.Response:
+    url = url or "http://testserver/webhooks/twilio/messages"
+    signature = RequestValidator(TOKEN).compute_signature(url, params)
+    return await http.post(
+        url,
+        content=urlencode(params),
+        headers={"content-type": FORM, "x-twilio-signature": signature},
+    )
+
+
+async def test_a_signed_webhook_is_delivered_to_its_familys_topic() -> None:
+    delivery = Recording()
+    http = client(delivery, topics={"messages": "inbound.sms"})
+    answer = await post(http, PARAMS)
+    assert answer.status_code == 200
+    [(topic, event)] = delivery.events
+    assert topic == "inbound.sms" and event.subject == "SM1"
+
+
+async def test_kafka_not_acknowledging_in_time_is_a_503() -> None:
+    http = client(Recording(acknowledge=False))
+    answer = await post(http, PARAMS)
+    assert answer.status_code == 503
+
+
+async def test_static_twiml_per_family() -> None:
+    http = client(Recording(), twiml={"messages": "<Response><Message>Thanks</Message></Response>"})
+    answer = await post(http, PARAMS)
+    assert answer.text == "<Response><Message>Thanks</Message></Response>"
+
+
+async def test_the_public_url_is_what_gets_checked_behind_an_ingress() -> None:
+    delivery = Recording()
+    http = client(delivery, public_url="https://hooks.example.com/bridge")
+    public = "https://hooks.example.com/bridge/webhooks/twilio/messages?x=1"
+    signature = RequestValidator(TOKEN).compute_signature(public, PARAMS)
+    answer = await http.post(
+        "/webhooks/twilio/messages?x=1",
+        content=urlencode(PARAMS),
+        headers={
+            "content-type": "application/x-www-form-urlencoded",
+            "x-twilio-signature": signature,
+        },
+    )
+    assert answer.status_code == 200 and len(delivery.events) == 1
+
+
+@pytest.mark.parametrize("trust", [True, False])
+def test_forwarded_headers_count_only_from_a_trusted_proxy(trust: bool) -> None:
+    settings = WebhookSettings(trust_proxy=trust)
+    headers = {"x-forwarded-proto": "https", "x-forwarded-host": "hooks.example.com, inner"}
+    url = public_url(
+        settings, scheme="http", host="10.0.0.7:8080", path="/p", query="", headers=headers
+    )
+    assert url == ("https://hooks.example.com/p" if trust else "http://10.0.0.7:8080/p")
+
+
+async def test_validation_off_publishes_unsigned_webhooks() -> None:
+    delivery = Recording()
+    http = client(delivery, validate_signatures=False)
+    answer = await http.post(
+        "/webhooks/twilio/messages",
+        content=urlencode(PARAMS),
+        headers={"content-type": FORM},
+    )
+    assert answer.status_code == 200 and len(delivery.events) == 1
+
+
+async def test_readiness_and_liveness() -> None:
+    http = client(Recording(), ready=False)
+    assert (await http.get("/healthz")).status_code == 200
+    assert (await http.get("/readyz")).status_code == 503
+
+
+async def test_openapi_document_lists_every_family_and_status() -> None:
+    http = client(Recording())
+    document = (await http.get("/openapi.json")).json()
+    assert document == openapi_document()
+    webhook = document["paths"]["/webhooks/twilio/{family}"]["post"]
+    assert webhook["parameters"][0]["schema"]["enum"] == list(WEBHOOK_FAMILIES)
+    assert {"200", "400", "403", "413", "415", "503"} <= set(webhook["responses"])
