@@ -13,13 +13,16 @@ import logging
 import sys
 import time
 from typing import Any
+from urllib.parse import urlencode
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bridge.local.tansu import TansuBroker, create_topics
 from bridge.local.twilio_mock import PrismMock
 from bridge.service import Bridge
 from bridge.settings import Credential, HttpSettings, KafkaSettings, Settings, TwilioSettings
+from bridge.webhooks.signature import sign
 
 __all__ = ["SAMPLES", "demo"]
 
@@ -82,7 +85,16 @@ SAMPLES: list[dict[str, Any]] = [
     {"id": "demo-missing-to", "mode": "basic", "operation": "CreateMessage", "body": {}},
 ]
 JUNK = b"this is not JSON"
-TOPICS = ("twilio.requests", "twilio.replies", "twilio.errors")
+TOPICS = ("twilio.requests", "twilio.replies", "twilio.errors", "twilio.events.messages")
+DEMO_TOKEN = "demo-auth-token"
+INBOUND_SMS = {
+    "AccountSid": ACCOUNT,
+    "MessageSid": "SM" + "d" * 32,
+    "From": "+14155550100",
+    "To": "+14155552671",
+    "Body": "Where is my order?",
+    "NumMedia": "0",
+}
 
 
 def _show(title: str, document: Any) -> None:
@@ -108,6 +120,43 @@ async def _collect(consumer: AIOKafkaConsumer, want: int, deadline_s: float) -> 
         batch = await consumer.getmany(timeout_ms=500)
         found += [json.loads(r.value) for records in batch.values() for r in records]
     return found
+
+
+async def _inbound(bootstrap: str, http_url: str) -> bool:
+    """Send a signed inbound-SMS webhook as Twilio would and show the CloudEvent on Kafka."""
+    url = f"{http_url}/webhooks/twilio/messages"
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-twilio-signature": sign(url, list(INBOUND_SMS.items()), DEMO_TOKEN),
+    }
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(url, content=urlencode(INBOUND_SMS), headers=headers)
+        forged = await http.post(
+            url, content=urlencode({**INBOUND_SMS, "Body": "x"}), headers=headers
+        )
+    _show(f"webhook POST {url} (signed)", INBOUND_SMS)
+    _show("answer to Twilio", f"{answer.status_code} {answer.text}")
+    _show("the same webhook with its Body changed", f"{forged.status_code} {forged.text}")
+    events = AIOKafkaConsumer(
+        "twilio.events.messages", bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+    )
+    await events.start()
+    try:
+        batch = await events.getmany(timeout_ms=5000)
+    finally:
+        await events.stop()
+    records = [r for rs in batch.values() for r in rs]
+    for record in records:
+        headers_text = {k: v.decode() for k, v in record.headers}
+        _show(
+            "CloudEvent on twilio.events.messages",
+            {
+                "key": record.key.decode() if record.key else None,
+                "headers": headers_text,
+                "value": json.loads(record.value),
+            },
+        )
+    return answer.status_code == 200 and forged.status_code == 403 and len(records) == 1
 
 
 async def demo(*, verbose: bool = False) -> int:
@@ -141,7 +190,7 @@ async def _exchange(bootstrap: str, base_url: str) -> int:
         ),
         twilio=TwilioSettings(base_url=base_url),
         http=HttpSettings(host="127.0.0.1", port=0),
-        credentials={"default": Credential(account_sid=ACCOUNT, auth_token="demo-auth-token")},
+        credentials={"default": Credential(account_sid=ACCOUNT, auth_token=DEMO_TOKEN)},
     )
     bridge = Bridge(settings)
     await bridge.start()
@@ -171,7 +220,8 @@ async def _exchange(bootstrap: str, base_url: str) -> int:
         _show("error topic: the junk payload", junk[0] if junk else "(missing)")
         ok = sum(1 for r in got.values() if r["status"] == "ok")
         print(f"\n{len(got)}/{len(SAMPLES)} replies ({ok} ok), {len(error_records)} error records")
-        return 0 if len(got) == len(SAMPLES) and junk else 1
+        event = await _inbound(bootstrap, f"http://127.0.0.1:{bridge.http.port}")
+        return 0 if len(got) == len(SAMPLES) and junk and event else 1
     finally:
         bridge.stopping.set()
         await serving

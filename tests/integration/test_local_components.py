@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -162,3 +164,13 @@ def test_patch_only_adds_form_array_encodings() -> None:
                 for media in op.get("requestBody", {}).get("content", {}).values():
                     media.pop("encoding", None)
     assert patched == source
+
+
+def test_the_demo_command_runs_end_to_end() -> None:
+    """Quick start command 1, as a user runs it: every reply, the junk, the signed webhook."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "demo"], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "10/10 replies" in done.stdout
+    assert "com.twilio.messaging.inbound-message.received" in done.stdout
