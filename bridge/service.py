@@ -21,6 +21,7 @@ from bridge.kafka.consumer import RequestConsumer
 from bridge.kafka.producer import Publisher, RecordTooLarge
 from bridge.kafka.records import Record
 from bridge.kafka.seen import SeenLog
+from bridge.poller import Poller
 from bridge.processor import Outcome, Processor
 from bridge.ratelimit import Limiter
 from bridge.retry import RetryPolicy
@@ -41,13 +42,14 @@ class Bridge:
         self.settings = settings
         self.stopping = asyncio.Event()
         self.client = TwilioClient(settings.twilio, settings.credentials)
+        builder = CallBuilder(
+            Catalog.load(),
+            settings.credentials,
+            settings.twilio,
+            strict=settings.processing.strict_params,
+        )
         self.processor = Processor(
-            CallBuilder(
-                Catalog.load(),
-                settings.credentials,
-                settings.twilio,
-                strict=settings.processing.strict_params,
-            ),
+            builder,
             self.client,
             RetryPolicy(**settings.retry.model_dump()),
             Limiter(**settings.rate_limit.model_dump()),
@@ -66,6 +68,21 @@ class Bridge:
         self.delivery = EventDelivery(self.publisher, self.seen, webhook.ack_timeout_s)
         receiver = WebhookReceiver(
             webhook, settings.credentials, self.delivery, self.publisher.max_record_bytes
+        )
+        polled = [name for name, c in settings.credentials.items() if c.poll]
+        self.poller = (
+            Poller(
+                settings.poller,
+                settings.kafka,
+                webhook,
+                polled,
+                builder,
+                self.client,
+                self.publisher,
+                self.delivery,
+            )
+            if polled
+            else None
         )
         self.ready = False
         self.http = HttpServer(
@@ -124,13 +141,20 @@ class Bridge:
             await self.seen.start()
         await self.http.start()
         await self.consumer.start()
+        if self.poller is not None:
+            await self.poller.start()
         self.ready = True
 
     async def serve(self) -> None:
         """Consume until ``stopping`` is set, then shut down gracefully."""
+        polling = (
+            asyncio.create_task(self.poller.run(self.stopping)) if self.poller is not None else None
+        )
         try:
             await self.consumer.run(self.stopping)
             self.ready = False
+            if polling is not None:
+                await polling  # it finishes its current poll, then sees ``stopping``
             log.info("stopping: finishing %d in-flight requests", self.consumer.in_flight)
             # Webhooks first: each waits at most the ack timeout, then nothing new arrives.
             await self.http.stop()
@@ -142,6 +166,10 @@ class Bridge:
             self.ready = False
             await self.http.stop()
             await self.consumer.stop()
+            if polling is not None:
+                polling.cancel()
+            if self.poller is not None:
+                await self.poller.stop()
             if self.seen is not None:
                 await self.seen.stop()
             await self.publisher.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +40,7 @@ __all__ = [
     "Credential",
     "HttpSettings",
     "KafkaSettings",
+    "PollerSettings",
     "ProcessingSettings",
     "RateLimitSettings",
     "Settings",
@@ -150,6 +152,7 @@ class Credential(_Section):
     auth_token: SecretStr | None = None
     api_key_sid: str | None = Field(default=None, pattern=r"^SK[0-9a-fA-F]{32}$")
     api_key_secret: SecretStr | None = None
+    poll: bool = Field(default=False, description="Poll this account's Messages for events.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Credential:
@@ -276,6 +279,22 @@ class WebhookSettings(_Section):
         return self.topics.get(family) or self.topic_prefix + family
 
 
+class PollerSettings(_Section):
+    """The message poller, for accounts that cannot receive webhooks (credentials with poll)."""
+
+    refresh_interval_s: float = Field(default=15.0, ge=1)
+    calls: bool = False
+    # Statuses change for a while after sending; look this far back before the watermark.
+    lookback_s: float = Field(default=900.0, ge=0)
+    page_size: int = Field(default=1000, ge=1, le=1000)
+    max_pages: int = Field(default=50, ge=1)
+    start_at: datetime | None = Field(
+        default=None, description="Where a credential's first poll starts (default: now)."
+    )
+    state_topic: str = "twilio.poller.state"
+    partitions: int = Field(default=12, ge=1)
+
+
 class Settings(BaseSettings):
     """The one settings root."""
 
@@ -297,7 +316,19 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    poller: PollerSettings = Field(default_factory=PollerSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _poller_needs_the_seen_window(self) -> Settings:
+        if any(c.poll for c in self.credentials.values()):
+            needed = self.poller.lookback_s + self.poller.refresh_interval_s
+            if self.webhook.dedupe_window_s < needed:
+                raise ValueError(
+                    "webhook.dedupe_window_s must cover poller.lookback_s + refresh_interval_s "
+                    f"({needed:.0f} s), or the poller would publish a state twice"
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(

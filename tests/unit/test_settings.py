@@ -78,3 +78,27 @@ def test_missing_secrets_directory_is_an_error(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("BRIDGE_SECRETS_DIR", "/nonexistent/secrets")
     with pytest.raises(SettingsError, match="BRIDGE_SECRETS_DIR"):
         load_settings()
+
+
+def test_webhook_family_settings_take_environment_spelling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_WEBHOOK__TOPICS__MESSAGE_STATUS", "sms.status")
+    monkeypatch.setenv("BRIDGE_WEBHOOK__SHARED_KEYS__k1", "secret-1")
+    settings = load_settings()
+    assert settings.webhook.topic_for("message-status") == "sms.status"
+    assert settings.webhook.topic_for("voice") == "twilio.events.voice"
+    monkeypatch.setenv("BRIDGE_WEBHOOK__TWIML__SMS", "<Response/>")
+    with pytest.raises(SettingsError, match="BRIDGE_WEBHOOK__TWIML.*unknown webhook families"):
+        load_settings()
+
+
+def test_the_poller_needs_a_seen_window_that_covers_its_lookback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID", SID)
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__AUTH_TOKEN", "tok-123")
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__POLL", "true")
+    monkeypatch.setenv("BRIDGE_WEBHOOK__DEDUPE_WINDOW_S", "60")
+    with pytest.raises(SettingsError, match="dedupe_window_s must cover"):
+        load_settings()
+    monkeypatch.setenv("BRIDGE_WEBHOOK__DEDUPE_WINDOW_S", "3600")
+    assert load_settings().credentials["default"].poll
