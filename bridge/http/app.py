@@ -1,4 +1,4 @@
-"""The HTTP app: Twilio webhooks, probes and the OpenAPI document, on Starlette.
+"""The HTTP app: Twilio webhooks, probes, metrics and the OpenAPI document, on Starlette.
 
 Starlette rather than a larger framework: the webhook handler needs the raw body and URL
 exactly as Twilio signed them, so there is nothing for request models to do, and the OpenAPI
@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bridge import __version__
+from bridge.metrics import CONTENT_TYPE, WEBHOOKS, exposition
 from bridge.settings import WEBHOOK_FAMILIES, WebhookSettings
 from bridge.webhooks.receiver import WebhookReceiver, WebhookRequest, public_url
 
@@ -49,10 +50,12 @@ def create_app(
         family = request.path_params["family"]
         if family not in WEBHOOK_FAMILIES:
             known = ", ".join(WEBHOOK_FAMILIES)
+            WEBHOOKS.labels("unknown", "not_found").inc()  # never the path: anyone can send it
             return PlainTextResponse(f"unknown webhook family; known: {known}", 404)
         try:
             body = await _read_body(request, settings.max_body_bytes)
         except _TooLarge:
+            WEBHOOKS.labels(family, "too_large").inc()
             return PlainTextResponse(f"body over {settings.max_body_bytes} bytes", 413)
         headers = {k.lower(): v for k, v in request.headers.items()}
         url = public_url(
@@ -72,6 +75,9 @@ def create_app(
     async def readyz(_: Request) -> Response:
         return PlainTextResponse("ready") if ready() else PlainTextResponse("not ready", 503)
 
+    async def metrics(_: Request) -> Response:
+        return Response(exposition(), media_type=CONTENT_TYPE)
+
     async def openapi(_: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -80,6 +86,7 @@ def create_app(
             Route("/webhooks/twilio/{family}", webhook, methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ]
     )
@@ -142,6 +149,12 @@ def openapi_document() -> dict[str, Any]:
                 "get": {**webhook_op, "summary": "Receive a Twilio webhook sent with GET"},
             },
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _text("alive")}}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": _text("Prometheus text exposition format")},
+                }
+            },
             "/readyz": {
                 "get": {
                     "summary": "Readiness",

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from bridge.encoding import parse_form
+from bridge.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
 from bridge.settings import Credential, WebhookSettings
 from bridge.webhooks.delivery import EventDelivery
 from bridge.webhooks.events import (
@@ -109,6 +110,11 @@ class WebhookReceiver:
 
     async def receive(self, request: WebhookRequest) -> WebhookAnswer:
         """The answer for one webhook; never raises for anything Twilio (or a forger) sends."""
+        answer = await self._answer(request)
+        WEBHOOKS.labels(request.family, answer.outcome).inc()
+        return answer
+
+    async def _answer(self, request: WebhookRequest) -> WebhookAnswer:
         try:
             form, data = self._parse(request)
         except _Refused as refused:
@@ -117,6 +123,7 @@ class WebhookReceiver:
             problem = self._check_signature(request, form, data)
             if problem is not None:
                 log.warning("webhook %s refused: %s", request.family, problem)
+                WEBHOOK_SIGNATURE_FAILURES.labels(request.family).inc()
                 return WebhookAnswer(403, "forbidden", f"invalid signature: {problem}")
         try:
             events = self._events(request, form, data)

@@ -17,6 +17,7 @@ from twilio.request_validator import RequestValidator
 
 from bridge.http.app import create_app, openapi_document
 from bridge.kafka.producer import Publisher
+from bridge.metrics import REGISTRY
 from bridge.settings import WEBHOOK_FAMILIES, Credential, WebhookSettings
 from bridge.webhooks.delivery import EventDelivery
 from bridge.webhooks.events import CloudEvent
@@ -132,3 +133,36 @@ async def test_openapi_document_lists_every_family_and_status() -> None:
     webhook = document["paths"]["/webhooks/twilio/{family}"]["post"]
     assert webhook["parameters"][0]["schema"]["enum"] == list(WEBHOOK_FAMILIES)
     assert {"200", "400", "403", "413", "415", "503"} <= set(webhook["responses"])
+
+
+def _count(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_refusals_and_deliveries_are_counted_by_family_and_outcome() -> None:
+    http = client(Recording())
+    before = {
+        "published": _count("twilio_bridge_webhooks_total", family="messages", outcome="published"),
+        "forbidden": _count("twilio_bridge_webhooks_total", family="messages", outcome="forbidden"),
+        "signature": _count("twilio_bridge_webhook_signature_failures_total", family="messages"),
+    }
+    await post(http, PARAMS)
+    forged = await http.post(
+        "/webhooks/twilio/messages", content=urlencode(PARAMS), headers={"content-type": FORM}
+    )
+    assert forged.status_code == 403
+    assert (
+        _count("twilio_bridge_webhooks_total", family="messages", outcome="published")
+        == before["published"] + 1
+    )
+    assert (
+        _count("twilio_bridge_webhooks_total", family="messages", outcome="forbidden")
+        == before["forbidden"] + 1
+    )
+    assert (
+        _count("twilio_bridge_webhook_signature_failures_total", family="messages")
+        == before["signature"] + 1
+    )
+    exposition = (await http.get("/metrics")).text
+    assert 'twilio_bridge_webhooks_total{family="messages",outcome="forbidden"}' in exposition
+    assert TOKEN not in exposition
