@@ -154,7 +154,9 @@ class Bridge:
             await self.consumer.run(self.stopping)
             self.ready = False
             if polling is not None:
-                await polling  # it finishes its current poll, then sees ``stopping``
+                # It finishes its current poll, then sees ``stopping``; a poll stuck on a
+                # broker outage is cancelled below, and its watermark was not moved.
+                await asyncio.wait({polling}, timeout=self.settings.processing.shutdown_grace_s)
             log.info("stopping: finishing %d in-flight requests", self.consumer.in_flight)
             # Webhooks first: each waits at most the ack timeout, then nothing new arrives.
             await self.http.stop()
