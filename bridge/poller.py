@@ -236,6 +236,7 @@ class _Reread(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         consumer = self._poller._consumer
         assert consumer is not None
+        log.info("poller: owns state partitions %s", sorted(tp.partition for tp in assigned))
         if not assigned:
             return
         await consumer.seek_to_beginning(*assigned)

@@ -62,3 +62,48 @@ async def test_each_message_state_is_published_once_across_polls_and_a_restart(
     states = await collect(bootstrap, state_topic, 1, 20, settle_s=1)
     assert states and all(s.key == b"default" for s in states)
     assert json.loads(json.dumps(states[-1].value))["watermark"].startswith("2019-05-24T17:44:50")
+
+
+async def test_two_replicas_share_the_work_and_only_one_polls_a_credential(
+    tansu: Any, prism: Any, tmp_path: Path
+) -> None:
+    bootstrap = tansu.bootstrap_servers
+    topics = Topics.fresh()
+    await topics.create(bootstrap)
+    prefix = f"ev-{topics.group}."
+    await create_topics(bootstrap, [prefix + "messages", prefix + "message-status"])
+    env = {
+        "BRIDGE_CREDENTIALS__DEFAULT__POLL": "true",
+        "BRIDGE_POLLER__START_AT": "2000-01-01T00:00:00Z",
+        "BRIDGE_POLLER__REFRESH_INTERVAL_S": "1",
+        "BRIDGE_POLLER__STATE_TOPIC": f"poll-{topics.group}",
+        "BRIDGE_POLLER__PARTITIONS": "2",
+        "BRIDGE_WEBHOOK__TOPIC_PREFIX": prefix,
+    }
+    replicas = [
+        BridgeProcess(bootstrap, prism.base_url, topics, tmp_path / f"{n}.log", dict(env)).start()
+        for n in range(2)
+    ]
+    try:
+        # Both joined once the group holds two members; then polls are counted afresh.
+        for _ in range(300):
+            if all("assigned" in r.log() for r in replicas):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(8)  # Tansu holds a join for half the 6 s session timeout
+        before = [r.log().count("poller default:") for r in replicas]
+        await asyncio.sleep(4)
+        after = [r.log().count("poller default:") for r in replicas]
+        polls = [a - b for a, b in zip(after, before, strict=True)]
+    finally:
+        for replica in replicas:
+            assert replica.stop() == 0, replica.log()[-3000:]
+    print(f"\npolls of 'default' per replica over 4 s, once both had joined: {polls}")
+    # Each replica owns one of the two state partitions, and only the owner of default's polls.
+    owned = [
+        r.log().rsplit("poller: owns state partitions ", 1)[-1].split("\n")[0] for r in replicas
+    ]
+    assert sorted(owned) == ["[0]", "[1]"], owned
+    assert sorted(polls)[0] == 0 and sorted(polls)[1] >= 2
+    events = await collect(bootstrap, prefix + "message-status", 1, 20, settle_s=1)
+    assert len(events) == 1
