@@ -50,9 +50,18 @@ class Publisher:
         """Connect to the broker."""
         await self._producer.start()
 
-    async def stop(self) -> None:
-        """Flush and disconnect."""
-        await self._producer.stop()
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Flush and disconnect, giving up after ``timeout_s``.
+
+        Giving up loses nothing: whatever waits on an acknowledgement that never came was never
+        counted as done (its offset is not committed, its webhook was not answered 2xx).
+        """
+        try:
+            await asyncio.wait_for(self._producer.stop(), timeout_s)
+        except TimeoutError:
+            log.warning(
+                "producer did not flush within %.0f s; unacknowledged records dropped", timeout_s
+            )
 
     async def publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
         """Send one record and return once the broker acknowledged it."""

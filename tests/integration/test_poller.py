@@ -81,28 +81,31 @@ async def test_two_replicas_share_the_work_and_only_one_polls_a_credential(
         "BRIDGE_WEBHOOK__TOPIC_PREFIX": prefix,
     }
     replicas = [
-        BridgeProcess(bootstrap, prism.base_url, topics, tmp_path / f"{n}.log", dict(env)).start()
+        BridgeProcess(bootstrap, prism.base_url, topics, tmp_path / f"{n}.log", dict(env))
         for n in range(2)
     ]
+    marker = "poller: owns state partitions "
     try:
-        # Both joined once the group holds two members; then polls are counted afresh.
-        for _ in range(300):
-            if all("assigned" in r.log() for r in replicas):
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(8)  # Tansu holds a join for half the 6 s session timeout
+        # One after the other, as a rollout starts them: Tansu mixes up the assignments of
+        # members that join a new group at the same moment (both were given partition 1).
+        for replica in replicas:
+            replica.start()
+            for _ in range(300):
+                if marker in replica.log():
+                    break
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(8)  # the rebalance: Tansu holds a join for half the session timeout
         before = [r.log().count("poller default:") for r in replicas]
         await asyncio.sleep(4)
         after = [r.log().count("poller default:") for r in replicas]
         polls = [a - b for a, b in zip(after, before, strict=True)]
+        # Read before stopping: once one stops, the other takes its partition over.
+        owned = [r.log().rsplit(marker, 1)[-1].split("\n")[0] for r in replicas]
     finally:
         for replica in replicas:
             assert replica.stop() == 0, replica.log()[-3000:]
     print(f"\npolls of 'default' per replica over 4 s, once both had joined: {polls}")
     # Each replica owns one of the two state partitions, and only the owner of default's polls.
-    owned = [
-        r.log().rsplit("poller: owns state partitions ", 1)[-1].split("\n")[0] for r in replicas
-    ]
     assert sorted(owned) == ["[0]", "[1]"], owned
     assert sorted(polls)[0] == 0 and sorted(polls)[1] >= 2
     events = await collect(bootstrap, prefix + "message-status", 1, 20, settle_s=1)
