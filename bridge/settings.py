@@ -35,6 +35,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from bridge.envelopes import MaxAttempts, RetryDelay
 from bridge.retry import RetryPolicy
+from bridge.webhooks.events import EVENT_STREAMS, FAMILIES
 
 __all__ = [
     "Credential",
@@ -227,16 +228,9 @@ class HttpSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
-# The webhook families of design.md §2; each is published to its own topic.
-WEBHOOK_FAMILIES = (
-    "messages",
-    "message-status",
-    "voice",
-    "call-status",
-    "recording-status",
-    "conference-status",
-    "event-streams",
-)
+# The webhook families of design.md §2, as the event mapping defines them; each is published
+# to its own topic.
+WEBHOOK_FAMILIES = (*FAMILIES, EVENT_STREAMS)
 
 
 def _family_keys(value: Any) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "EVENT_STREAMS",
     "FAMILIES",
     "CloudEvent",
     "EventError",

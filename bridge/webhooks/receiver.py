@@ -129,8 +129,7 @@ class WebhookReceiver:
             events = self._events(request, form, data)
         except EventError as exc:
             return WebhookAnswer(400, "malformed", f"not a {request.family} webhook: {exc}")
-        too_large = [e.id for e in events if len(e.value()) > self._max_record_bytes]
-        if too_large:
+        if any(len(e.value()) > self._max_record_bytes for e in events):
             return WebhookAnswer(413, "too_large", "an event exceeds the broker's message limit")
         topic = self._settings.topic_for(request.family)
         if not await self._delivery.deliver([(topic, event) for event in events]):

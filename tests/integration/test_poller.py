@@ -18,6 +18,23 @@ from tests.integration.harness import BridgeProcess, Topics, collect
 EXAMPLE_SID = "SMded05904ccb347238880ca9264e8fe1c"  # the spec's example message
 
 
+async def _polling_setup(bootstrap: str) -> tuple[Topics, str, dict[str, str]]:
+    """Fresh topics, the event topics' prefix, and a bridge environment that polls often."""
+    topics = Topics.fresh()
+    await topics.create(bootstrap)
+    prefix = f"ev-{topics.group}."
+    await create_topics(bootstrap, [prefix + "messages", prefix + "message-status"])
+    env = {
+        "BRIDGE_CREDENTIALS__DEFAULT__POLL": "true",
+        "BRIDGE_POLLER__START_AT": "2000-01-01T00:00:00Z",
+        "BRIDGE_POLLER__REFRESH_INTERVAL_S": "1",
+        "BRIDGE_POLLER__STATE_TOPIC": f"poll-{topics.group}",
+        "BRIDGE_POLLER__PARTITIONS": "2",
+        "BRIDGE_WEBHOOK__TOPIC_PREFIX": prefix,
+    }
+    return topics, prefix, env
+
+
 async def _run_until_polled(process: BridgeProcess, polls: int) -> None:
     process.start()
     try:
@@ -34,19 +51,8 @@ async def test_each_message_state_is_published_once_across_polls_and_a_restart(
     tansu: Any, prism: Any, tmp_path: Path
 ) -> None:
     bootstrap = tansu.bootstrap_servers
-    topics = Topics.fresh()
-    await topics.create(bootstrap)
-    prefix = f"ev-{topics.group}."
-    await create_topics(bootstrap, [prefix + "messages", prefix + "message-status"])
-    state_topic = f"poll-{topics.group}"
-    env = {
-        "BRIDGE_CREDENTIALS__DEFAULT__POLL": "true",
-        "BRIDGE_POLLER__START_AT": "2000-01-01T00:00:00Z",
-        "BRIDGE_POLLER__REFRESH_INTERVAL_S": "1",
-        "BRIDGE_POLLER__STATE_TOPIC": state_topic,
-        "BRIDGE_POLLER__PARTITIONS": "2",
-        "BRIDGE_WEBHOOK__TOPIC_PREFIX": prefix,
-    }
+    topics, prefix, env = await _polling_setup(bootstrap)
+    state_topic = env["BRIDGE_POLLER__STATE_TOPIC"]
     for run in ("first", "after restart"):
         process = BridgeProcess(
             bootstrap, prism.base_url, topics, tmp_path / f"{run}.log", dict(env)
@@ -68,18 +74,7 @@ async def test_two_replicas_share_the_work_and_only_one_polls_a_credential(
     tansu: Any, prism: Any, tmp_path: Path
 ) -> None:
     bootstrap = tansu.bootstrap_servers
-    topics = Topics.fresh()
-    await topics.create(bootstrap)
-    prefix = f"ev-{topics.group}."
-    await create_topics(bootstrap, [prefix + "messages", prefix + "message-status"])
-    env = {
-        "BRIDGE_CREDENTIALS__DEFAULT__POLL": "true",
-        "BRIDGE_POLLER__START_AT": "2000-01-01T00:00:00Z",
-        "BRIDGE_POLLER__REFRESH_INTERVAL_S": "1",
-        "BRIDGE_POLLER__STATE_TOPIC": f"poll-{topics.group}",
-        "BRIDGE_POLLER__PARTITIONS": "2",
-        "BRIDGE_WEBHOOK__TOPIC_PREFIX": prefix,
-    }
+    topics, prefix, env = await _polling_setup(bootstrap)
     replicas = [
         BridgeProcess(bootstrap, prism.base_url, topics, tmp_path / f"{n}.log", dict(env))
         for n in range(2)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bridge.dedupe import SeenWindow
+from bridge.settings import WEBHOOK_FAMILIES
 from bridge.webhooks.events import (
     FAMILIES,
     EventError,
@@ -21,9 +22,19 @@ ACCOUNT = "AC" + "0" * 32
 WHEN = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
 
 
-def event(family: str, data: dict[str, Any], token: str | None = "tok") -> Any:
+def event(
+    family: str,
+    data: dict[str, Any],
+    token: str | None = "tok",
+    signed: bytes = b"s",
+    received: datetime = WHEN,
+) -> Any:
     return webhook_event(
-        family, {"AccountSid": ACCOUNT, **data}, idempotency_token=token, signed=b"s", received=WHEN
+        family,
+        {"AccountSid": ACCOUNT, **data},
+        idempotency_token=token,
+        signed=signed,
+        received=received,
     )
 
 
@@ -69,7 +80,7 @@ def test_each_family_gets_its_event_type_subject_and_key(
     assert json.loads(ce.value()) == {"AccountSid": ACCOUNT, **data}
 
 
-def test_every_form_family_has_a_mapping() -> None:
+def test_the_families_are_those_of_the_contract() -> None:
     assert set(FAMILIES) == {
         "messages",
         "message-status",
@@ -78,6 +89,7 @@ def test_every_form_family_has_a_mapping() -> None:
         "recording-status",
         "conference-status",
     }
+    assert WEBHOOK_FAMILIES == (*FAMILIES, "event-streams")
 
 
 def test_binary_mode_headers_leave_out_absent_attributes() -> None:
@@ -87,27 +99,10 @@ def test_binary_mode_headers_leave_out_absent_attributes() -> None:
 
 
 def test_without_a_token_the_id_hashes_what_was_signed() -> None:
-    one = webhook_event(
-        "messages",
-        {"AccountSid": ACCOUNT, "MessageSid": "SM1"},
-        idempotency_token=None,
-        signed=b"url\nparams",
-        received=WHEN,
-    )
-    again = webhook_event(
-        "messages",
-        {"AccountSid": ACCOUNT, "MessageSid": "SM1"},
-        idempotency_token=None,
-        signed=b"url\nparams",
-        received=WHEN + timedelta(seconds=30),
-    )
-    other = webhook_event(
-        "messages",
-        {"AccountSid": ACCOUNT, "MessageSid": "SM1"},
-        idempotency_token=None,
-        signed=b"url\nother",
-        received=WHEN,
-    )
+    sms = {"MessageSid": "SM1"}
+    one = event("messages", sms, None, b"url\nparams")
+    again = event("messages", sms, None, b"url\nparams", WHEN + timedelta(seconds=30))
+    other = event("messages", sms, None, b"url\nother")
     assert one.id == again.id != other.id
 
 
