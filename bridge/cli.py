@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ __all__ = ["main"]
 
 
 def _run(_: argparse.Namespace) -> int:
+    from bridge.logs import configure_logging
     from bridge.service import run
     from bridge.settings import SettingsError, load_settings
 
@@ -24,11 +24,7 @@ def _run(_: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"twilio-bridge: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # httpx logs every URL at INFO: phone numbers from query strings, and a line per call.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(settings.log_level, settings.log_format, settings.log_show_pii)
     return asyncio.run(run(settings))
 
 

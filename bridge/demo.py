@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 import time
 from typing import Any
@@ -17,11 +16,19 @@ from urllib.parse import urlencode
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.local.tansu import TansuBroker, create_topics
 from bridge.local.twilio_mock import PrismMock
+from bridge.logs import configure_logging
 from bridge.service import Bridge
-from bridge.settings import Credential, HttpSettings, KafkaSettings, Settings, TwilioSettings
+from bridge.settings import (
+    Credential,
+    HttpSettings,
+    KafkaSettings,
+    Settings,
+    TwilioSettings,
+)
 from bridge.webhooks.signature import sign
 
 __all__ = ["SAMPLES", "demo"]
@@ -159,9 +166,29 @@ async def _inbound(bootstrap: str, http_url: str) -> bool:
     return answer.status_code == 200 and forged.status_code == 403 and len(records) == 1
 
 
+async def _metrics(http_url: str) -> bool:
+    """Show what ``/metrics`` counted during the demo; True when it parses."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{http_url}/metrics")).text
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError as exc:
+        _show("/metrics does not parse", str(exc))
+        return False
+    counted = {
+        f"{s.name}{{{','.join(f'{k}={v}' for k, v in s.labels.items())}}}": s.value
+        for family in families
+        if family.type == "counter"
+        for s in family.samples
+        if s.name.endswith("_total") and s.value
+    }
+    _show(f"/metrics: {len(families)} metric families; the counters that moved", counted)
+    return True
+
+
 async def demo(*, verbose: bool = False) -> int:
     """Run the demo; returns the process exit code."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    configure_logging("INFO" if verbose else "WARNING", "text")
     print("twilio-bridge demo: starting an embedded Kafka broker (Tansu)…")
     async with TansuBroker() as broker:
         print("starting the Twilio mock (Prism with Twilio's official OpenAPI spec;")
@@ -189,8 +216,8 @@ async def _exchange(bootstrap: str, base_url: str) -> int:
             session_timeout_ms=6000,
         ),
         twilio=TwilioSettings(base_url=base_url),
-        http=HttpSettings(host="127.0.0.1", port=0),
-        credentials={"default": Credential(account_sid=ACCOUNT, auth_token=DEMO_TOKEN)},
+        http=HttpSettings(host="127.0.0.1", port=0, drain_delay_s=0),
+        credentials={"default": Credential(account_sid=ACCOUNT, auth_token=DEMO_TOKEN, poll=True)},
     )
     bridge = Bridge(settings)
     await bridge.start()
@@ -220,8 +247,10 @@ async def _exchange(bootstrap: str, base_url: str) -> int:
         _show("error topic: the junk payload", junk[0] if junk else "(missing)")
         ok = sum(1 for r in got.values() if r["status"] == "ok")
         print(f"\n{len(got)}/{len(SAMPLES)} replies ({ok} ok), {len(error_records)} error records")
-        event = await _inbound(bootstrap, f"http://127.0.0.1:{bridge.http.port}")
-        return 0 if len(got) == len(SAMPLES) and junk and event else 1
+        http_url = f"http://127.0.0.1:{bridge.http.port}"
+        event = await _inbound(bootstrap, http_url)
+        metrics = await _metrics(http_url)
+        return 0 if len(got) == len(SAMPLES) and junk and event and metrics else 1
     finally:
         bridge.stopping.set()
         await serving

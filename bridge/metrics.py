@@ -1,15 +1,113 @@
-"""Prometheus metrics of the bridge, defined once; labels never carry a SID, number or URL."""
+"""Prometheus metrics of the bridge, defined once; labels never carry a SID, number or URL.
+
+Label values come from small closed sets (outcomes, error kinds, status classes, families,
+configured topics) or from the catalog (api, operationId), so cardinality stays bounded
+whatever the traffic.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE", "REGISTRY", "WEBHOOKS", "WEBHOOK_SIGNATURE_FAILURES", "exposition"]
+from bridge import __version__
+
+__all__ = [
+    "BUILD",
+    "CONSUMER_LAG",
+    "CONTENT_TYPE",
+    "ERRORS",
+    "EVENTS_PUBLISHED",
+    "IN_FLIGHT",
+    "POLLER_ITEMS",
+    "POLLER_RUNS",
+    "RATE_LIMIT_WAITS",
+    "RATE_LIMIT_WAIT_SECONDS",
+    "REGISTRY",
+    "REPLY_PUBLISH_SECONDS",
+    "REQUESTS",
+    "RETRIES",
+    "TWILIO_REQUESTS",
+    "TWILIO_REQUEST_SECONDS",
+    "WEBHOOKS",
+    "WEBHOOK_SIGNATURE_FAILURES",
+    "exposition",
+    "status_class",
+]
 
 REGISTRY = CollectorRegistry()
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+# Twilio answers in 50 ms to a few seconds; Kafka acknowledges in about a millisecond.
+_TWILIO_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_KAFKA_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+BUILD = Info(
+    "twilio_bridge_build", "Version of the bridge and of Python it runs on.", registry=REGISTRY
+)
+BUILD.info({"version": __version__, "python": platform.python_version()})
+
+REQUESTS = Counter(
+    "twilio_bridge_requests",
+    "Request envelopes consumed, by topic and outcome (ok, error, rejected).",
+    ["topic", "outcome"],
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "twilio_bridge_errors",
+    "Failed requests by error kind (validation, auth, rate_limited, timeout, ...).",
+    ["kind"],
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "twilio_bridge_requests_in_flight",
+    "Request envelopes fetched and not yet finished (replied and acknowledged).",
+    registry=REGISTRY,
+)
+TWILIO_REQUESTS = Counter(
+    "twilio_bridge_twilio_requests",
+    "HTTP requests sent to Twilio (every attempt and page), by api, operation, method and "
+    "status class (2xx, 4xx, 5xx, or none when no answer came).",
+    ["api", "operation", "method", "status_class"],
+    registry=REGISTRY,
+)
+TWILIO_REQUEST_SECONDS = Histogram(
+    "twilio_bridge_twilio_request_duration_seconds",
+    "Time from sending a request to Twilio to its full answer.",
+    ["api", "method"],
+    buckets=_TWILIO_BUCKETS,
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "twilio_bridge_retries",
+    "Twilio attempts retried, by reason (rate_limited, http_5xx, timeout, transport, ...).",
+    ["reason"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_WAITS = Counter(
+    "twilio_bridge_rate_limit_waits",
+    "Attempts that waited for the rate limit or the concurrency cap.",
+    registry=REGISTRY,
+)
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "twilio_bridge_rate_limit_wait_seconds",
+    "Total time attempts waited for the rate limit or the concurrency cap.",
+    registry=REGISTRY,
+)
+REPLY_PUBLISH_SECONDS = Histogram(
+    "twilio_bridge_reply_publish_duration_seconds",
+    "Time from publishing a reply to the broker's acknowledgement.",
+    buckets=_KAFKA_BUCKETS,
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "twilio_bridge_consumer_lag",
+    "Records in a request partition after the group's committed offset (end minus committed).",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
 WEBHOOKS = Counter(
     "twilio_bridge_webhooks",
     "Webhook deliveries by family and outcome (published, forbidden, malformed, ...).",
@@ -22,6 +120,29 @@ WEBHOOK_SIGNATURE_FAILURES = Counter(
     ["family"],
     registry=REGISTRY,
 )
+EVENTS_PUBLISHED = Counter(
+    "twilio_bridge_events_published",
+    "CloudEvents acknowledged by Kafka, by topic (from webhooks and the poller).",
+    ["topic"],
+    registry=REGISTRY,
+)
+POLLER_RUNS = Counter(
+    "twilio_bridge_poller_runs",
+    "Polls of a credential, by outcome (ok, twilio_failed, kafka_timeout).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+POLLER_ITEMS = Counter(
+    "twilio_bridge_poller_items",
+    "Resources listed by the poller, by resource (messages, calls).",
+    ["resource"],
+    registry=REGISTRY,
+)
+
+
+def status_class(status: int | None) -> str:
+    """``2xx`` for 204, ``none`` when no answer came: a label with five values at most."""
+    return f"{status // 100}xx" if status is not None else "none"
 
 
 def exposition() -> bytes:

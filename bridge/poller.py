@@ -28,6 +28,7 @@ from bridge.formats import split_page
 from bridge.kafka.admin import create_topics
 from bridge.kafka.connection import connection_kwargs
 from bridge.kafka.producer import Publisher
+from bridge.metrics import POLLER_ITEMS, POLLER_RUNS
 from bridge.outcomes import next_page, parse_body
 from bridge.polling import PollState, call_event, message_event, parse_twilio_time
 from bridge.settings import KafkaSettings, PollerSettings, WebhookSettings
@@ -160,7 +161,9 @@ class Poller:
         for kind in kinds:
             found = await self._list(credential, kind, state)
             if found is None:
+                POLLER_RUNS.labels("twilio_failed").inc()
                 return  # Twilio failed: try again next time, from the same watermark
+            POLLER_ITEMS.labels(kind).inc(len(found))
             convert = _KINDS[kind][2]
             for resource in found:
                 family, event = convert(resource, now)
@@ -168,6 +171,7 @@ class Poller:
             resources += found
         if events and not await self._delivery.deliver(events):
             log.warning("poller %s: Kafka did not acknowledge in time; next time", credential)
+            POLLER_RUNS.labels("kafka_timeout").inc()
             return
         advanced = state.advanced(resources)
         if advanced != self._states.get(credential):
@@ -175,6 +179,7 @@ class Poller:
             await self._publisher.publish(
                 self._settings.state_topic, credential.encode(), advanced.to_json(), []
             )
+        POLLER_RUNS.labels("ok").inc()
         log.info("poller %s: %d resources, %d events", credential, len(resources), len(events))
 
     async def _list(

@@ -29,9 +29,10 @@ from bridge.envelopes import (
     error_info,
     parse_request,
 )
-from bridge.errors import BridgeError, InternalError
+from bridge.errors import BridgeError, InternalError, kind_for_status
 from bridge.formats import filter_nulls, render, resource_name, split_page
 from bridge.kafka.records import Record
+from bridge.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS, RETRIES, status_class
 from bridge.outcomes import (
     HttpResult,
     error_reply,
@@ -194,6 +195,7 @@ class Processor:
             sent.retried.append(
                 f"attempt {sent.attempts}: {_why(sent.attempt)}; retried after {delay:.2f} s"
             )
+            RETRIES.labels(_reason(sent.attempt)).inc()
             await asyncio.sleep(delay)
 
     async def _follow(
@@ -271,7 +273,10 @@ class Processor:
 
     async def _attempt(self, call: TwilioCall, sent: _Sent) -> tuple[HttpResult | None, Attempt]:
         async with self._limiter.slot(call.credential, call.sender) as slot:
-            sent.wait_ms += slot.waited_s * 1000
+            if slot.waited_s:
+                sent.wait_ms += slot.waited_s * 1000
+                RATE_LIMIT_WAITS.inc()
+                RATE_LIMIT_WAIT_SECONDS.inc(slot.waited_s)
             try:
                 result = await self._client.send(call)
             except BridgeError as exc:
@@ -297,6 +302,15 @@ def _last_paging(body: dict[str, Any], next_uri: str | None) -> dict[str, Any]:
     if isinstance(body.get("meta"), dict):
         return {"meta": {**body["meta"], "next_page_url": next_uri}}
     return {"next_page_uri": next_uri}
+
+
+def _reason(attempt: Attempt) -> str:
+    """A retry's reason as a metric label: an error kind, or the status's kind and class."""
+    if attempt.error is not None:
+        return attempt.error.kind
+    status = attempt.status or 0
+    kind = kind_for_status(status)
+    return kind if kind != "twilio" else f"http_{status_class(status)}"
 
 
 def _why(attempt: Attempt) -> str:

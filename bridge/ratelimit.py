@@ -176,8 +176,6 @@ class Limiter:
         self._clock = clock
         self._buckets: dict[tuple[str, str | None], TokenBucket] = {}
         self._gates: dict[str, ConcurrencyGate] = {}
-        self.waits = 0
-        self.wait_s = 0.0
 
     @asynccontextmanager
     async def slot(self, credential: str, sender: str | None = None) -> AsyncIterator[Slot]:
@@ -194,8 +192,6 @@ class Limiter:
             if gate is not None:
                 await gate.acquire()
             waited = self._clock() - started
-            self.waits += 1
-            self.wait_s += waited
         try:
             yield Slot(waited, self, credential, gate.in_flight if gate is not None else 0)
         finally:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+
+from aiokafka.errors import KafkaError
 
 from bridge.calls import CallBuilder
 from bridge.catalog import Catalog
@@ -21,6 +24,7 @@ from bridge.kafka.consumer import RequestConsumer
 from bridge.kafka.producer import Publisher, RecordTooLarge
 from bridge.kafka.records import Record
 from bridge.kafka.seen import SeenLog
+from bridge.metrics import CONSUMER_LAG, ERRORS, IN_FLIGHT, REPLY_PUBLISH_SECONDS, REQUESTS
 from bridge.poller import Poller
 from bridge.processor import Outcome, Processor
 from bridge.ratelimit import Limiter
@@ -33,6 +37,7 @@ from bridge.webhooks.receiver import WebhookReceiver
 __all__ = ["Bridge", "run"]
 
 log = logging.getLogger(__name__)
+_WATCH_INTERVAL_S = 5.0
 
 
 class Bridge:
@@ -59,6 +64,7 @@ class Bridge:
         )
         self.publisher = Publisher(settings.kafka)
         self.consumer = RequestConsumer(settings.kafka, settings.processing, self.handle)
+        IN_FLIGHT.set_function(lambda: self.consumer.in_flight)
         webhook = settings.webhook
         self.seen = (
             SeenLog(settings.kafka, webhook.dedupe_topic, webhook.dedupe_window_s, self.publisher)
@@ -84,17 +90,46 @@ class Bridge:
             if polled
             else None
         )
-        self.ready = False
+        self.started = False
+        self.broker_reachable = False
         self.http = HttpServer(
-            create_app(receiver, webhook, lambda: self.ready),
+            create_app(receiver, webhook, self.readiness),
             settings.http,
             grace_s=webhook.ack_timeout_s + 1,
         )
+
+    def readiness(self) -> dict[str, bool]:
+        """Each condition for receiving traffic; all must hold. False from the first signal."""
+        return {
+            "started": self.started and not self.stopping.is_set(),
+            "consumer_joined": self.consumer.joined,
+            "broker_reachable": self.broker_reachable,
+            "http_serving": self.http.serving,
+        }
 
     async def handle(self, record: Record) -> None:
         """Process one record and publish its outcome; returns once Kafka acknowledged it."""
         outcome = await self.processor.process(record)
         await self.publish(record, outcome)
+        reply, error = outcome.reply, outcome.error
+        status = reply.status if reply is not None else "rejected"
+        REQUESTS.labels(record.topic, status).inc()
+        level = logging.DEBUG if error is None else logging.WARNING
+        if error is not None:
+            ERRORS.labels(error.error.kind).inc()
+        if log.isEnabledFor(level):
+            kind = error.error.kind if error is not None else None
+            log.log(
+                level,
+                error.error.message if error is not None else "request done",
+                extra={
+                    "request_id": reply.id if reply is not None else None,
+                    "operation": reply.operation if reply is not None else None,
+                    "outcome": kind or status,
+                    "duration_ms": reply.duration_ms if reply is not None else None,
+                    "topic": record.topic,
+                },
+            )
 
     async def publish(self, record: Record, outcome: Outcome) -> None:
         """Publish the reply and the error record of one outcome, concurrently."""
@@ -118,8 +153,10 @@ class Bridge:
         value = reply.model_dump_json().encode()
         if len(value) > self.publisher.max_record_bytes:
             value = self._shrunk(reply, len(value))
+        started = time.perf_counter()
         try:
             await self.publisher.publish(topic, record.key, value, headers)
+            REPLY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
         except RecordTooLarge:
             await self.publisher.publish(
                 topic, record.key, self._shrunk(reply, len(value)), headers
@@ -132,6 +169,29 @@ class Bridge:
         slim = reply.model_copy(update={"body": None, "warnings": [*reply.warnings, warning]})
         return slim.model_dump_json().encode()
 
+    async def _stop_http(self) -> None:
+        await asyncio.sleep(self.settings.http.drain_delay_s)
+        await self.http.stop()
+
+    async def _watch(self) -> None:
+        """Every few seconds: can the producer reach a broker, and how far behind is the group."""
+        shown: set[tuple[str, str]] = set()
+        while True:
+            self.broker_reachable = await self.publisher.reachable(_WATCH_INTERVAL_S)
+            try:
+                lag = await self.consumer.lag() if self.broker_reachable else None
+            except KafkaError as exc:
+                log.warning("consumer lag not measured (%s)", type(exc).__name__)
+                lag = None
+            if lag is not None:
+                labels = {(tp.topic, str(tp.partition)): n for tp, n in lag.items()}
+                for gone in shown - labels.keys():
+                    CONSUMER_LAG.remove(*gone)
+                for label, n in labels.items():
+                    CONSUMER_LAG.labels(*label).set(n)
+                shown = set(labels)
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+
     async def start(self) -> None:
         """Connect to Kafka, load the dedupe window, serve HTTP and join the consumer group."""
         if not self.settings.webhook.validate_signatures:
@@ -143,29 +203,31 @@ class Bridge:
         await self.consumer.start()
         if self.poller is not None:
             await self.poller.start()
-        self.ready = True
+        self.broker_reachable = True  # every client above has just reached it
+        self.started = True
 
     async def serve(self) -> None:
         """Consume until ``stopping`` is set, then shut down gracefully."""
+        grace_s = self.settings.processing.shutdown_grace_s
         polling = (
             asyncio.create_task(self.poller.run(self.stopping)) if self.poller is not None else None
         )
+        watching = asyncio.create_task(self._watch())
         try:
             await self.consumer.run(self.stopping)
-            self.ready = False
-            if polling is not None:
-                # It finishes its current poll, then sees ``stopping``; a poll stuck on a
-                # broker outage is cancelled below, and its watermark was not moved.
-                await asyncio.wait({polling}, timeout=self.settings.processing.shutdown_grace_s)
             log.info("stopping: finishing %d in-flight requests", self.consumer.in_flight)
-            # Webhooks first: each waits at most the ack timeout, then nothing new arrives.
-            await self.http.stop()
-            if not await self.consumer.drain():
+            # Fetching has stopped; in-flight requests, the running poll and webhooks (for
+            # drain_delay_s, while load balancers catch up with readiness) finish side by side.
+            # A poll stuck on a broker outage is cancelled below; its watermark did not move.
+            polled = asyncio.wait({polling}, timeout=grace_s) if polling else asyncio.sleep(0)
+            drained, *_ = await asyncio.gather(self.consumer.drain(), polled, self._stop_http())
+            if not drained:
                 log.warning("grace period over; unfinished requests will be redelivered")
-            if not await self.delivery.drain(self.settings.processing.shutdown_grace_s):
+            if not await self.delivery.drain(grace_s):
                 log.warning("grace period over; some webhook events were not acknowledged")
         finally:
-            self.ready = False
+            self.started = False
+            watching.cancel()
             await self.http.stop()
             await self.consumer.stop()
             if polling is not None:

@@ -226,6 +226,14 @@ class HttpSettings(_Section):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Kubernetes removes a pod from its Service a few seconds after the pod is told to stop:
+    # webhooks arriving meanwhile are still answered, so Twilio never meets a closed port.
+    drain_delay_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="After SIGTERM, keep answering webhooks this long (readiness already "
+        "false) before the HTTP app stops.",
+    )
 
 
 # The webhook families of design.md §2, as the event mapping defines them; each is published
@@ -312,6 +320,13 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     poller: PollerSettings = Field(default_factory=PollerSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="JSON lines for log collectors, or text for a terminal."
+    )
+    log_show_pii: bool = Field(
+        default=False,
+        description="Show phone numbers and message bodies in logs (tokens stay masked).",
+    )
 
     @model_validator(mode="after")
     def _poller_needs_the_seen_window(self) -> Settings:

@@ -7,7 +7,7 @@ document is short enough to write from the same table of routes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -42,9 +42,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(
-    receiver: WebhookReceiver, settings: WebhookSettings, ready: Callable[[], bool]
+    receiver: WebhookReceiver,
+    settings: WebhookSettings,
+    readiness: Callable[[], Mapping[str, bool]],
 ) -> Starlette:
-    """The ASGI app; ``ready`` says whether the bridge should receive traffic."""
+    """The ASGI app; ``readiness`` gives the conditions for receiving traffic, all required."""
 
     async def webhook(request: Request) -> Response:
         family = request.path_params["family"]
@@ -73,7 +75,9 @@ def create_app(
         return PlainTextResponse("ok")
 
     async def readyz(_: Request) -> Response:
-        return PlainTextResponse("ready") if ready() else PlainTextResponse("not ready", 503)
+        checks = dict(readiness())
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
 
     async def metrics(_: Request) -> Response:
         return Response(exposition(), media_type=CONTENT_TYPE)
@@ -94,6 +98,18 @@ def create_app(
 
 def _text(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _readiness(description: str) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {
+            "ready": {"type": "boolean"},
+            "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+        },
+        "required": ["ready", "checks"],
+    }
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -157,8 +173,12 @@ def openapi_document() -> dict[str, Any]:
             },
             "/readyz": {
                 "get": {
-                    "summary": "Readiness",
-                    "responses": {"200": _text("ready"), "503": _text("not ready")},
+                    "summary": "Readiness: started and not stopping, in the consumer group, "
+                    "broker reachable, HTTP serving",
+                    "responses": {
+                        "200": _readiness("Ready for traffic."),
+                        "503": _readiness("Not ready; the false checks say why."),
+                    },
                 }
             },
             "/openapi.json": {

@@ -37,6 +37,8 @@ class HttpServer:
             port=settings.port,
             lifespan="off",
             access_log=False,
+            # The bridge's own logging config (JSON, masked) stays in charge of uvicorn's loggers.
+            log_config=None,
             log_level="warning",
             timeout_graceful_shutdown=max(1, int(grace_s)),
         )
@@ -52,6 +54,11 @@ class HttpServer:
                 port: int = sock.getsockname()[1]
                 return port
         return None
+
+    @property
+    def serving(self) -> bool:
+        """Listening and not shutting down."""
+        return bool(self._server.started) and not self._server.should_exit
 
     async def start(self) -> None:
         """Bind and start serving; raises if the port cannot be bound."""

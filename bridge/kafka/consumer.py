@@ -56,6 +56,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._owner.release(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # A member with no partition (more replicas than partitions) has joined all the same.
+        self._owner.joined = True
         log.info("assigned %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
 
@@ -106,13 +108,26 @@ class RequestConsumer:
                 await self._pulse.wait(interval)
             else:
                 batch = await self._consumer.getmany(timeout_ms=100, max_records=free)
-                self.joined = True
                 for tp, records in batch.items():
                     for record in records:
                         self._dispatch(tp, record)
             if time.monotonic() >= next_commit:
                 await self._commit()
                 next_commit = time.monotonic() + interval
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Per assigned partition: its end offset minus the group's committed offset."""
+        tps = list(self._consumer.assignment())
+        if not tps:
+            return {}
+        ends = await self._consumer.end_offsets(tps)
+        committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in tps))
+        never = [tp for tp, c in zip(tps, committed, strict=True) if c is None]
+        starts = await self._consumer.beginning_offsets(never) if never else {}
+        return {
+            tp: max(0, ends[tp] - (c if c is not None else starts[tp]))
+            for tp, c in zip(tps, committed, strict=True)
+        }
 
     def _dispatch(self, tp: TopicPartition, raw: object) -> None:
         record = Record(

@@ -50,6 +50,14 @@ class Publisher:
         """Connect to the broker."""
         await self._producer.start()
 
+    async def reachable(self, timeout_s: float) -> bool:
+        """True when a broker answers a metadata request within ``timeout_s``."""
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return True
+
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Flush and disconnect, giving up after ``timeout_s``.
 

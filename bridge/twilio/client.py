@@ -9,6 +9,7 @@ the bridge never sees them.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -18,7 +19,8 @@ from httpx_aiohttp import AiohttpTransport
 
 from bridge import __version__
 from bridge.calls import TwilioCall
-from bridge.errors import CallNotSent, CallTimeout, CallTransportError
+from bridge.errors import BridgeError, CallNotSent, CallTimeout, CallTransportError
+from bridge.metrics import TWILIO_REQUEST_SECONDS, TWILIO_REQUESTS, status_class
 from bridge.outcomes import HttpResult
 from bridge.settings import Credential, TwilioSettings
 
@@ -94,11 +96,21 @@ class TwilioClient:
     async def send(self, call: TwilioCall) -> HttpResult:
         """Send one call and read the whole answer; raises the bridge's call errors."""
         headers = [*call.headers, ("authorization", self._auth[call.credential])]
-        with _translate(call):
-            response = await self._http.request(
-                call.method, call.url, content=call.content, headers=headers
-            )
-            content = await response.aread()
+        api, operation = call.api or "advanced", call.operation or "advanced"
+        started = time.perf_counter()
+        try:
+            with _translate(call):
+                response = await self._http.request(
+                    call.method, call.url, content=call.content, headers=headers
+                )
+                content = await response.aread()
+        except BridgeError:
+            TWILIO_REQUESTS.labels(api, operation, call.method, "none").inc()
+            raise
+        TWILIO_REQUEST_SECONDS.labels(api, call.method).observe(time.perf_counter() - started)
+        TWILIO_REQUESTS.labels(
+            api, operation, call.method, status_class(response.status_code)
+        ).inc()
         return HttpResult(
             status=response.status_code,
             headers=tuple(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from bridge.kafka.producer import Publisher
 from bridge.kafka.seen import SeenLog
+from bridge.metrics import EVENTS_PUBLISHED
 from bridge.webhooks.events import CloudEvent
 
 __all__ = ["EventDelivery"]
@@ -70,5 +71,6 @@ class EventDelivery:
 
     async def _publish(self, topic: str, event: CloudEvent) -> None:
         await self._publisher.publish(topic, event.key, event.value(), event.headers())
+        EVENTS_PUBLISHED.labels(topic).inc()
         if self._seen is not None:
             self._seen.add(event.id)

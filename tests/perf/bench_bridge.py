@@ -69,7 +69,7 @@ from tests.perf.fast_mock import spawn
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"  # the bridge's (bridge/cli.py)
-JOINED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+ assigned ", re.MULTILINE)
+JOINED = re.compile(r'^\{"time":"([^"]+)Z",[^\n]*"message":"assigned ', re.MULTILINE)
 TICK = os.sysconf("SC_CLK_TCK")
 # Tansu holds a new group's first JoinGroup for half the session timeout (23 s at the bridge's
 # 45 s default), so both consumers get Kafka's minimum: start-up is not measured anyway.
@@ -188,7 +188,7 @@ def joined_at(log_path: Path) -> float | None:
     match = JOINED.search(log_path.read_text(errors="replace")) if log_path.exists() else None
     if match is None:
         return None
-    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return datetime.fromisoformat(match.group(1) + "+00:00").timestamp()
 
 
 # --- envelopes, mock, reply watcher -----------------------------------------------------------

@@ -43,7 +43,7 @@ def client(delivery: Recording, ready: bool = True, **settings: object) -> httpx
     webhook = WebhookSettings.model_validate(settings)
     credentials = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))}
     receiver = WebhookReceiver(webhook, credentials, delivery, max_record_bytes=10_000)
-    app = create_app(receiver, webhook, lambda: ready)
+    app = create_app(receiver, webhook, lambda: {"started": ready, "consumer_joined": True})
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver")
 
 
@@ -120,10 +120,14 @@ async def test_validation_off_publishes_unsigned_webhooks() -> None:
     assert answer.status_code == 200 and len(delivery.events) == 1
 
 
-async def test_readiness_and_liveness() -> None:
+async def test_readiness_names_the_failing_check_and_liveness_stays_up() -> None:
     http = client(Recording(), ready=False)
     assert (await http.get("/healthz")).status_code == 200
-    assert (await http.get("/readyz")).status_code == 503
+    answer = await http.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json() == {"ready": False, "checks": {"started": False, "consumer_joined": True}}
+    ready = await client(Recording(), ready=True).get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
 
 
 async def test_openapi_document_lists_every_family_and_status() -> None:
