@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bridge import __version__
@@ -37,6 +45,8 @@ __all__ = [
     "status_class",
 ]
 
+# ``*_created`` series double the exposition and no dashboard or alert here reads them.
+disable_created_metrics()
 REGISTRY = CollectorRegistry()
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -201,3 +201,26 @@ async def test_sigterm_under_load_drops_readiness_first_and_loses_or_repeats_not
         event = json.loads(line)
         assert {"time", "level", "logger", "message"} <= event.keys()
         assert "+14155550100" not in line and "hello " not in line
+
+
+async def test_a_second_signal_exits_at_once_without_committing_unfinished_work(
+    tansu: Any, mock: Any, tmp_path: Path
+) -> None:
+    base_url = mock("--latency-ms", "20000")
+    topics = Topics.fresh()
+    await topics.create(tansu.bootstrap_servers)
+    bridge = await _start(tansu, base_url, tmp_path, topics, BRIDGE_HTTP__DRAIN_DELAY_S="0")
+    await produce(tansu.bootstrap_servers, topics.requests, [_post(n) for n in range(5)])
+    async with httpx.AsyncClient() as http:
+        deadline = time.monotonic() + 30
+        while (await http.get(f"{base_url}/__stats")).json()["total"] < 5:
+            assert time.monotonic() < deadline, bridge.log()[-3000:]
+            await asyncio.sleep(0.1)
+    bridge.signal(15)
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    bridge.signal(15)
+    code = bridge.wait(10)
+    print(f"second signal: exit {code} after {time.monotonic() - started:.2f} s")
+    assert code == 130 and time.monotonic() - started < 5
+    assert await committed(tansu.bootstrap_servers, topics.group, topics.requests) == [-1]
