@@ -176,8 +176,14 @@ class Poller:
         advanced = state.advanced(resources)
         if advanced != self._states.get(credential):
             self._states[credential] = advanced
+            # Into the partition that decides ownership, not the one the key hashes to: the
+            # next owner reads only its own partitions.
             await self._publisher.publish(
-                self._settings.state_topic, credential.encode(), advanced.to_json(), []
+                self._settings.state_topic,
+                credential.encode(),
+                advanced.to_json(),
+                [],
+                partition=self.partition_of(credential),
             )
         POLLER_RUNS.labels("ok").inc()
         log.info("poller %s: %d resources, %d events", credential, len(resources), len(events))

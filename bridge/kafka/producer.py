@@ -71,12 +71,21 @@ class Publisher:
                 "producer did not flush within %.0f s; unacknowledged records dropped", timeout_s
             )
 
-    async def publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
-        """Send one record and return once the broker acknowledged it."""
+    async def publish(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> None:
+        """Send one record (to ``partition``, else the key's) and return once acknowledged."""
         backoff = 0.1
         while True:
             try:
-                await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+                await self._producer.send_and_wait(
+                    topic, value, key=key, headers=headers, partition=partition
+                )
                 return
             except MessageSizeTooLargeError:
                 raise RecordTooLarge(f"{len(value)} bytes exceed the producer limit") from None
