@@ -78,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     catalog = commands.add_parser("catalog", help="search the Twilio operations")
     catalog.add_argument("text", nargs="?", help="part of an operation, api, path or summary")
     catalog.add_argument("--json", action="store_true", help="print entries as a JSON array")
-    schemas = commands.add_parser("schemas", help="write the envelopes' JSON Schemas")
+    schemas = commands.add_parser(
+        "schemas", help="write the JSON Schemas and the AsyncAPI document"
+    )
     schemas.add_argument("--out", default="schemas", help="directory (default: schemas)")
     args = parser.parse_args(argv)
     handlers = {"run": _run, "demo": _demo, "catalog": _catalog, "schemas": _schemas}

@@ -1,4 +1,7 @@
-"""JSON Schemas (draft 2020-12) of every envelope, generated from the pydantic models."""
+"""Everything in ``schemas/``, generated from code: the JSON Schemas (draft 2020-12) of every
+envelope (from the pydantic models) and of each event family's data (from the event mapping),
+and the AsyncAPI 3.0 document of every topic, which refers to them by relative file name.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bridge.asyncapi import ASYNCAPI_FILE, asyncapi_document, event_data_file
 from bridge.envelopes import ErrorRecord, Reply, request_adapter
+from bridge.webhooks.event_schema import event_data_schema, event_families
 
 __all__ = ["render_schemas", "write_schemas"]
 
@@ -21,7 +26,7 @@ def _document(name: str, schema: dict[str, Any], title: str) -> dict[str, Any]:
 
 
 def render_schemas() -> dict[str, str]:
-    """File name → schema text, exactly as committed in ``schemas/``."""
+    """File name → text, exactly as committed in ``schemas/``."""
     models: dict[str, tuple[str, dict[str, Any]]] = {
         "request.schema.json": ("Request envelope", request_adapter.json_schema()),
     }
@@ -31,14 +36,19 @@ def render_schemas() -> dict[str, str]:
     }
     for name, model in records.items():
         models[name] = (model.__name__, model.model_json_schema())
-    return {
+    for family in event_families():
+        models[event_data_file(family)] = (f"Data of a {family} event", event_data_schema(family))
+    rendered = {
         name: json.dumps(_document(name, schema, title), indent=2, sort_keys=True) + "\n"
         for name, (title, schema) in models.items()
     }
+    # In the order built (asyncapi, info, servers, channels...): it is read by people too.
+    rendered[ASYNCAPI_FILE] = json.dumps(asyncapi_document(), indent=2) + "\n"
+    return rendered
 
 
 def write_schemas(directory: Path) -> list[Path]:
-    """Write every schema into ``directory``; returns the paths written."""
+    """Write every file into ``directory``; returns the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in render_schemas().items():

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "ALIASES",
     "EVENT_STREAMS",
     "FAMILIES",
     "CloudEvent",
@@ -49,7 +50,7 @@ EVENT_STREAMS = "event-streams"
 # Event Streams calls an answered call "answered"; the status callback says "in-progress".
 _STATUS_NAMES = {"in-progress": "answered"}
 # Older callbacks name the message SmsSid/SmsStatus only.
-_ALIASES = {"MessageSid": "SmsSid", "MessageStatus": "SmsStatus"}
+ALIASES = {"MessageSid": "SmsSid", "MessageStatus": "SmsStatus"}
 _REQUIRED_ATTRIBUTES = ("id", "source", "type")
 
 
@@ -199,7 +200,7 @@ def _resource_sid(data: Any) -> str:
 
 
 def _field(data: Mapping[str, Any], name: str) -> str:
-    return _text(data.get(name)) or _text(data.get(_ALIASES.get(name, "")))
+    return _text(data.get(name)) or _text(data.get(ALIASES.get(name, "")))
 
 
 def _text(value: Any) -> str:
