@@ -25,7 +25,11 @@ def _run(_: argparse.Namespace) -> int:
         print(f"twilio-bridge: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format, settings.log_show_pii)
-    return asyncio.run(run(settings))
+    try:
+        return asyncio.run(run(settings))
+    except SettingsError as exc:  # found once files are read: TLS material that cannot be used
+        print(f"twilio-bridge: {exc}", file=sys.stderr)
+        return 2
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -226,18 +226,22 @@ class Bridge:
             if not await self.delivery.drain(grace_s):
                 log.warning("grace period over; some webhook events were not acknowledged")
         finally:
-            self.started = False
             watching.cancel()
-            await self.http.stop()
-            await self.consumer.stop()
             if polling is not None:
                 polling.cancel()
-            if self.poller is not None:
-                await self.poller.stop()
-            if self.seen is not None:
-                await self.seen.stop()
-            await self.publisher.stop()
-            await self.client.aclose()
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop every component, whether or not it started; leaves the group last."""
+        self.started = False
+        await self.http.stop()
+        await self.consumer.stop()
+        if self.poller is not None:
+            await self.poller.stop()
+        if self.seen is not None:
+            await self.seen.stop()
+        await self.publisher.stop()
+        await self.client.aclose()
 
 
 async def run(settings: Settings) -> int:
@@ -258,7 +262,13 @@ async def run(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await bridge.start()
+        try:
+            await bridge.start()
+        except (KafkaError, OSError, RuntimeError) as exc:
+            # Broker unreachable, TLS or SASL refused, port taken: one line, no traceback.
+            log.error("start-up failed: %s: %s", type(exc).__name__, exc)
+            await bridge.close()
+            return 1
         log.info("bridge started; consuming %s", ", ".join(settings.kafka.request_topics))
         await bridge.serve()
     except asyncio.CancelledError:

@@ -113,14 +113,25 @@ class KafkaSettings(_Section):
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL"):
-            missing = [
-                f"kafka.{name}"
-                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
-                if getattr(self, name) is None
-            ]
+        protocol = self.security_protocol
+        sasl = ("sasl_mechanism", "sasl_username", "sasl_password")
+        tls = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+        if protocol.startswith("SASL"):
+            missing = [f"kafka.{name}" for name in sasl if getattr(self, name) is None]
             if missing:
-                raise ValueError(f"{self.security_protocol} needs {', '.join(missing)}")
+                raise ValueError(f"{protocol} needs {', '.join(missing)}")
+        # A setting the protocol would silently ignore is a mistake worth stopping for.
+        uses = ((sasl, protocol.startswith("SASL")), (tls, protocol.endswith("SSL")))
+        unused = [
+            f"kafka.{name}"
+            for names, used in uses
+            for name in names
+            if not used and getattr(self, name) is not None
+        ]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} set, but {protocol} does not use them")
+        if self.idempotent_producer and self.acks != "all":
+            raise ValueError("an idempotent producer needs kafka.acks=all (or turn it off)")
         return self
 
 

@@ -2,6 +2,14 @@
 
 Memory storage only: a restart loses every record, so simulate an outage with
 :meth:`TansuBroker.suspend` / :meth:`TansuBroker.resume` (SIGSTOP/SIGCONT) instead.
+
+Plaintext only. Tansu 0.6's TLS cannot be switched on: its CLI puts ``--cert`` and ``--key`` in
+one exclusive argument group ("the argument '--cert' cannot be used with '--key'"), and the
+listener needs both. Its ``--authentication`` cannot be used on memory storage: no PLAIN
+mechanism (a PLAIN handshake fails with ``NoSharedMechanism``), and SCRAM users are created
+with AlterUserScramCredentials (``tansu user create``), which an authenticating broker refuses
+before authentication (``NotAuthenticated``). To test TLS or SASL, put a gateway in front and
+have Tansu advertise the gateway (``advertised_listener``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import time
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 
 from bridge.kafka.admin import create_topics
@@ -48,16 +57,27 @@ class TansuBroker(LocalProcess):
 
     name = "the broker"
 
-    def __init__(self, *, start_timeout_s: float = 30, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        start_timeout_s: float = 30,
+        log_dir: Path | None = None,
+        advertised_listener: str | None = None,
+    ) -> None:
+        """``advertised_listener`` (``host:port``) is the address Tansu gives clients in its
+        metadata, when they must reach it through something else (a TLS or SASL gateway)."""
         self.port = free_port()
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self.advertised_listener = advertised_listener
         self.start_timeout_s = start_timeout_s
         self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="tansu-")) / "tansu.log"
 
     def _launch(self) -> None:
         url = f"tcp://{self.bootstrap_servers}"
+        advertised = f"tcp://{self.advertised_listener or self.bootstrap_servers}"
         command = [broker_binary(), "broker", "--listener-url", url]
-        command += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        command += ["--advertised-listener-url", advertised]
+        command += ["--storage-engine", "memory://tansu/"]
         self._spawn(command)
 
     async def wait_ready(self) -> None:
@@ -71,7 +91,10 @@ class TansuBroker(LocalProcess):
                 _, writer = await asyncio.open_connection("127.0.0.1", self.port)
                 writer.close()
                 await writer.wait_closed()
-                await _list_topics(self.bootstrap_servers)
+                if self.advertised_listener is None:
+                    await _list_topics(self.bootstrap_servers)
+                else:  # metadata would send the client to the advertised address
+                    await _api_versions("127.0.0.1", self.port)
                 return
             except (OSError, KafkaError) as exc:  # TimeoutError is an OSError
                 last = exc
@@ -86,6 +109,12 @@ class TansuBroker(LocalProcess):
     def resume(self) -> None:
         """Thaw a suspended broker (SIGCONT)."""
         os.killpg(self.pid, signal.SIGCONT)
+
+
+async def _api_versions(host: str, port: int) -> None:
+    """Connect and exchange ApiVersions (what every client does first), then close."""
+    conn = await create_conn(host, port, request_timeout_ms=2000)
+    conn.close()
 
 
 async def _list_topics(bootstrap: str) -> list[str]:

@@ -93,6 +93,8 @@ class BridgeProcess:
                 "BRIDGE_TWILIO__MAX_CONNECTIONS": "32",
                 "BRIDGE_HTTP__HOST": "127.0.0.1",
                 "BRIDGE_HTTP__PORT": str(self.http_port),
+                # No load balancer to wait for; tests that test the delay set their own.
+                "BRIDGE_HTTP__DRAIN_DELAY_S": "0",
                 # Each test's own, so one test's webhooks are never another's duplicates.
                 "BRIDGE_WEBHOOK__DEDUPE_TOPIC": f"seen-{self.topics.group}",
             }

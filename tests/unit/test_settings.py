@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.settings import SettingsError, load_settings
+from bridge.settings import KafkaSettings, SettingsError, load_settings
 
 SID = "AC" + "a" * 32
 
@@ -102,3 +102,27 @@ def test_the_poller_needs_a_seen_window_that_covers_its_lookback(
         load_settings()
     monkeypatch.setenv("BRIDGE_WEBHOOK__DEDUPE_WINDOW_S", "3600")
     assert load_settings().credentials["default"].poll
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"security_protocol": "PLAINTEXT", "ssl_cafile": "/ca.pem"}, "kafka.ssl_cafile"),
+        (
+            {"security_protocol": "SSL", "sasl_mechanism": "PLAIN", "sasl_username": "u"},
+            "kafka.sasl_mechanism, kafka.sasl_username",
+        ),
+        ({"idempotent_producer": True, "acks": "1"}, "acks=all"),
+    ],
+    ids=["tls-file-without-tls", "sasl-without-sasl", "idempotent-needs-acks-all"],
+)
+def test_kafka_settings_the_protocol_would_ignore_or_reject_stop_start_up(
+    values: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        KafkaSettings.model_validate(values)
+
+
+def test_acks_1_works_without_the_idempotent_producer() -> None:
+    settings = KafkaSettings(idempotent_producer=False, acks="1")
+    assert settings.acks == "1"
