@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -174,3 +175,7 @@ def test_the_demo_command_runs_end_to_end() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "10/10 replies" in done.stdout
     assert "com.twilio.messaging.inbound-message.received" in done.stdout
+    # /metrics parsed, with every family of tests/integration/test_operations.py.
+    families = re.search(r"/metrics: (\d+) metric families", done.stdout)
+    assert families is not None and int(families.group(1)) >= 16, done.stdout[-3000:]
+    assert "twilio_bridge_twilio_requests_total{api=api.v2010" in done.stdout
