@@ -25,6 +25,7 @@ __all__ = [
     "parse_body",
     "reply_for_response",
     "twilio_code",
+    "without_body",
 ]
 
 
@@ -151,3 +152,10 @@ def error_reply(
         error=error_info(error.to_detail()),
         warnings=[*(call.warnings if call else ()), *warnings],
     )
+
+
+def without_body(reply: Reply, size: int) -> bytes:
+    """The reply without its body, saying why: a reply too large for Kafka still arrives."""
+    warning = f"body omitted: the reply ({size} bytes) exceeds the broker's message limit"
+    slim = reply.model_copy(update={"body": None, "warnings": [*reply.warnings, warning]})
+    return slim.model_dump_json().encode()

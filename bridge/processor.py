@@ -29,8 +29,10 @@ from bridge.envelopes import (
     error_info,
     parse_request,
 )
-from bridge.errors import BridgeError, InternalError, kind_for_status
+from bridge.errors import BridgeError, InternalError, UnknownOutcome, kind_for_status
 from bridge.formats import filter_nulls, render, resource_name, split_page
+from bridge.idempotency import Answered, Outcomes, Started, changes_state
+from bridge.kafka.producer import RecordTooLarge
 from bridge.kafka.records import Record
 from bridge.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS, RETRIES, status_class
 from bridge.outcomes import (
@@ -40,6 +42,7 @@ from bridge.outcomes import (
     parse_body,
     reply_for_response,
     twilio_code,
+    without_body,
 )
 from bridge.ratelimit import Limiter
 from bridge.retry import Attempt, RetryPolicy
@@ -109,6 +112,8 @@ class Processor:
         *,
         filter_nulls: bool = False,
         reply_budget: int = 512 * 1024,
+        outcomes: Outcomes | None = None,
+        resend_unknown: bool = False,
     ) -> None:
         self._builder = builder
         self._client = client
@@ -116,6 +121,8 @@ class Processor:
         self._limiter = limiter or Limiter()
         self._filter_nulls = filter_nulls
         self._reply_budget = reply_budget
+        self._outcomes = outcomes
+        self._resend_unknown = resend_unknown
 
     async def process(self, record: Record) -> Outcome:
         """The outcome of one record; never raises except on cancellation."""
@@ -151,6 +158,35 @@ class Processor:
             call = self._builder.build(request, record.text_headers())
         except BridgeError as exc:
             return error_reply(request.id, exc, metadata=request.metadata)
+        outcomes = self._outcomes
+        if outcomes is None or not changes_state(call.method):
+            return await self._send_and_reply(request, record, call, started)
+        prior = await outcomes.check(request.id)
+        if isinstance(prior, Answered):
+            first = await outcomes.first_reply(prior)
+            if first is not None:
+                return _duplicate(first, prior)
+        elif isinstance(prior, Started) and not self._resend_unknown:
+            return error_reply(request.id, _unknown(prior), call=call, metadata=request.metadata)
+        await outcomes.begin(request.id)
+        try:
+            reply = await self._send_and_reply(request, record, call, started)
+            answer = reply.model_dump_json().encode()
+            try:
+                await outcomes.finish(request.id, answer)
+            except RecordTooLarge:
+                await outcomes.finish(request.id, without_body(reply, len(answer)))
+            return reply
+        finally:
+            outcomes.release(request.id)
+
+    async def _send_and_reply(
+        self,
+        request: BasicRequest | AdvancedRequest,
+        record: Record,
+        call: TwilioCall,
+        started: float,
+    ) -> Reply:
         policy = self._policy.with_options(request.retry)
         sent = await self._send(call, policy)
         call = replace(call, warnings=(*call.warnings, *sent.retried))
@@ -302,6 +338,22 @@ def _last_paging(body: dict[str, Any], next_uri: str | None) -> dict[str, Any]:
     if isinstance(body.get("meta"), dict):
         return {"meta": {**body["meta"], "next_page_url": next_uri}}
     return {"next_page_uri": next_uri}
+
+
+def _duplicate(first: bytes, prior: Answered) -> Reply:
+    """The first reply again, saying that Twilio was not called a second time."""
+    reply = Reply.model_validate_json(first)
+    when = datetime.fromtimestamp(prior.at, UTC).isoformat(timespec="seconds")
+    note = f"duplicate request id: this is the reply of {when}; Twilio was not called again"
+    return reply.model_copy(update={"warnings": [*reply.warnings, note]})
+
+
+def _unknown(prior: Started) -> UnknownOutcome:
+    when = datetime.fromtimestamp(prior.at, UTC).isoformat(timespec="seconds")
+    return UnknownOutcome(
+        f"a bridge process stopped while sending this request ({when}): it may or may not have "
+        "reached Twilio, so it is not sent again; check Twilio before resending with a new id"
+    )
 
 
 def _reason(attempt: Attempt) -> str:

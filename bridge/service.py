@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Awaitable
 
 from aiokafka.errors import KafkaError
 
@@ -21,10 +22,12 @@ from bridge.envelopes import Reply
 from bridge.http.app import create_app
 from bridge.http.server import HttpServer
 from bridge.kafka.consumer import RequestConsumer
+from bridge.kafka.outcome_log import OutcomeLog
 from bridge.kafka.producer import Publisher, RecordTooLarge
 from bridge.kafka.records import Record
 from bridge.kafka.seen import SeenLog
 from bridge.metrics import CONSUMER_LAG, ERRORS, IN_FLIGHT, REPLY_PUBLISH_SECONDS, REQUESTS
+from bridge.outcomes import without_body
 from bridge.poller import Poller
 from bridge.processor import Outcome, Processor
 from bridge.ratelimit import Limiter
@@ -53,6 +56,12 @@ class Bridge:
             settings.twilio,
             strict=settings.processing.strict_params,
         )
+        self.publisher = Publisher(settings.kafka)
+        self.outcomes = (
+            OutcomeLog(settings.kafka, settings.dedupe, self.publisher)
+            if settings.dedupe.window_s
+            else None
+        )
         self.processor = Processor(
             builder,
             self.client,
@@ -61,9 +70,15 @@ class Bridge:
             filter_nulls=settings.processing.filter_nulls,
             # Room for the envelope around the items, within the producer's limit.
             reply_budget=settings.kafka.max_request_size // 2,
+            outcomes=self.outcomes,
+            resend_unknown=settings.dedupe.on_unknown_outcome == "resend",
         )
-        self.publisher = Publisher(settings.kafka)
-        self.consumer = RequestConsumer(settings.kafka, settings.processing, self.handle)
+        self.consumer = RequestConsumer(
+            settings.kafka,
+            settings.processing,
+            self.handle,
+            on_assigned=self.outcomes.resync if self.outcomes is not None else None,
+        )
         IN_FLIGHT.set_function(lambda: self.consumer.in_flight)
         webhook = settings.webhook
         self.seen = (
@@ -134,7 +149,7 @@ class Bridge:
     async def publish(self, record: Record, outcome: Outcome) -> None:
         """Publish the reply and the error record of one outcome, concurrently."""
         kafka = self.settings.kafka
-        sends = []
+        sends: list[Awaitable[object]] = []
         if outcome.reply is not None:
             sends.append(self._publish_reply(record, outcome.reply))
         if outcome.error is not None:
@@ -152,22 +167,15 @@ class Bridge:
         topic = self.settings.kafka.reply_topic
         value = reply.model_dump_json().encode()
         if len(value) > self.publisher.max_record_bytes:
-            value = self._shrunk(reply, len(value))
+            value = without_body(reply, len(value))
         started = time.perf_counter()
         try:
             await self.publisher.publish(topic, record.key, value, headers)
             REPLY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
         except RecordTooLarge:
             await self.publisher.publish(
-                topic, record.key, self._shrunk(reply, len(value)), headers
+                topic, record.key, without_body(reply, len(value)), headers
             )
-
-    @staticmethod
-    def _shrunk(reply: Reply, size: int) -> bytes:
-        """The reply without its body, saying why: a reply too large for Kafka still arrives."""
-        warning = f"body omitted: the reply ({size} bytes) exceeds the broker's message limit"
-        slim = reply.model_copy(update={"body": None, "warnings": [*reply.warnings, warning]})
-        return slim.model_dump_json().encode()
 
     async def _stop_http(self) -> None:
         await asyncio.sleep(self.settings.http.drain_delay_s)
@@ -199,6 +207,8 @@ class Bridge:
         await self.publisher.start()
         if self.seen is not None:
             await self.seen.start()
+        if self.outcomes is not None:
+            await self.outcomes.start()
         await self.http.start()
         await self.consumer.start()
         if self.poller is not None:
@@ -240,6 +250,8 @@ class Bridge:
             await self.poller.stop()
         if self.seen is not None:
             await self.seen.stop()
+        if self.outcomes is not None:
+            await self.outcomes.stop()
         await self.publisher.stop()
         await self.client.aclose()
 

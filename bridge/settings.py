@@ -39,6 +39,7 @@ from bridge.webhooks.events import EVENT_STREAMS, FAMILIES
 
 __all__ = [
     "Credential",
+    "DedupeSettings",
     "HttpSettings",
     "KafkaSettings",
     "PollerSettings",
@@ -308,6 +309,23 @@ class PollerSettings(_Section):
     partitions: int = Field(default=12, ge=1)
 
 
+class DedupeSettings(_Section):
+    """Outbound requests that change something at Twilio are sent once per id and window."""
+
+    window_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="How long a request id is remembered; 0 turns outbound dedupe off.",
+    )
+    topic: str = "twilio.requests.outcomes"
+    partitions: int = Field(default=12, ge=1)
+    on_unknown_outcome: Literal["error", "resend"] = Field(
+        default="error",
+        description="A request that was being sent when a bridge process died: answer "
+        "kind unknown_outcome (at most once), or send it again (at least once).",
+    )
+
+
 class Settings(BaseSettings):
     """The one settings root."""
 
@@ -330,6 +348,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     poller: PollerSettings = Field(default_factory=PollerSettings)
+    dedupe: DedupeSettings = Field(default_factory=DedupeSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field(
         default="json", description="JSON lines for log collectors, or text for a terminal."

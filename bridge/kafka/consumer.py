@@ -58,6 +58,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         # A member with no partition (more replicas than partitions) has joined all the same.
         self._owner.joined = True
+        if assigned and self._owner.on_assigned is not None:
+            # Fetching has already resumed: the callback can only start what records of
+            # these partitions must wait for (their previous owner's outcomes, say).
+            self._owner.on_assigned()
         log.info("assigned %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
 
@@ -65,12 +69,17 @@ class RequestConsumer:
     """The consumer-group member that feeds records to ``handle``."""
 
     def __init__(
-        self, kafka: KafkaSettings, processing: ProcessingSettings, handle: Handler
+        self,
+        kafka: KafkaSettings,
+        processing: ProcessingSettings,
+        handle: Handler,
+        on_assigned: Callable[[], None] | None = None,
     ) -> None:
         self._kafka = kafka
         self._max_in_flight = processing.max_in_flight
         self._grace_s = processing.shutdown_grace_s
         self._handle = handle
+        self.on_assigned = on_assigned
         self._consumer = AIOKafkaConsumer(
             **connection_kwargs(kafka),
             group_id=kafka.group_id,

@@ -32,6 +32,7 @@ class Publisher:
     def __init__(self, settings: KafkaSettings, *, max_backoff_s: float = 5.0) -> None:
         self._settings = settings
         self._max_backoff_s = max_backoff_s
+        self._listed: dict[str, asyncio.Future[None]] = {}
         self._producer = AIOKafkaProducer(
             **connection_kwargs(settings),
             acks="all" if settings.acks == "all" else 1,
@@ -40,6 +41,16 @@ class Publisher:
             max_batch_size=settings.batch_size,
             linger_ms=2,
         )
+
+    async def _list(self, topic: str) -> None:
+        """Put ``topic`` in the client's metadata list before its first record.
+
+        aiokafka fetches every topic's metadata until the first send to a topic it does not
+        know yet; from then on it fetches only the topics in its list, and a topic it knew
+        from the first fetch drops out of the cluster view: a batch waiting for that topic
+        then waits forever (seen with Tansu when a new topic was created at start-up).
+        """
+        await self._producer.client.add_topic(topic)
 
     @property
     def max_record_bytes(self) -> int:
@@ -78,15 +89,22 @@ class Publisher:
         value: bytes,
         headers: Headers,
         partition: int | None = None,
-    ) -> None:
-        """Send one record (to ``partition``, else the key's) and return once acknowledged."""
+    ) -> tuple[int, int]:
+        """Send one record (to ``partition``, else the key's); its (partition, offset) once
+        acknowledged."""
+        listed = self._listed.get(topic)
+        if listed is None:
+            listed = self._listed[topic] = asyncio.ensure_future(self._list(topic))
+        if not listed.done():
+            # Every record sent meanwhile waits for the same listing: their order is kept.
+            await asyncio.shield(listed)
         backoff = 0.1
         while True:
             try:
-                await self._producer.send_and_wait(
+                sent = await self._producer.send_and_wait(
                     topic, value, key=key, headers=headers, partition=partition
                 )
-                return
+                return sent.partition, sent.offset
             except MessageSizeTooLargeError:
                 raise RecordTooLarge(f"{len(value)} bytes exceed the producer limit") from None
             except KafkaError as exc:

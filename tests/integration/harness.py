@@ -97,6 +97,8 @@ class BridgeProcess:
                 "BRIDGE_HTTP__DRAIN_DELAY_S": "0",
                 # Each test's own, so one test's webhooks are never another's duplicates.
                 "BRIDGE_WEBHOOK__DEDUPE_TOPIC": f"seen-{self.topics.group}",
+                "BRIDGE_DEDUPE__TOPIC": f"outcomes-{self.topics.group}",
+                "BRIDGE_DEDUPE__PARTITIONS": "2",
             }
         )
         env.update(self.extra_env)

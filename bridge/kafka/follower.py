@@ -1,0 +1,100 @@
+"""Read a whole topic from its beginning, then keep following it: the state every replica shares.
+
+Used for state that must survive restarts and be seen by every replica without local disk
+(webhook ids published, outbound request outcomes): each replica reads the topic at start-up
+and follows it; ``catch_up`` waits until everything written before the call has been read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from bridge.kafka.admin import create_topics
+from bridge.kafka.connection import connection_kwargs
+from bridge.settings import KafkaSettings
+
+__all__ = ["TopicFollower"]
+
+log = logging.getLogger(__name__)
+OnRecord = Callable[[Any], None]
+
+
+class TopicFollower:
+    """Feeds every record of ``topic``, old and new, to ``on_record``, in a background task."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, on_record: OnRecord) -> None:
+        self._settings = settings
+        self.topic = topic
+        self._on_record = on_record
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._progress = asyncio.Event()
+
+    async def start(self, partitions: int, configs: Mapping[str, str]) -> None:
+        """Create the topic if missing, assign all of it, read it to its end, then follow."""
+        await create_topics(
+            self._settings.bootstrap_servers,
+            [self.topic],
+            partitions=partitions,
+            configs=configs,
+            **connection_kwargs(self._settings),
+        )
+        consumer = AIOKafkaConsumer(
+            **connection_kwargs(self._settings), group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        self._consumer = consumer
+        assigned = [TopicPartition(self.topic, p) for p in await self._partitions(consumer)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        self._task = asyncio.create_task(self._follow(consumer))
+        await self.catch_up()
+
+    async def catch_up(self) -> None:
+        """Return once every record written before this call has been handed over."""
+        consumer = self._consumer
+        assert consumer is not None, "start() first"
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        for tp, end in ends.items():
+            while await consumer.position(tp) < end:
+                self._progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), 1.0)
+
+    async def stop(self) -> None:
+        """Stop following and disconnect."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
+        for _ in range(50):  # metadata for a topic just created takes a moment
+            found: set[int] | None = consumer.partitions_for_topic(self.topic)
+            if found:
+                return found
+            await consumer.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise KafkaError(f"topic {self.topic} has no partitions")
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            except KafkaError as exc:
+                log.warning("reading %s failed (%s); retrying", self.topic, type(exc).__name__)
+                await asyncio.sleep(1)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._on_record(record)
+            self._progress.set()

@@ -1,0 +1,121 @@
+"""No duplicate side effects: the real bridge process, Tansu, and a mock that counts POSTs.
+
+Each envelope forwards its id as ``I-Request-Id``, which ``fast_mock`` counts, so a second
+call to Twilio for the same request would show as a count of 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.integration.harness import BridgeProcess, Topics, collect, produce
+
+
+def _post(n: int, tag: str = "dup") -> tuple[bytes, bytes]:
+    envelope: dict[str, Any] = {
+        "id": f"{tag}-{n}",
+        "mode": "basic",
+        "operation": "CreateMessage",
+        "body": {"To": "+14155550100", "From": "+14155550101", "Body": f"hello {n}"},
+        "request_headers": ["I-Request-Id"],
+    }
+    return envelope["id"].encode(), json.dumps(envelope).encode()
+
+
+def _forward_id(key: bytes | None) -> list[tuple[str, bytes]]:
+    return [("I-Request-Id", key or b"")]
+
+
+async def _calls(base_url: str) -> Counter[str]:
+    async with httpx.AsyncClient() as http:
+        return Counter((await http.get(f"{base_url}/__stats")).json()["by_request_id"])
+
+
+async def test_a_resent_request_is_answered_with_the_first_reply_even_after_a_restart(
+    tansu: Any, mock: Any, tmp_path: Path
+) -> None:
+    bootstrap = tansu.bootstrap_servers
+    base_url = mock()
+    topics = Topics.fresh()
+    await topics.create(bootstrap)
+    items = [_post(n) for n in range(5)]
+    replies: list[Any] = []
+    for run in range(2):  # the second process knows only what Kafka tells it
+        bridge = BridgeProcess(bootstrap, base_url, topics, tmp_path / f"{run}.log").start()
+        try:
+            await produce(bootstrap, topics.requests, items, _forward_id)
+            replies = await collect(bootstrap, topics.replies, 5 * (run + 1), 60)
+        finally:
+            assert bridge.stop() == 0, bridge.log()[-3000:]
+    calls = await _calls(base_url)
+    by_id: dict[str, list[Any]] = {}
+    for reply in replies:
+        by_id.setdefault(reply.value["id"], []).append(reply.value)
+    print(f"replies per id: {Counter(len(v) for v in by_id.values())}, calls: {calls}")
+    assert set(calls.values()) == {1} and len(calls) == 5
+    for first, again in by_id.values():
+        assert again["body"] == first["body"] and again["status"] == "ok"
+        assert again["warnings"][-1].startswith("duplicate request id")
+
+
+async def test_sigkill_three_times_under_load_never_sends_a_post_twice(
+    tansu: Any, mock: Any, tmp_path: Path
+) -> None:
+    bootstrap = tansu.bootstrap_servers
+    total = 600
+    base_url = mock("--latency-ms", "50")
+    topics = Topics.fresh()
+    await topics.create(bootstrap, 2)
+    env = {"BRIDGE_PROCESSING__MAX_IN_FLIGHT": "64"}
+    await produce(bootstrap, topics.requests, [_post(n, "kill") for n in range(total)], _forward_id)
+    rng = random.Random(7)
+    kills = []
+    for run in range(3):
+        bridge = BridgeProcess(bootstrap, base_url, topics, tmp_path / f"{run}.log", env).start()
+        # Kill at a random point once the bridge is working: after 2-12 % more replies.
+        done = len(await collect(bootstrap, topics.replies, total, 1))
+        target = done + rng.randint(total // 50, total // 8)
+        deadline = time.monotonic() + 60
+        while len(await collect(bootstrap, topics.replies, target, 1)) < target:
+            assert time.monotonic() < deadline, bridge.log()[-3000:]
+        bridge.signal(signal.SIGKILL)
+        bridge.wait()
+        kills.append(target)
+        await asyncio.sleep(0.1)
+    last = BridgeProcess(bootstrap, base_url, topics, tmp_path / "last.log", env).start()
+    replies: list[Any] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len({r.value["id"] for r in replies}) < total and time.monotonic() < deadline:
+            replies = await collect(bootstrap, topics.replies, 10**6, 2)
+    finally:
+        assert last.stop() == 0, last.log()[-3000:]
+    replies = await collect(bootstrap, topics.replies, len(replies), 10, settle_s=2)
+    counts = Counter(r.value["id"] for r in replies)
+    calls = await _calls(base_url)
+    kinds = Counter(
+        (r.value["error"] or {}).get("kind", "ok") if r.value["status"] == "error" else "ok"
+        for r in replies
+    )
+    ok_ids = {r.value["id"] for r in replies if r.value["status"] == "ok"}
+    lost = total - len(counts)
+    duplicate_calls = sum(c - 1 for c in calls.values())
+    print(
+        f"sent={total} kills after {kills} replies; replied={len(counts)} lost={lost} "
+        f"replies={len(replies)} by kind {dict(kinds)} calls at the mock={sum(calls.values())} "
+        f"duplicate POSTs={duplicate_calls}"
+    )
+    assert lost == 0, last.log()[-3000:]
+    assert duplicate_calls == 0
+    assert set(kinds) <= {"ok", "unknown_outcome"}
+    # An ok reply means Twilio was called exactly once for that id.
+    assert all(calls[i] == 1 for i in ok_ids)
