@@ -1,7 +1,7 @@
 """Outbound dedupe: the index (``bridge.idempotency``) and the processor's use of it.
 
 The outcome store is an in-memory stand-in with the same contract as the Kafka-backed
-``OutcomeLog``; tests/integration/test_duplicates.py drives the real one.
+``OutcomeLog``; tests/integration/test_faults.py drives the real one.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""No duplicate side effects: the real bridge process, Tansu, and a mock that counts POSTs.
+"""Faults and duplicates: the real bridge process, Tansu, and a mock that counts POSTs.
 
 Each envelope forwards its id as ``I-Request-Id``, which ``fast_mock`` counts, so a second
 call to Twilio for the same request would show as a count of 2.
@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from bridge.local.tansu import TansuBroker
 from tests.integration.harness import BridgeProcess, Topics, collect, produce
 
 
@@ -119,3 +120,41 @@ async def test_sigkill_three_times_under_load_never_sends_a_post_twice(
     assert set(kinds) <= {"ok", "unknown_outcome"}
     # An ok reply means Twilio was called exactly once for that id.
     assert all(calls[i] == 1 for i in ok_ids)
+
+
+async def test_a_broker_suspended_for_10_s_under_load_loses_nothing_and_recovers(
+    mock: Any, tmp_path: Path
+) -> None:
+    total = 1500
+    base_url = mock("--latency-ms", "20")
+    async with TansuBroker(log_dir=tmp_path) as broker:
+        bootstrap = broker.bootstrap_servers
+        topics = Topics.fresh()
+        await topics.create(bootstrap, 2)
+        await produce(
+            bootstrap, topics.requests, [_post(n, "stop") for n in range(total)], _forward_id
+        )
+        bridge = BridgeProcess(bootstrap, base_url, topics, tmp_path / "bridge.log").start()
+        try:
+            before = len(await collect(bootstrap, topics.replies, 300, 60))
+            broker.suspend()
+            await asyncio.sleep(10)
+            alive_during_outage = bridge.process is not None and bridge.process.poll() is None
+            broker.resume()
+            resumed = time.monotonic()
+            replies = await collect(bootstrap, topics.replies, total, 120, settle_s=2)
+            recovered_s = time.monotonic() - resumed
+        finally:
+            assert bridge.stop() == 0, bridge.log()[-3000:]
+    counts = Counter(r.value["id"] for r in replies)
+    calls = await _calls(base_url)
+    lost = total - len(counts)
+    duplicate_calls = sum(c - 1 for c in calls.values())
+    print(
+        f"sent={total} replied before the outage={before} replied={len(counts)} lost={lost} "
+        f"duplicate replies={sum(c - 1 for c in counts.values())} "
+        f"duplicate POSTs={duplicate_calls}; all replies {recovered_s:.1f} s after resuming"
+    )
+    assert alive_during_outage
+    assert lost == 0 and duplicate_calls == 0, bridge.log()[-3000:]
+    assert {r.value["status"] for r in replies} == {"ok"}
