@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import SplitResult, quote, urlencode, urlsplit
 
 import orjson
 
@@ -31,6 +31,14 @@ _TEMPLATE_FIELD = re.compile(r"\{(\w+)\}")
 # usual tools for smuggling another host past a URL parser.
 _BAD_PATH_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 _TWILIO_HOST = re.compile(r"^[a-z0-9.-]+\.twilio\.com$")
+# httpx refuses a longer URL (an InvalidURL that is no HTTPError): refuse the envelope instead.
+_MAX_URL_LENGTH = 65_536
+# What a header may be on the wire (httpx encodes values as ASCII): the rest is not forwarded.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+# Unknown parameters are warned about one by one up to this many, then counted.
+_MAX_WARNED = 20
+_MAX_NAME_SHOWN = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +114,14 @@ def _check_basic(
             f"{op.operation}: " + "; ".join(parts), missing=list(missing), invalid=list(invalid)
         )
     ignored = {"params"} if op.content_type else {"params", "body"}
-    return [
-        f"{where}.{name}: not in the spec of {op.operation}, "
+    warnings = [
+        f"{where}.{_shown(name)}: not in the spec of {op.operation}, "
         + ("ignored" if where in ignored else "sent anyway")
-        for name, where in unknown.items()
+        for name, where in list(unknown.items())[:_MAX_WARNED]
     ]
+    if len(unknown) > _MAX_WARNED:
+        warnings.append(f"{len(unknown) - _MAX_WARNED} more parameters not in the spec")
+    return warnings
 
 
 def _listing(names: Mapping[str, str]) -> str:
@@ -123,8 +134,39 @@ def _basic_body(op: Operation, request: BasicRequest, flatten: Mapping[str, str]
     if op.content_type is None or not (request.body or op.method in ("POST", "PUT", "PATCH")):
         return None
     if op.is_json:
-        return orjson.dumps(request.body)
+        try:
+            return orjson.dumps(request.body)
+        except orjson.JSONEncodeError as exc:  # nested too deeply for orjson, for one
+            raise ValueError(f"cannot encode as JSON: {exc}") from None
     return encode_form(request.body, flatten).encode()
+
+
+def _unencodable(field: str, exc: ValueError) -> RequestInvalid:
+    return RequestInvalid(f"{field} cannot be encoded: {exc}", invalid=[field])
+
+
+def _shown(name: str) -> str:
+    """A name from the envelope as it may appear in a warning: a long one is cut."""
+    return name if len(name) <= _MAX_NAME_SHOWN else name[:_MAX_NAME_SHOWN] + "…"
+
+
+def _sendable(name: str, value: str) -> bool:
+    return bool(_HEADER_NAME.match(name) and _HEADER_VALUE.match(value))
+
+
+def _split(uri: str, field: str) -> SplitResult:
+    try:
+        return urlsplit(uri)
+    except ValueError:  # such as "Invalid IPv6 URL" for '//[x'
+        raise _not_relative(field) from None
+
+
+def _not_relative(field: str) -> RequestInvalid:
+    return RequestInvalid(
+        f"{field} must be a relative path on the Twilio host, such as "
+        "'/2010-04-01/Accounts/AC…/Messages.json'",
+        invalid=[field],
+    )
 
 
 class CallBuilder:
@@ -157,14 +199,25 @@ class CallBuilder:
                 f"unknown credential '{request.credential}' (known: {known})",
                 invalid=["credential"],
             )
-        headers = tuple(
-            select_headers(
-                record_headers, request.request_headers, FORBIDDEN_REQUEST_HEADERS
-            ).items()
+        selected = select_headers(
+            record_headers, request.request_headers, FORBIDDEN_REQUEST_HEADERS
+        ).items()
+        headers = tuple((name, value) for name, value in selected if _sendable(name, value))
+        dropped = tuple(
+            f"record header {_shown(name)!r} not forwarded: not a valid HTTP header"
+            for name, value in selected
+            if not _sendable(name, value)
         )
         if isinstance(request, BasicRequest):
-            return self._basic(request, credential, headers)
-        return self._advanced(request, headers)
+            call = self._basic(request, credential, headers)
+        else:
+            call = self._advanced(request, headers)
+        if len(call.url) > _MAX_URL_LENGTH:
+            raise RequestInvalid(
+                f"the URL would be {len(call.url)} characters long, over the "
+                f"{_MAX_URL_LENGTH} that can be sent: query, params or next_page_uri too long"
+            )
+        return replace(call, warnings=(*call.warnings, *dropped)) if dropped else call
 
     def _resolve(self, request: BasicRequest) -> Operation:
         try:
@@ -197,8 +250,14 @@ class CallBuilder:
 
         flatten = {p.name: p.prefix for p in op.params if p.style == "flatten" and p.prefix}
         path = _TEMPLATE_FIELD.sub(lambda m: quote(path_values[m.group(1)], safe=""), op.path)
-        path = _join(path, _query_string(request.query, flatten))
-        content = _basic_body(op, request, flatten)
+        try:
+            path = _join(path, _query_string(request.query, flatten))
+        except ValueError as exc:
+            raise _unencodable("query", exc) from None
+        try:
+            content = _basic_body(op, request, flatten)
+        except ValueError as exc:
+            raise _unencodable("body", exc) from None
         host = op.host
         if request.next_page_uri:
             page_host, path = self._page(request.next_page_uri)
@@ -241,7 +300,10 @@ class CallBuilder:
                     invalid=["api"],
                 )
             host = host_for_api
-        path = _join(path, _query_string(request.query))
+        try:
+            path = _join(path, _query_string(request.query))
+        except ValueError as exc:
+            raise _unencodable("query", exc) from None
         content: bytes | None = None
         sender: str | None = None
         extra: tuple[tuple[str, str], ...] = ()
@@ -259,7 +321,10 @@ class CallBuilder:
                 content = request.body.encode()
             else:
                 sender = _sender(request.body or {})
-                content = encode_form(request.body or {}).encode()
+                try:
+                    content = encode_form(request.body or {}).encode()
+                except ValueError as exc:
+                    raise _unencodable("body", exc) from None
             extra = (("content-type", FORM),)
         return TwilioCall(
             method=request.method,
@@ -275,7 +340,7 @@ class CallBuilder:
 
     def _page(self, uri: str) -> tuple[str | None, str]:
         """A page URI from a previous reply: (its Twilio host if absolute, its checked path)."""
-        parts = urlsplit(uri)
+        parts = _split(uri, "next_page_uri")
         if parts.scheme or parts.netloc:
             if parts.scheme != "https" or not _TWILIO_HOST.match(parts.hostname or ""):
                 raise RequestInvalid(
@@ -288,7 +353,7 @@ class CallBuilder:
 
     @staticmethod
     def _check_path(path: str, field: str) -> str:
-        parts = urlsplit(path)
+        parts = _split(path, field)
         if (
             not path.startswith("/")
             or path.startswith("//")
@@ -298,9 +363,5 @@ class CallBuilder:
             or _BAD_PATH_CHARS.search(path)
             or ".." in parts.path.split("/")
         ):
-            raise RequestInvalid(
-                f"{field} must be a relative path on the Twilio host, such as "
-                "'/2010-04-01/Accounts/AC…/Messages.json'",
-                invalid=[field],
-            )
+            raise _not_relative(field)
         return path

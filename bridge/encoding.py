@@ -19,7 +19,7 @@ __all__ = ["encode_form", "form_pairs", "format_scalar", "parse_form"]
 
 
 def format_scalar(value: Any) -> str:
-    """One value as Twilio expects it in a form field or query string."""
+    """One value as Twilio expects it in a form field or query string; ValueError if none."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -33,7 +33,10 @@ def format_scalar(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError as exc:  # nested too deeply for orjson, for one
+            raise ValueError(f"cannot encode as JSON: {exc}") from None
     raise ValueError(f"cannot encode a {type(value).__name__}")
 
 

@@ -129,17 +129,35 @@ class ErrorInfo(BaseModel):
     invalid: list[str] = Field(default_factory=list)
 
 
+# Deepest nesting of objects and arrays accepted in an envelope, the envelope itself included.
+MAX_DEPTH = 100
+# Bounds on what an error echoes of its input, so that a hostile envelope (a hundred thousand
+# bad keys, a megabyte-long name) cannot make its reply and error record too large for Kafka.
+_MAX_ERROR_MESSAGE = 4096
+_MAX_ERROR_NAMES = 50
+_MAX_ERROR_NAME = 256
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters in all)"
+
+
+def _names(names: tuple[str, ...]) -> list[str]:
+    """The first names only: the message says how long the whole was."""
+    return [_cut(name, _MAX_ERROR_NAME) for name in names[:_MAX_ERROR_NAMES]]
+
+
 def error_info(detail: ErrorDetail) -> ErrorInfo:
-    """The wire form of an error detail."""
+    """The wire form of an error detail, its message and lists cut to bounded sizes."""
     return ErrorInfo(
         kind=detail.kind,
-        message=detail.message,
+        message=_cut(detail.message, _MAX_ERROR_MESSAGE),
         http_status=detail.http_status,
         twilio_code=detail.twilio_code,
         more_info=detail.more_info,
         retryable=detail.retryable,
-        missing=list(detail.missing),
-        invalid=list(detail.invalid),
+        missing=_names(detail.missing),
+        invalid=_names(detail.invalid),
     )
 
 
@@ -218,6 +236,23 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in parts) or "mode"
 
 
+def _usable_id(document: dict[str, Any]) -> str | None:
+    raw_id = document.get("id")
+    return raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= 256 else None
+
+
+def _too_deep(document: dict[str, Any]) -> bool:
+    """True when objects and arrays nest more than ``MAX_DEPTH`` levels (the top one counts)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack += [(child, depth + 1) for child in children if isinstance(child, dict | list)]
+    return False
+
+
 def parse_request(raw: bytes | None) -> BasicRequest | AdvancedRequest:
     """Parse and validate one Kafka payload; raise ``EnvelopeRejected`` naming every problem."""
     if raw is None:
@@ -230,6 +265,12 @@ def parse_request(raw: bytes | None) -> BasicRequest | AdvancedRequest:
         raise EnvelopeRejected(f"payload is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise EnvelopeRejected(f"payload is JSON {type(document).__name__}, not an object")
+    if _too_deep(document):
+        # Echoed in a reply or kept in an error record, it could not be serialised again
+        # (pydantic stops at 255 levels): refuse it, and let the error record keep the bytes.
+        raise EnvelopeRejected(
+            f"payload nested more than {MAX_DEPTH} levels deep", request_id=_usable_id(document)
+        )
     try:
         return request_adapter.validate_python(document)
     except ValidationError as exc:
@@ -241,8 +282,7 @@ def parse_request(raw: bytes | None) -> BasicRequest | AdvancedRequest:
                 missing.append(name)
             else:
                 invalid.append(f"{name}: {err['msg']}")
-        raw_id = document.get("id")
-        request_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= 256 else None
+        request_id = _usable_id(document)
         parts = ([f"missing: {', '.join(missing)}"] if missing else []) + invalid
         raise EnvelopeRejected(
             "invalid request envelope: " + "; ".join(parts),

@@ -119,7 +119,10 @@ def openapi_document() -> dict[str, Any]:
         "200": {
             "description": "Published to Kafka (and acknowledged by it). TwiML for messages "
             "and voice, empty otherwise.",
-            "content": {"text/xml": {"schema": {"type": "string"}}},
+            "content": {
+                "text/xml": {"schema": {"type": "string"}},
+                "text/plain": {"schema": {"type": "string", "maxLength": 0}},
+            },
         },
         "400": _text("Malformed body, or not a webhook of this family."),
         "403": _text("Missing or invalid Twilio signature."),

@@ -116,6 +116,10 @@ class WebhookReceiver:
 
     async def _answer(self, request: WebhookRequest) -> WebhookAnswer:
         try:
+            urlsplit(request.url)
+        except ValueError:  # a Host header such as '[::1' ("Invalid IPv6 URL")
+            return WebhookAnswer(400, "malformed", "the request URL is not valid (Host header?)")
+        try:
             form, data = self._parse(request)
         except _Refused as refused:
             return refused.answer
@@ -127,9 +131,12 @@ class WebhookReceiver:
                 return WebhookAnswer(403, "forbidden", f"invalid signature: {problem}")
         try:
             events = self._events(request, form, data)
+            sizes = [len(e.value()) for e in events]
         except EventError as exc:
             return WebhookAnswer(400, "malformed", f"not a {request.family} webhook: {exc}")
-        if any(len(e.value()) > self._max_record_bytes for e in events):
+        except orjson.JSONEncodeError:  # JSON that parsed, nested deeper than orjson writes
+            return WebhookAnswer(400, "malformed", "the data is nested too deeply")
+        if any(size > self._max_record_bytes for size in sizes):
             return WebhookAnswer(413, "too_large", "an event exceeds the broker's message limit")
         topic = self._settings.topic_for(request.family)
         if not await self._delivery.deliver([(topic, event) for event in events]):

@@ -130,7 +130,10 @@ def _secret(
 
 
 def _url_variants(url: str) -> list[str]:
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+    except ValueError:  # "Invalid IPv6 URL"
+        raise SignatureInvalid("the URL is not valid") from None
     try:
         port = parsed.port
     except ValueError:

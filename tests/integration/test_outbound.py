@@ -221,8 +221,12 @@ async def test_rebalances_between_replicas_lose_nothing_and_repeat_nothing(
     start_bridge: Any, tansu: Any
 ) -> None:
     total, partitions = 800, 4
+    # 40 keys, 20 requests each: their replies must come in order, whichever replica ran them.
     items = [
-        _envelope({"id": f"rb-{n}", "mode": "basic", "operation": "FetchBalance"})
+        (
+            f"key-{n % 40}".encode(),
+            json.dumps({"id": f"rb-{n}", "mode": "basic", "operation": "FetchBalance"}).encode(),
+        )
         for n in range(total)
     ]
     topics, first = await start_bridge(partitions=partitions)
@@ -238,8 +242,16 @@ async def test_rebalances_between_replicas_lose_nothing_and_repeat_nothing(
     replies = await collect(tansu.bootstrap_servers, topics.replies, total, 120, settle_s=2)
     counts = Counter(r.value["id"] for r in replies)
     duplicated = sum(c - 1 for c in counts.values())
-    print(f"sent={total} replied={len(counts)} duplicate replies={duplicated}")
+    by_key: dict[bytes | None, list[int]] = {}
+    for r in replies:  # in reply-topic order; a key's replies share a partition
+        by_key.setdefault(r.key, []).append(int(r.value["id"].removeprefix("rb-")))
+    out_of_order = [k for k, ns in by_key.items() if ns != sorted(ns)]
+    print(
+        f"sent={total} replied={len(counts)} lost={total - len(counts)} "
+        f"duplicate replies={duplicated} keys out of order={len(out_of_order)}"
+    )
     assert len(counts) == total, second.log()[-3000:]
+    assert len(by_key) == 40 and not out_of_order
     # Revoked partitions finished their work and committed it before moving: nothing redone.
     assert duplicated == 0
     deadline = time.monotonic() + 20
