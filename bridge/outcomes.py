@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic_core import PydanticSerializationError
 
 from bridge.calls import TwilioCall
-from bridge.envelopes import Reply, error_info
+from bridge.envelopes import ErrorRecord, Reply, error_info
 from bridge.errors import BridgeError, TwilioCallFailed
 from bridge.headers import select_headers
 
@@ -25,7 +26,8 @@ __all__ = [
     "parse_body",
     "reply_for_response",
     "twilio_code",
-    "without_body",
+    "error_record_bytes",
+    "reply_bytes",
 ]
 
 
@@ -154,8 +156,35 @@ def error_reply(
     )
 
 
-def without_body(reply: Reply, size: int) -> bytes:
-    """The reply without its body, saying why: a reply too large for Kafka still arrives."""
-    warning = f"body omitted: the reply ({size} bytes) exceeds the broker's message limit"
-    slim = reply.model_copy(update={"body": None, "warnings": [*reply.warnings, warning]})
-    return slim.model_dump_json().encode()
+def reply_bytes(reply: Reply, limit: int) -> bytes:
+    """The reply as JSON within ``limit`` bytes: without its body, then its metadata, if need be.
+
+    A reply always arrives, saying what was left out and why: a body too large for the broker,
+    or one nested too deeply to be written again.
+    """
+    try:
+        value = reply.model_dump_json().encode()
+    except PydanticSerializationError:
+        why = "the reply body is nested too deeply to be serialised"
+    else:
+        if len(value) <= limit:
+            return value
+        why = f"the reply ({len(value)} bytes) exceeds the broker's message limit"
+    slim = reply.model_copy(
+        update={"body": None, "warnings": [*reply.warnings, f"body omitted: {why}"]}
+    )
+    value = slim.model_dump_json().encode()
+    if len(value) <= limit:
+        return value
+    note = "metadata omitted: still too large without the body"
+    bare = slim.model_copy(update={"metadata": None, "warnings": [*slim.warnings, note]})
+    return bare.model_dump_json().encode()
+
+
+def error_record_bytes(record: ErrorRecord, limit: int) -> bytes:
+    """The error record as JSON within ``limit`` bytes; past it, the request copy is left out
+    (``source`` still says where the request is, for a replay)."""
+    value = record.model_dump_json().encode()
+    if len(value) <= limit:
+        return value
+    return record.model_copy(update={"request": None, "raw": None}).model_dump_json().encode()

@@ -32,7 +32,6 @@ from bridge.envelopes import (
 from bridge.errors import BridgeError, InternalError, UnknownOutcome, kind_for_status
 from bridge.formats import filter_nulls, render, resource_name, split_page
 from bridge.idempotency import Answered, Outcomes, Started, changes_state
-from bridge.kafka.producer import RecordTooLarge
 from bridge.kafka.records import Record
 from bridge.metrics import RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS, RETRIES, status_class
 from bridge.outcomes import (
@@ -40,9 +39,9 @@ from bridge.outcomes import (
     error_reply,
     next_page,
     parse_body,
+    reply_bytes,
     reply_for_response,
     twilio_code,
-    without_body,
 )
 from bridge.ratelimit import Limiter
 from bridge.retry import Attempt, RetryPolicy
@@ -112,6 +111,7 @@ class Processor:
         *,
         filter_nulls: bool = False,
         reply_budget: int = 512 * 1024,
+        record_limit: int = 1_032_192,
         outcomes: Outcomes | None = None,
         resend_unknown: bool = False,
     ) -> None:
@@ -121,6 +121,7 @@ class Processor:
         self._limiter = limiter or Limiter()
         self._filter_nulls = filter_nulls
         self._reply_budget = reply_budget
+        self._record_limit = record_limit
         self._outcomes = outcomes
         self._resend_unknown = resend_unknown
 
@@ -171,11 +172,7 @@ class Processor:
         await outcomes.begin(request.id)
         try:
             reply = await self._send_and_reply(request, record, call, started)
-            answer = reply.model_dump_json().encode()
-            try:
-                await outcomes.finish(request.id, answer)
-            except RecordTooLarge:
-                await outcomes.finish(request.id, without_body(reply, len(answer)))
+            await outcomes.finish(request.id, reply_bytes(reply, self._record_limit))
             return reply
         finally:
             outcomes.release(request.id)

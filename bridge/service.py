@@ -23,11 +23,11 @@ from bridge.http.app import create_app
 from bridge.http.server import HttpServer
 from bridge.kafka.consumer import RequestConsumer
 from bridge.kafka.outcome_log import OutcomeLog
-from bridge.kafka.producer import Publisher, RecordTooLarge
+from bridge.kafka.producer import Publisher
 from bridge.kafka.records import Record
 from bridge.kafka.seen import SeenLog
 from bridge.metrics import CONSUMER_LAG, ERRORS, IN_FLIGHT, REPLY_PUBLISH_SECONDS, REQUESTS
-from bridge.outcomes import without_body
+from bridge.outcomes import error_record_bytes, reply_bytes
 from bridge.poller import Poller
 from bridge.processor import Outcome, Processor
 from bridge.ratelimit import Limiter
@@ -70,6 +70,7 @@ class Bridge:
             filter_nulls=settings.processing.filter_nulls,
             # Room for the envelope around the items, within the producer's limit.
             reply_budget=settings.kafka.max_request_size // 2,
+            record_limit=self.publisher.max_record_bytes,
             outcomes=self.outcomes,
             resend_unknown=settings.dedupe.on_unknown_outcome == "resend",
         )
@@ -155,27 +156,18 @@ class Bridge:
         if outcome.error is not None:
             error = outcome.error
             headers = [("id", (error.id or "").encode()), ("kind", error.error.kind.encode())]
-            sends.append(
-                self.publisher.publish(
-                    kafka.error_topic, record.key, error.model_dump_json().encode(), headers
-                )
-            )
+            value = error_record_bytes(error, self.publisher.max_record_bytes)
+            sends.append(self.publisher.publish(kafka.error_topic, record.key, value, headers))
         await asyncio.gather(*sends)
 
     async def _publish_reply(self, record: Record, reply: Reply) -> None:
         headers = [("id", reply.id.encode()), ("status", reply.status.encode())]
         topic = self.settings.kafka.reply_topic
-        value = reply.model_dump_json().encode()
-        if len(value) > self.publisher.max_record_bytes:
-            value = without_body(reply, len(value))
         started = time.perf_counter()
-        try:
-            await self.publisher.publish(topic, record.key, value, headers)
-            REPLY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        except RecordTooLarge:
-            await self.publisher.publish(
-                topic, record.key, without_body(reply, len(value)), headers
-            )
+        await self.publisher.publish(
+            topic, record.key, reply_bytes(reply, self.publisher.max_record_bytes), headers
+        )
+        REPLY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
     async def _stop_http(self) -> None:
         await asyncio.sleep(self.settings.http.drain_delay_s)

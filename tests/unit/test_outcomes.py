@@ -354,3 +354,37 @@ def test_error_reply_before_any_call() -> None:
         "missing",
         "invalid",
     }
+
+
+def test_a_reply_too_large_or_too_deep_still_arrives_saying_what_was_left_out() -> None:
+    from bridge.envelopes import Reply
+    from bridge.outcomes import reply_bytes
+
+    big = Reply(id="r", status="ok", body={"x": "y" * 5000}, metadata={"m": "z" * 5000})
+    assert json.loads(reply_bytes(big, 100_000))["body"] == {"x": "y" * 5000}
+    slim = json.loads(reply_bytes(big, 8000))
+    assert slim["body"] is None and slim["metadata"] == {"m": "z" * 5000}
+    assert "exceeds the broker's message limit" in slim["warnings"][0]
+    bare = json.loads(reply_bytes(big, 1000))
+    assert bare["body"] is None and bare["metadata"] is None and len(bare["warnings"]) == 2
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    nested = json.loads(reply_bytes(Reply(id="d", status="ok", body=deep), 100_000))
+    assert nested["body"] is None and "nested too deeply" in nested["warnings"][0]
+
+
+def test_an_error_record_too_large_keeps_where_its_request_is() -> None:
+    from bridge.envelopes import ErrorInfo, ErrorRecord, SourceRef
+    from bridge.outcomes import error_record_bytes
+
+    record = ErrorRecord(
+        id="e",
+        error=ErrorInfo(kind="validation", message="bad", retryable=False),
+        source=SourceRef(topic="t", partition=1, offset=7),
+        request={"metadata": [1e15] * 1000},
+        time="2026-11-23T00:00:00Z",
+    )
+    assert json.loads(error_record_bytes(record, 100_000))["request"] is not None
+    small = json.loads(error_record_bytes(record, 2000))
+    assert small["request"] is None and small["source"]["offset"] == 7
