@@ -13,12 +13,13 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 
 from aiokafka.errors import KafkaError
 
 from bridge.calls import CallBuilder
 from bridge.catalog import Catalog
-from bridge.envelopes import Reply
+from bridge.envelopes import ErrorInfo, ErrorRecord, Reply, SourceRef
 from bridge.http.app import create_app
 from bridge.http.server import HttpServer
 from bridge.kafka.consumer import RequestConsumer
@@ -126,7 +127,13 @@ class Bridge:
     async def handle(self, record: Record) -> None:
         """Process one record and publish its outcome; returns once Kafka acknowledged it."""
         outcome = await self.processor.process(record)
-        await self.publish(record, outcome)
+        try:
+            await self.publish(record, outcome)
+        except Exception:
+            # The broker refused the records themselves (an oversized key, say): a stuck
+            # partition would be worse, so the error topic gets what can always be sent.
+            log.exception("could not publish the outcome of %s", record.offset)
+            await self._publish_minimal(record, outcome)
         reply, error = outcome.reply, outcome.error
         status = reply.status if reply is not None else "rejected"
         REQUESTS.labels(record.topic, status).inc()
@@ -159,6 +166,23 @@ class Bridge:
             value = error_record_bytes(error, self.publisher.max_record_bytes)
             sends.append(self.publisher.publish(kafka.error_topic, record.key, value, headers))
         await asyncio.gather(*sends)
+
+    async def _publish_minimal(self, record: Record, outcome: Outcome) -> None:
+        """An error record with only the request's place, no key: for outcomes Kafka refused."""
+        request_id = outcome.reply.id if outcome.reply is not None else None
+        minimal = ErrorRecord(
+            id=request_id,
+            error=ErrorInfo(
+                kind="internal",
+                message="the outcome of this request could not be published; see source",
+                retryable=False,
+            ),
+            source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
+            time=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        )
+        headers = [("id", (request_id or "").encode()[:256]), ("kind", b"internal")]
+        topic = self.settings.kafka.error_topic
+        await self.publisher.publish(topic, None, minimal.model_dump_json().encode(), headers)
 
     async def _publish_reply(self, record: Record, reply: Reply) -> None:
         headers = [("id", reply.id.encode()), ("status", reply.status.encode())]
