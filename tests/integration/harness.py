@@ -24,6 +24,8 @@ __all__ = [
     "BridgeProcess",
     "Topics",
     "collect",
+    "counted_post",
+    "forward_id",
     "committed",
     "produce",
     "run_through_mock",
@@ -237,3 +239,21 @@ async def run_through_mock(
     by_id = {r.value["id"]: r.value for r in replies}
     assert len(by_id) == len(envelopes), bridge.log()[-3000:]
     return by_id, stats
+
+
+def counted_post(n: int, tag: str = "post") -> tuple[bytes, bytes]:
+    """(key, value) of a CreateMessage envelope ``tag-n`` that forwards its id as
+    ``I-Request-Id``, which ``fast_mock`` counts: a second call for it would show."""
+    envelope: dict[str, Any] = {
+        "id": f"{tag}-{n}",
+        "mode": "basic",
+        "operation": "CreateMessage",
+        "body": {"To": "+14155550100", "From": "+14155550101", "Body": f"hello {n}"},
+        "request_headers": ["I-Request-Id"],
+    }
+    return envelope["id"].encode(), json.dumps(envelope).encode()
+
+
+def forward_id(key: bytes | None) -> Headers:
+    """Record headers for ``counted_post``: its key (the id) as ``I-Request-Id``."""
+    return [("I-Request-Id", key or b"")]

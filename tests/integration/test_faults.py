@@ -7,7 +7,6 @@ call to Twilio for the same request would show as a count of 2.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import signal
 import time
@@ -18,22 +17,14 @@ from typing import Any
 import httpx
 
 from bridge.local.tansu import TansuBroker
-from tests.integration.harness import BridgeProcess, Topics, collect, produce
-
-
-def _post(n: int, tag: str = "dup") -> tuple[bytes, bytes]:
-    envelope: dict[str, Any] = {
-        "id": f"{tag}-{n}",
-        "mode": "basic",
-        "operation": "CreateMessage",
-        "body": {"To": "+14155550100", "From": "+14155550101", "Body": f"hello {n}"},
-        "request_headers": ["I-Request-Id"],
-    }
-    return envelope["id"].encode(), json.dumps(envelope).encode()
-
-
-def _forward_id(key: bytes | None) -> list[tuple[str, bytes]]:
-    return [("I-Request-Id", key or b"")]
+from tests.integration.harness import (
+    BridgeProcess,
+    Topics,
+    collect,
+    counted_post,
+    forward_id,
+    produce,
+)
 
 
 async def _calls(base_url: str) -> Counter[str]:
@@ -48,12 +39,12 @@ async def test_a_resent_request_is_answered_with_the_first_reply_even_after_a_re
     base_url = mock()
     topics = Topics.fresh()
     await topics.create(bootstrap)
-    items = [_post(n) for n in range(5)]
+    items = [counted_post(n, "dup") for n in range(5)]
     replies: list[Any] = []
     for run in range(2):  # the second process knows only what Kafka tells it
         bridge = BridgeProcess(bootstrap, base_url, topics, tmp_path / f"{run}.log").start()
         try:
-            await produce(bootstrap, topics.requests, items, _forward_id)
+            await produce(bootstrap, topics.requests, items, forward_id)
             replies = await collect(bootstrap, topics.replies, 5 * (run + 1), 60)
         finally:
             assert bridge.stop() == 0, bridge.log()[-3000:]
@@ -77,7 +68,9 @@ async def test_sigkill_three_times_under_load_never_sends_a_post_twice(
     topics = Topics.fresh()
     await topics.create(bootstrap, 2)
     env = {"BRIDGE_PROCESSING__MAX_IN_FLIGHT": "64"}
-    await produce(bootstrap, topics.requests, [_post(n, "kill") for n in range(total)], _forward_id)
+    await produce(
+        bootstrap, topics.requests, [counted_post(n, "kill") for n in range(total)], forward_id
+    )
     rng = random.Random(7)
     kills = []
     for run in range(3):
@@ -132,7 +125,7 @@ async def test_a_broker_suspended_for_10_s_under_load_loses_nothing_and_recovers
         topics = Topics.fresh()
         await topics.create(bootstrap, 2)
         await produce(
-            bootstrap, topics.requests, [_post(n, "stop") for n in range(total)], _forward_id
+            bootstrap, topics.requests, [counted_post(n, "stop") for n in range(total)], forward_id
         )
         bridge = BridgeProcess(bootstrap, base_url, topics, tmp_path / "bridge.log").start()
         try:

@@ -26,6 +26,8 @@ from tests.integration.harness import (
     Topics,
     collect,
     committed,
+    counted_post,
+    forward_id,
     produce,
 )
 
@@ -50,21 +52,6 @@ FAMILIES = {
 }
 # What must never be a label value: SIDs, phone numbers, request ids, URLs with ids.
 HIGH_CARDINALITY = re.compile(r"^(AC|SM|MM|CA)[0-9a-f]{32}$|^\+?\d{7,}$|^post-|/")
-
-
-def _post(n: int) -> tuple[bytes, bytes]:
-    envelope: dict[str, Any] = {
-        "id": f"post-{n}",
-        "mode": "basic",
-        "operation": "CreateMessage",
-        "body": {"To": "+14155550100", "From": "+14155550101", "Body": f"hello {n}"},
-        "request_headers": ["I-Request-Id"],
-    }
-    return envelope["id"].encode(), json.dumps(envelope).encode()
-
-
-def _forward_id(key: bytes | None) -> list[tuple[str, bytes]]:
-    return [("I-Request-Id", key or b"")]
 
 
 async def _start(
@@ -100,8 +87,8 @@ async def test_metrics_parse_cover_every_family_and_carry_no_identifiers(
         BRIDGE_RATE_LIMIT__REQUESTS_PER_SECOND="200",
     )
     try:
-        items = [_post(n) for n in range(20)] + [(b"junk", b"not json")]
-        await produce(tansu.bootstrap_servers, topics.requests, items, _forward_id)
+        items = [counted_post(n) for n in range(20)] + [(b"junk", b"not json")]
+        await produce(tansu.bootstrap_servers, topics.requests, items, forward_id)
         await collect(tansu.bootstrap_servers, topics.replies, 20, 60)
         url = f"{bridge.http_url}/webhooks/twilio/messages"
         params = {"AccountSid": ACCOUNT, "MessageSid": "SM" + "a" * 32, "Body": "hi"}
@@ -166,8 +153,8 @@ async def test_sigterm_under_load_drops_readiness_first_and_loses_or_repeats_not
     await topics.create(tansu.bootstrap_servers, 2)
     env = {"BRIDGE_HTTP__DRAIN_DELAY_S": "2", "BRIDGE_PROCESSING__MAX_IN_FLIGHT": "64"}
     first = await _start(tansu, base_url, tmp_path, topics, **env)
-    items = [_post(n) for n in range(total)]
-    await produce(tansu.bootstrap_servers, topics.requests, items, _forward_id)
+    items = [counted_post(n) for n in range(total)]
+    await produce(tansu.bootstrap_servers, topics.requests, items, forward_id)
     await collect(tansu.bootstrap_servers, topics.replies, 100, 60)
     first.signal(15)
     # Readiness turns false at once, while the process still answers (the drain delay).
@@ -210,7 +197,7 @@ async def test_a_second_signal_exits_at_once_without_committing_unfinished_work(
     topics = Topics.fresh()
     await topics.create(tansu.bootstrap_servers)
     bridge = await _start(tansu, base_url, tmp_path, topics, BRIDGE_HTTP__DRAIN_DELAY_S="0")
-    await produce(tansu.bootstrap_servers, topics.requests, [_post(n) for n in range(5)])
+    await produce(tansu.bootstrap_servers, topics.requests, [counted_post(n) for n in range(5)])
     async with httpx.AsyncClient() as http:
         deadline = time.monotonic() + 30
         while (await http.get(f"{base_url}/__stats")).json()["total"] < 5:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import string
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -29,11 +29,10 @@ from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from bridge.http.app import create_app
-from bridge.kafka.producer import Publisher
 from bridge.settings import WEBHOOK_FAMILIES, Credential, WebhookSettings
-from bridge.webhooks.delivery import EventDelivery
-from bridge.webhooks.events import EVENT_STREAMS, FAMILIES, CloudEvent
+from bridge.webhooks.events import EVENT_STREAMS, FAMILIES
 from bridge.webhooks.receiver import WebhookReceiver
+from tests.unit.test_http_app import Recording
 
 ACCOUNT = "AC" + "c" * 32
 TOKEN = "token-for-webhook-fuzzing"
@@ -48,19 +47,6 @@ PROPERTY = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-class Recording(EventDelivery):
-    """Kafka stand-in: keeps every event it is asked to publish, acknowledges as told."""
-
-    def __init__(self, acknowledge: bool) -> None:
-        super().__init__(cast(Publisher, None), None, 1.0)
-        self.acknowledge = acknowledge
-        self.events: list[tuple[str, CloudEvent]] = []
-
-    async def deliver(self, events: Sequence[tuple[str, CloudEvent]]) -> bool:
-        self.events += events
-        return self.acknowledge
 
 
 @dataclass(frozen=True)
