@@ -39,6 +39,7 @@ _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
 # Unknown parameters are warned about one by one up to this many, then counted.
 _MAX_WARNED = 20
 _MAX_NAME_SHOWN = 100
+_MAX_ORIGINS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,67 @@ def _join(path: str, query: str) -> str:
     return f"{path}&{query}" if "?" in path else f"{path}?{query}"
 
 
+@dataclass(frozen=True, slots=True)
+class _OpSpec:
+    """What building a call needs from an operation's spec, worked out once per operation."""
+
+    names_in_path: tuple[str, ...]
+    # (location, names of its required params, names of all its params), query then body
+    locations: tuple[tuple[str, tuple[str, ...], frozenset[str]], ...]
+    flatten: dict[str, str]  # param name -> prefix, for prefixed-collapsible maps
+
+    @classmethod
+    def of(cls, op: Operation) -> _OpSpec:
+        locations = []
+        for where in ("query", "body"):
+            params = op.params_in(where)
+            required = tuple(p.name for p in params if p.required)
+            locations.append((where, required, frozenset(p.name for p in params)))
+        return cls(
+            names_in_path=tuple(_TEMPLATE_FIELD.findall(op.path)),
+            locations=tuple(locations),
+            flatten={p.name: p.prefix for p in op.params if p.style == "flatten" and p.prefix},
+        )
+
+
+# Operation -> its spec, by identity: the catalog's operations live as long as the process,
+# and hashing an Operation would hash every one of its parameters on each lookup.
+_SPECS: dict[int, tuple[Operation, _OpSpec]] = {}
+
+
+def _spec(op: Operation) -> _OpSpec:
+    found = _SPECS.get(id(op))
+    if found is None or found[0] is not op:
+        found = _SPECS[id(op)] = (op, _OpSpec.of(op))
+    return found[1]
+
+
+def _mismatches(
+    spec: _OpSpec, request: BasicRequest, path_values: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Required parameters missing (name -> where it belongs) and parameters the spec does not
+    know (name -> where it was given), each in the order of the spec and the request."""
+    missing: dict[str, str] = {}
+    unknown: dict[str, str] = {}
+    names_in_path = spec.names_in_path
+    for name in names_in_path:
+        if not path_values.get(name):
+            missing[name] = "params"
+    for name in request.params:
+        if name not in names_in_path:
+            unknown[name] = "params"
+    for (where, required, known), given in zip(
+        spec.locations, (request.query, request.body), strict=True
+    ):
+        for name in required:
+            if given.get(name) is None:
+                missing[name] = where
+        for name in given:
+            if name not in known:
+                unknown[name] = where
+    return missing, unknown
+
+
 def _check_basic(
     op: Operation, request: BasicRequest, path_values: Mapping[str, str], strict: bool
 ) -> list[str]:
@@ -93,16 +155,7 @@ def _check_basic(
     ``missing`` and ``invalid`` hold bare parameter names as the spec spells them (``To``);
     the message says where each one belongs.
     """
-    missing: dict[str, str] = {}  # name -> where it belongs
-    unknown: dict[str, str] = {}  # name -> where it was given
-    names_in_path = _TEMPLATE_FIELD.findall(op.path)
-    missing |= {name: "params" for name in names_in_path if not path_values.get(name)}
-    unknown |= {name: "params" for name in request.params if name not in names_in_path}
-    for where, given in (("query", request.query), ("body", request.body)):
-        spec = op.params_in(where)
-        missing |= {p.name: where for p in spec if p.required and given.get(p.name) is None}
-        known = {p.name for p in spec}
-        unknown |= {name: where for name in given if name not in known}
+    missing, unknown = _mismatches(_spec(op), request, path_values)
     invalid = unknown if strict else {}
     if missing or invalid:
         parts = []
@@ -185,6 +238,16 @@ class CallBuilder:
         self._settings = settings
         self._strict = strict
         self._api_hosts = {op.api: op.host for op in catalog}
+        self._origins: dict[str, str] = {}  # Twilio host -> origin_for(host)
+
+    def _origin(self, host: str) -> str:
+        origin = self._origins.get(host)
+        if origin is None:
+            origin = origin_for(host, self._settings)
+            # The catalog's few dozen hosts; a page URI may name any *.twilio.com host.
+            if len(self._origins) < _MAX_ORIGINS:
+                self._origins[host] = origin
+        return origin
 
     def build(
         self,
@@ -248,7 +311,7 @@ class CallBuilder:
         path_values.setdefault("AccountSid", credential.account_sid)
         warnings = _check_basic(op, request, path_values, self._strict_for(request))
 
-        flatten = {p.name: p.prefix for p in op.params if p.style == "flatten" and p.prefix}
+        flatten = _spec(op).flatten
         path = _TEMPLATE_FIELD.sub(lambda m: quote(path_values[m.group(1)], safe=""), op.path)
         try:
             path = _join(path, _query_string(request.query, flatten))
@@ -268,7 +331,7 @@ class CallBuilder:
         )
         return TwilioCall(
             method=op.method,
-            url=origin_for(host, self._settings) + path,
+            url=self._origin(host) + path,
             path=path,
             credential=request.credential,
             headers=send_headers,

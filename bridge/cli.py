@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,9 @@ def _run(_: argparse.Namespace) -> int:
         print(f"twilio-bridge: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format, settings.log_show_pii)
+    # Each envelope allocates hundreds of short-lived objects: collecting the youngest
+    # generation every 10,000 allocations instead of 700 lets most of them die first.
+    gc.set_threshold(10_000, 10, 10)
     try:
         return asyncio.run(run(settings))
     except SettingsError as exc:  # found once files are read: TLS material that cannot be used

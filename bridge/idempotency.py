@@ -4,7 +4,7 @@ Pure bookkeeping; the clock is the caller's. A request that changes something at
 (POST, PUT, PATCH, DELETE) is recorded as *started* before it is sent and *answered* once its
 reply exists, so a redelivery or a client's resend within the window is answered without
 calling Twilio again. Ids are kept as 8-byte digests with where their answer lies in Kafka,
-about 150 bytes each: the replies themselves stay in Kafka.
+about 260 bytes each (measured with tracemalloc): the replies themselves stay in Kafka.
 """
 
 from __future__ import annotations

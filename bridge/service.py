@@ -9,6 +9,7 @@ second signal exits at once without committing unfinished work.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -298,6 +299,11 @@ async def run(settings: Settings) -> int:
             await bridge.close()
             return 1
         log.info("bridge started; consuming %s", ", ".join(settings.kafka.request_topics))
+        # What start-up built (catalog, settings, clients: ~80,000 objects) lives as long as the
+        # process: frozen, a full collection no longer walks it (30-60 ms each, ~20 per 20k
+        # envelopes; measured 0.35 -> 0.29 ms CPU per envelope with the threshold in cli.py).
+        gc.collect()
+        gc.freeze()
         await bridge.serve()
     except asyncio.CancelledError:
         return 130

@@ -109,6 +109,9 @@ class KafkaSettings(_Section):
     commit_interval_s: float = Field(default=1.0, gt=0)
     session_timeout_ms: int = Field(default=45_000, ge=1000)
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    # Kafka answers a fetch as soon as a record arrives; Tansu holds a fetch that found nothing
+    # for about half of this whatever arrives meanwhile (measured: paced p99 395 -> 77 ms at 10).
+    fetch_max_wait_ms: int = Field(default=500, ge=0, le=30_000)
 
     _split = field_validator("request_topics", mode="before")(_split_csv)
 

@@ -89,6 +89,7 @@ class RequestConsumer:
             # Kafka's guidance: heartbeat at most a third of the session timeout.
             heartbeat_interval_ms=min(3000, kafka.session_timeout_ms // 3),
             max_poll_interval_ms=kafka.max_poll_interval_ms,
+            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         )
         self._runner = KeyedRunner()
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}

@@ -22,6 +22,7 @@ when it has none (443 for https, 80 for any other scheme) and without its port w
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
@@ -63,13 +64,18 @@ def sign(url: str, form: Sequence[tuple[str, str]], secret: str, algorithm: str 
     digest = _DIGESTS.get(algorithm.upper())
     if digest is None:
         raise ValueError(f"unsupported signature algorithm {algorithm!r}")
-    values: dict[str, set[str]] = {}
-    for name, value in form:
-        values.setdefault(name, set()).add(value)
-    pairs = (name + value for name in sorted(values) for value in sorted(values[name]))
-    signed = url + "".join(pairs)
-    mac = hmac.new(secret.encode("utf-8"), signed.encode("utf-8"), digest)
-    return base64.b64encode(mac.digest()).decode("ascii")
+    return _signature(url + _signed_params(form), secret.encode("utf-8"), digest)
+
+
+def _signed_params(form: Sequence[tuple[str, str]]) -> str:
+    """The form's part of the signed string: ``name + value``, names sorted, each name's
+    distinct values sorted."""
+    # Sorting the distinct (name, value) pairs sorts by name, then by value within a name.
+    return "".join([name + value for name, value in sorted(set(form))])
+
+
+def _signature(signed: str, key: bytes, digest: str) -> str:
+    return base64.b64encode(hmac.digest(key, signed.encode("utf-8"), digest)).decode("ascii")
 
 
 def verify_signature(
@@ -94,8 +100,10 @@ def verify_signature(
     matched = False
     try:
         # Every variant is computed, so the time taken does not tell which one matched.
+        params = _signed_params(form)
+        key, digest = secret.encode("utf-8"), _DIGESTS[algorithm]
         for candidate in urls:
-            expected = sign(candidate, form, secret, algorithm).encode("ascii")
+            expected = _signature(candidate + params, key, digest).encode("ascii")
             matched |= hmac.compare_digest(expected, given_bytes)
     except UnicodeEncodeError:
         raise SignatureInvalid("the URL or a parameter is not valid Unicode") from None
@@ -129,7 +137,12 @@ def _secret(
     return secret, algorithm
 
 
-def _url_variants(url: str) -> list[str]:
+def _url_variants(url: str) -> tuple[str, ...]:
+    # One family's webhooks come to one URL: its variants are worked out once.
+    return _cached_url_variants(url) if len(url) <= _CACHED_URL_LENGTH else _variants(url)
+
+
+def _variants(url: str) -> tuple[str, ...]:
     try:
         parsed = urlparse(url)
     except ValueError:  # "Invalid IPv6 URL"
@@ -147,11 +160,20 @@ def _url_variants(url: str) -> list[str]:
         default = 443 if parsed.scheme == "https" else 80
         with_port = parsed._replace(netloc=f"{parsed.netloc}:{default}").geturl()
         without_port = parsed.geturl()
-    return list(dict.fromkeys((url, with_port, without_port)))
+    return tuple(dict.fromkeys((url, with_port, without_port)))
+
+
+_CACHED_URL_LENGTH = 1024
+# A SignatureInvalid (an invalid URL or port) is raised anew each time: lru_cache keeps no errors.
+_cached_url_variants = functools.lru_cache(maxsize=256)(_variants)
 
 
 def _check_body_hash(url: str, form: Sequence[tuple[str, str]], body: bytes) -> None:
-    claimed = parse_qs(urlparse(url).query).get("bodySHA256")
+    # Parsing the query is skipped only when no parameter can be called bodySHA256, not even
+    # percent- or plus-encoded; the URL parsed already in _url_variants.
+    query = url.partition("?")[2]
+    maybe = "bodySHA256" in query or "%" in query or "+" in query
+    claimed = parse_qs(urlparse(url).query).get("bodySHA256") if maybe else None
     if claimed:
         actual = hashlib.sha256(body).hexdigest().encode("ascii")
         if not hmac.compare_digest(claimed[0].encode("utf-8"), actual):

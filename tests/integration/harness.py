@@ -82,6 +82,8 @@ class BridgeProcess:
                 "BRIDGE_KAFKA__GROUP_ID": self.topics.group,
                 "BRIDGE_KAFKA__IDEMPOTENT_PRODUCER": "false",
                 "BRIDGE_KAFKA__COMMIT_INTERVAL_S": "0.2",
+                # Tansu holds an empty fetch about half of this, whatever arrives meanwhile.
+                "BRIDGE_KAFKA__FETCH_MAX_WAIT_MS": "10",
                 # Tansu holds a group's first join for half the session timeout (23 s at the
                 # 45 s default), and a killed member is only dropped once it expires.
                 "BRIDGE_KAFKA__SESSION_TIMEOUT_MS": "6000",

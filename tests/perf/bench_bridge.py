@@ -1,40 +1,51 @@
-"""End-to-end throughput of the real bridge process, next to the consumer most people write first.
+"""End-to-end benchmark of the real bridge process, with its baselines and the issue's targets.
 
-    /tmp/venv/bin/python -m tests.perf.bench_bridge              # default scenarios, ~2 min
-    /tmp/venv/bin/python -m tests.perf.bench_bridge --envelopes 5000 --latency-ms 100 \
-        --partitions 4 --in-flight 256                           # one scenario of your own
+    /tmp/venv/bin/python -m tests.perf.bench_bridge                 # everything, ~5 min
+    /tmp/venv/bin/python -m tests.perf.bench_bridge --quick         # smaller runs, ~3 min
+    /tmp/venv/bin/python -m tests.perf.bench_bridge --only zero-p1 lat100 --baselines kafka http
+    /tmp/venv/bin/python -m tests.perf.bench_bridge --only zero-p1 --profile /tmp/prof
 
-One Tansu broker serves every run, and one tests/perf/fast_mock.py process per mock latency
-stands in for Twilio (separate processes, so their CPU is not the bridge's). Each run gets a
-fresh request topic with P partitions, pre-loaded with N envelopes (``CreateMessage`` with
-To/From/Body, or ``--mode advanced`` POSTs to ``/2010-04-01/Accounts/AC…/Messages.json``),
-each with a key of its own, and then starts the consumer under test as a child process:
+One Tansu broker serves every run and one ``fast_mock.py`` process per mock latency stands in for
+Twilio. With two or more CPUs the bridge (and each baseline) runs alone on CPU 1 (``taskset -c
+1``) while the broker, the mocks, the load generators and this process share CPU 0 (``--no-pin``
+turns that off). Figures are printed, never asserted; a summary at the end compares them with the
+targets. Other load on the machine shows up as noise: the load average is printed.
 
-* **bridge**: ``python -m bridge run`` with the integration harness's settings (``BridgeProcess``),
-  ``BRIDGE_TWILIO__BASE_URL`` = the mock, ``BRIDGE_PROCESSING__MAX_IN_FLIGHT`` = K, as many
-  calls in flight per credential (``BRIDGE_RATE_LIMIT__MAX_CONCURRENT`` = K; the mock has no
-  account concurrency limit, so ``ACCOUNT_CONCURRENCY`` = 0) and the
-  bridge's defaults otherwise (256 connections, 1 s commit interval), but for a 6 s session
-  timeout: Tansu holds a new group's first join for half of it (23 s at the 45 s default).
-* **baseline**: this file with ``--baseline-worker``: a plain sequential aiokafka consumer that,
-  per record, does one httpx POST (default transport) to the same mock, ``send_and_wait``s a
-  reply and commits. Same P, fewer envelopes so it finishes in time (by default 2,000 at 0 ms
-  and 100 at 100 ms, where it makes about 1/latency per second; the N column says how many).
-  Its rate is flat over a run, so the ratio does not depend on N.
+**Scenarios** (``--only``; all by default):
 
-**What is measured.** The clock starts when the consumer joined its group (the millisecond
-timestamp of its ``assigned`` log line) and stops at the Kafka timestamp of the last reply (set
-by its producer when it sent it); a concurrent consumer of the reply topic watches for every
-id. So interpreter start-up, imports, catalog load and the group join are left out (shown as
-``start s``), while the ramp-up on the backlog and the first mock latency period are in: the
-first reply's timestamp would leave that period out and flatter a run that is one latency long.
-``env/s`` = N ÷ that window. CPU is the child's utime + stime from ``/proc/<pid>/stat``
-between the join and the last reply, per 1,000 envelopes (= ms per envelope); ``CPU%`` is that
-CPU over the window (100 % = one core: the bridge runs one event loop). Peak RSS is ``VmHWM``
-from ``/proc/<pid>/status``. The broker's and mock's CPU (and this process's, mostly the reply
-watcher) over the same window show what else the machine was busy with. Every reply is counted
-by its ``id`` header (lost, duplicated) and by status; the mock's request count is printed too.
-Figures are printed, never asserted; other load on the machine shows up as noise.
+* ``zero-p1``, ``zero-p4``: throughput on a backlog: N ``CreateMessage`` envelopes (a key each)
+  pre-loaded on a fresh topic of P partitions, mock answering at once, K = 256 in flight.
+* ``lat100``: the same at 100 ms mock latency, 1 partition, 10,000 distinct keys (each twice);
+  the limit is K ÷ latency = 2,560/s.
+* ``one-key``: 100 ms, every envelope on one key: order must be kept, so 1 ÷ latency = 10/s at
+  most; the replies' order on the reply topic is checked against the requests'.
+* ``paced``: added latency at a steady 1,000 envelopes/s (``--paced-rate``), produced by this
+  process while the bridge runs, against the 0 ms and the 100 ms mock.
+* ``rss``: peak RSS after a 1,000- and a 100,000-envelope backlog (0 ms).
+* ``webhook``: signed inbound-SMS webhooks posted by ``webhook_load.py`` (another process,
+  C = 64 connections) to the bridge, which answers 200 only after Kafka acknowledged the event;
+  and the same load against a bare uvicorn + Starlette app (no signature check, no Kafka).
+
+**Baselines** (``--baselines``; those the chosen scenarios need, by default), each on the same
+CPU as the bridge: ``seq``, a sequential aiokafka consumer that POSTs one request at a time
+(``baselines.py``); ``kafka``, the Kafka path alone (consume → produce → commit, no HTTP, K in
+flight); ``http``, the HTTP client alone against the same mock with 256 concurrent requests
+(``bench_http.py``: raw aiohttp, and the bridge's own ``TwilioClient``). Each bridge figure is
+printed as a ratio to them (``vs seq``, ``vs kafka``, ``vs http`` = raw aiohttp).
+
+**What is measured.** Throughput: N ÷ the window from the consumer's group join (the time of its
+``assigned`` log line) to the Kafka timestamp of the last reply (set by its producer when it sent
+the reply); start-up (interpreter, imports, catalog, the broker's join hold) is left out and
+shown as ``start s``. ``CPU ms/env`` is the process's utime + stime (``/proc/<pid>/stat``) over
+that window per envelope (= CPU seconds per 1,000), ``CPU%`` the same over the window (100 % =
+one core), ``RSS MB`` its peak (``VmHWM``). Added latency (``paced``): for each envelope, the
+reply record's Kafka timestamp (the bridge's producer, when it sent the reply; ms) minus the
+moment this process sent the request (carried in the envelope's ``metadata``, echoed in the
+reply), minus the mock's latency; the first second is warm-up and left out. ``seen p99`` is the
+same from the request's send to this process reading the reply (fetch wait 10 ms), i.e. with the
+reply's acknowledgement and a consumer's fetch in it. Webhooks: accepted (200) per second from
+the first request sent to the last answer, answer times as the load generator saw them, and
+every accepted event is looked for on its topic.
 """
 
 from __future__ import annotations
@@ -42,17 +53,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import math
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,104 +72,27 @@ from urllib.parse import urlencode
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bridge.local.tansu import TansuBroker, free_port
+from bridge.local.tansu import TansuBroker, create_topics, free_port
 from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, produce
+from tests.perf.bench_http import run_client
 from tests.perf.fast_mock import spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"  # the bridge's (bridge/cli.py)
 JOINED = re.compile(r'^\{"time":"([^"]+)Z",[^\n]*"message":"assigned ', re.MULTILINE)
 TICK = os.sysconf("SC_CLK_TCK")
 # Tansu holds a new group's first JoinGroup for half the session timeout (23 s at the bridge's
-# 45 s default), so both consumers get Kafka's minimum: start-up is not measured anyway.
+# 45 s default), so every consumer gets Kafka's minimum: start-up is not measured anyway.
 SESSION_TIMEOUT_MS = 6000
+K = 256
+SCENARIOS = ("zero-p1", "zero-p4", "lat100", "one-key", "paced", "rss", "webhook")
+BASELINES = ("seq", "kafka", "http")
+WEBHOOK_FAMILY = "messages"
 
 
-@dataclass(frozen=True)
-class Scenario:
-    envelopes: int
-    latency_ms: float
-    partitions: int
-    in_flight: int
-    baseline_envelopes: int  # 0: no baseline run
-
-    @property
-    def name(self) -> str:
-        return f"{self.latency_ms:g}ms P={self.partitions} K={self.in_flight}"
-
-
-@dataclass
-class Replies:
-    """What the reply watcher saw, by id header."""
-
-    want: set[str]
-    counts: Counter[str] = field(default_factory=Counter)
-    values: list[bytes] = field(default_factory=list)
-    seen: int = 0  # distinct wanted ids
-    first_ms: int = 0
-    last_ms: int = 0
-    progress_at: float = field(default_factory=time.monotonic)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def add(self, value: bytes, headers: Any, timestamp_ms: int) -> None:
-        rid = next((v.decode() for k, v in headers if k == "id"), "")
-        self.counts[rid] += 1
-        self.values.append(value)
-        if rid in self.want and self.counts[rid] == 1:
-            self.seen += 1
-            self.first_ms = min(self.first_ms or timestamp_ms, timestamp_ms)
-            self.last_ms = max(self.last_ms, timestamp_ms)
-            self.progress_at = time.monotonic()
-            if self.seen == len(self.want):
-                self.done.set()
-
-    def by_status(self) -> Counter[str]:
-        out: Counter[str] = Counter()
-        for value in self.values:
-            try:
-                reply = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                out["not JSON"] += 1
-                continue
-            if reply.get("status") == "ok":
-                out[f"ok {reply.get('http_status')}"] += 1
-            else:
-                error = reply.get("error") or {}
-                out[f"error {error.get('kind')} {reply.get('http_status') or ''}".rstrip()] += 1
-        return out
-
-
-@dataclass
-class Result:
-    system: str
-    envelopes: int
-    startup_s: float = float("nan")
-    window_s: float = float("nan")
-    first_reply_s: float = float("nan")
-    cpu_s: float = float("nan")
-    rss_kb: int = 0
-    broker_cpu_s: float = float("nan")
-    mock_cpu_s: float = float("nan")
-    bench_cpu_s: float = float("nan")
-    mock_requests: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    lost: int = 0
-    duplicated: int = 0
-    unexpected: int = 0
-    problem: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.envelopes / self.window_s if self.window_s > 0 else float("nan")
-
-    def per_1k(self, cpu: float) -> float:
-        return cpu / self.envelopes * 1000
-
-
-# --- /proc ------------------------------------------------------------------------------------
+# --- /proc and processes ----------------------------------------------------------------------
 
 
 def proc_cpu(pid: int) -> float:
@@ -173,8 +108,10 @@ def peak_rss_kb(pid: int) -> int:
     return 0
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> int:
+def stop_process(proc: subprocess.Popen[Any]) -> int:
     """SIGTERM, then SIGKILL if it is still there after 30 s; returns the exit code."""
+    if proc.poll() is not None:
+        return proc.returncode
     proc.terminate()
     try:
         return proc.wait(30)
@@ -191,18 +128,155 @@ def joined_at(log_path: Path) -> float | None:
     return datetime.fromisoformat(match.group(1) + "+00:00").timestamp()
 
 
-# --- envelopes, mock, reply watcher -----------------------------------------------------------
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
-def envelope(request_id: str, n: int, mode: str) -> bytes:
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Where the code under test runs (``cpu``) and where everything else does (``others``)."""
+
+    cpu: int | None
+    others: int | None
+
+    @classmethod
+    def choose(cls, enabled: bool) -> Pinning:
+        if not enabled or (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"):
+            return cls(None, None)
+        return cls(1, 0)
+
+    def command(self, args: list[str]) -> list[str]:
+        """``args`` run on the measured CPU (``taskset`` execs, so the pid stays the same)."""
+        if self.cpu is None:
+            return args
+        taskset = shutil.which("taskset")
+        return [taskset, "-c", str(self.cpu), *args] if taskset else args
+
+    def place(self, pid: int) -> None:
+        """Pin an already started process (and its later threads) to the measured CPU."""
+        if self.cpu is not None:
+            os.sched_setaffinity(pid, {self.cpu})
+
+    def describe(self) -> str:
+        if self.cpu is None:
+            return "not pinned"
+        how = "taskset" if shutil.which("taskset") else "sched_setaffinity"
+        return (
+            f"bridge and baselines on CPU {self.cpu} ({how}); broker, mocks, load generators "
+            f"and this process on CPU {self.others}"
+        )
+
+
+class Profiler:
+    """``py-spy record`` attached to a process for the measured window (``--profile DIR``)."""
+
+    def __init__(self, directory: Path | None, rate: int) -> None:
+        self.directory = directory
+        self.rate = rate
+
+    def attach(self, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+        if self.directory is None:
+            return None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        out = self.directory / f"{name}.txt"
+        args = ["py-spy", "record", "--pid", str(pid), "--rate", str(self.rate)]
+        args += ["--format", "raw", "--output", str(out)]
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        return subprocess.Popen([py_spy, *args[1:]], stdout=subprocess.DEVNULL)
+
+    @staticmethod
+    def detach(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+# --- envelopes and replies --------------------------------------------------------------------
+
+
+def envelope(request_id: str, n: int, mode: str, metadata: dict[str, Any] | None = None) -> bytes:
     body = {"To": "+15005550006", "From": "+15005550001", "Body": f"Your code is {n:06d}"}
+    doc: dict[str, Any]
     if mode == "basic":
-        doc: dict[str, Any] = {"id": request_id, "mode": "basic", "operation": "CreateMessage"}
-        doc["body"] = body
+        doc = {"id": request_id, "mode": "basic", "operation": "CreateMessage", "body": body}
     else:
         doc = {"id": request_id, "mode": "advanced", "method": "POST", "path": MESSAGES}
         doc["body"] = urlencode(body)
-    return json.dumps(doc).encode()
+    if metadata is not None:
+        doc["metadata"] = metadata
+    return orjson.dumps(doc)
+
+
+@dataclass
+class Replies:
+    """What the reply watcher saw, by the ``id`` header."""
+
+    want: set[str]
+    counts: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
+    order: list[str] = field(default_factory=list)  # first sighting of each id, in topic order
+    # (request sent at, reply timestamp, reply seen) for replies that carry metadata.sent
+    times: list[tuple[float, float, float]] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)  # the replies' duration_ms
+    seen: int = 0
+    first_ms: int = 0
+    last_ms: int = 0
+    progress_at: float = field(default_factory=time.monotonic)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, value: bytes, headers: Any, timestamp_ms: int, now: float) -> None:
+        rid = next((v.decode() for k, v in headers if k == "id"), "")
+        self.counts[rid] += 1
+        if rid not in self.want or self.counts[rid] != 1:
+            return
+        self.seen += 1
+        self.order.append(rid)
+        self.first_ms = min(self.first_ms or timestamp_ms, timestamp_ms)
+        self.last_ms = max(self.last_ms, timestamp_ms)
+        self.progress_at = time.monotonic()
+        try:
+            reply = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            self.statuses["not JSON"] += 1
+        else:
+            if reply.get("status") == "ok":
+                self.statuses[f"ok {reply.get('http_status', '')}".rstrip()] += 1
+            else:
+                error = reply.get("error") or {}
+                self.statuses[f"error {error.get('kind')}"] += 1
+            if isinstance(duration := reply.get("duration_ms"), float | int):
+                self.durations.append(float(duration))
+            sent = (reply.get("metadata") or {}).get("sent")
+            if isinstance(sent, float):
+                self.times.append((sent, timestamp_ms / 1000, now))
+        if self.seen == len(self.want):
+            self.done.set()
+
+
+async def watch(bootstrap: str, topic: str, replies: Replies, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=10
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.time()
+            for records in batch.values():
+                for r in records:
+                    replies.add(r.value, r.headers, r.timestamp, now)
+    finally:
+        await consumer.stop()
 
 
 async def mock_stats(base: str, reset: bool = False) -> dict[str, Any]:
@@ -213,27 +287,128 @@ async def mock_stats(base: str, reset: bool = False) -> dict[str, Any]:
         return stats
 
 
-async def watch(bootstrap: str, topic: str, replies: Replies, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
+# The bridge's own timings, from its /metrics: mean ms of each histogram over the run.
+HISTOGRAMS = {
+    "http": "twilio_bridge_twilio_request_duration_seconds",
+    "publish": "twilio_bridge_reply_publish_duration_seconds",
+}
+
+
+async def bridge_means(port: int) -> dict[str, float]:
+    """Mean milliseconds of the bridge's HTTP-call and reply-publish histograms."""
     try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                for r in records:
-                    replies.add(r.value, r.headers, r.timestamp)
-    finally:
-        await consumer.stop()
+        async with httpx.AsyncClient(timeout=5) as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    except httpx.HTTPError:
+        return {}
+    sums: dict[str, float] = dict.fromkeys(HISTOGRAMS, 0.0)
+    counts: dict[str, float] = dict.fromkeys(HISTOGRAMS, 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        for key, metric in HISTOGRAMS.items():
+            if name.startswith(metric + "_sum"):
+                sums[key] += float(value)
+            elif name.startswith(metric + "_count"):
+                counts[key] += float(value)
+    return {key: sums[key] / counts[key] * 1000 for key in HISTOGRAMS if counts[key]}
 
 
-# --- one run ----------------------------------------------------------------------------------
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One consumer (bridge or baseline) on one topic."""
+
+    label: str
+    system: str
+    envelopes: int
+    latency_ms: float
+    partitions: int
+    startup_s: float = float("nan")
+    window_s: float = float("nan")
+    first_reply_s: float = float("nan")
+    cpu_s: float = float("nan")
+    rss_kb: int = 0
+    broker_cpu_s: float = float("nan")
+    mock_cpu_s: float = float("nan")
+    mock_requests: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    lost: int = 0
+    duplicated: int = 0
+    order_kept: bool | None = None
+    added_ms: list[float] = field(default_factory=list)
+    seen_ms: list[float] = field(default_factory=list)
+    call_ms: list[float] = field(default_factory=list)  # replies' duration_ms: build to reply
+    means: dict[str, float] = field(default_factory=dict)  # bridge_means()
+    rate_override: float | None = None  # paced runs: the arrival rate actually achieved
+    problem: str = ""
+
+    @property
+    def rate(self) -> float:
+        if self.rate_override is not None:
+            return self.rate_override
+        return self.envelopes / self.window_s if self.window_s > 0 else float("nan")
+
+    @property
+    def steady_rate(self) -> float:
+        """Replies per second from the first reply to the last: without the start-up."""
+        between = self.window_s - self.first_reply_s
+        return (self.envelopes - 1) / between if between > 0 else float("nan")
+
+    @property
+    def cpu_ms_per_env(self) -> float:
+        return self.cpu_s / self.envelopes * 1000 if self.envelopes else float("nan")
+
+
+@dataclass
+class HttpBaseline:
+    client: str
+    latency_ms: float
+    concurrency: int
+    result: dict[str, Any]
+
+    @property
+    def rate(self) -> float:
+        return float(self.result.get("rps", float("nan")))
+
+
+@dataclass
+class WebhookRun:
+    system: str
+    load: dict[str, Any]
+    cpu_s: float = float("nan")
+    rss_kb: int = 0
+    broker_cpu_s: float = float("nan")
+    events: int = -1  # distinct events found on the topic; -1: not looked for
+    problem: str = ""
+
+    @property
+    def rate(self) -> float:
+        return float(self.load.get("accepted_per_s", float("nan")))
+
+    @property
+    def accepted(self) -> int:
+        return int(self.load.get("statuses", {}).get("200", 0))
+
+
+# --- the lab: broker, mocks, processes --------------------------------------------------------
 
 
 class BenchBridge(BridgeProcess):
     """The harness's bridge process without the settings it tunes for tests (Prism's pool size,
-    a fast commit interval): the benchmark measures the bridge's own defaults."""
+    a fast commit interval), started on the measured CPU."""
 
     TEST_ONLY = ("BRIDGE_TWILIO__MAX_CONNECTIONS", "BRIDGE_KAFKA__COMMIT_INTERVAL_S")
+    pinning: Pinning = Pinning(None, None)
+    root: Path = ROOT
 
     def env(self) -> dict[str, str]:
         env = super().env()
@@ -242,266 +417,743 @@ class BenchBridge(BridgeProcess):
         env.update(self.extra_env)
         return env
 
+    def start(self) -> BenchBridge:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.pinning.command([sys.executable, "-m", "bridge", "run"]),
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,  # `python -m bridge` imports the bridge of its working directory
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class System:
+    """A bridge to measure: its source tree and the settings it runs with."""
+
+    root: Path
+    env: dict[str, str]
+
+
+def systems(
+    roots: list[tuple[Path, dict[str, str]]],
+    variants: list[tuple[str, dict[str, str]]],
+    common: dict[str, str],
+) -> dict[str, System]:
+    """Every root with every variant, named ``root-variant`` (just ``bridge`` for one)."""
+    chosen = variants or [("", {})]
+    out: dict[str, System] = {}
+    for path, own in roots:
+        for variant, env in chosen:
+            parts = [path.resolve().name] if len(roots) > 1 else []
+            parts += [variant] if variant else []
+            name = "-".join(parts)[:10] or "bridge"
+            out[name] = System(path.resolve(), {**common, **own, **env})
+    return out
+
+
+def _root(text: str) -> tuple[Path, dict[str, str]]:
+    path, _, settings = text.partition(":")
+    return Path(path), dict(_setting(item) for item in settings.split(",") if item)
+
+
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def _variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, settings = text.partition(":")
+    return name, dict(_setting(item) for item in settings.split(",") if item)
+
 
 @dataclass
-class Bench:
+class Lab:
     broker: TansuBroker
-    mocks: dict[float, str]  # latency ms -> base URL
     workdir: Path
+    pinning: Pinning
+    profiler: Profiler
     mode: str
     stall_s: float
+    roots: dict[str, System]  # system name → where its bridge runs from, and its settings
+    fetch_wait_ms: int = 500  # the baselines' consumers' fetch.max.wait.ms
+    mocks: dict[float, str] = field(default_factory=dict)
+    mock_procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
-    def launch(self, system: str, sc: Scenario, topics: Topics) -> subprocess.Popen[bytes]:
-        bootstrap, base = self.broker.bootstrap_servers, self.mocks[sc.latency_ms]
-        log_path = self.workdir / f"{topics.group}.log"
-        if system == "bridge":
-            extra = {
-                "BRIDGE_PROCESSING__MAX_IN_FLIGHT": str(sc.in_flight),
-                # The mock has no account limit: as for an account whose limit was raised.
-                "BRIDGE_RATE_LIMIT__MAX_CONCURRENT": str(sc.in_flight),
-                "BRIDGE_RATE_LIMIT__ACCOUNT_CONCURRENCY": "0",
-                "BRIDGE_HTTP__PORT": str(free_port()),
-                "BRIDGE_LOG_LEVEL": "INFO",  # for the "assigned" line
-                "BRIDGE_KAFKA__SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
-            }
-            bridge = BenchBridge(bootstrap, base, topics, log_path, extra_env=extra).start()
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    def mock(self, latency_ms: float) -> str:
+        if latency_ms not in self.mocks:
+            proc, port = spawn("--latency-ms", str(latency_ms))
+            self.mock_procs.append(proc)
+            self.mocks[latency_ms] = f"http://127.0.0.1:{port}"
+        return self.mocks[latency_ms]
+
+    def close(self) -> None:
+        for proc in self.mock_procs:
+            stop_process(proc)
+
+    def bridge_env(self, topics: Topics, in_flight: int = K) -> dict[str, str]:
+        return {
+            "BRIDGE_PROCESSING__MAX_IN_FLIGHT": str(in_flight),
+            # The mock has no account limit: as for an account whose limit was raised.
+            "BRIDGE_RATE_LIMIT__MAX_CONCURRENT": str(in_flight),
+            "BRIDGE_RATE_LIMIT__ACCOUNT_CONCURRENCY": "0",
+            "BRIDGE_LOG_LEVEL": "INFO",  # for the "assigned" line
+            "BRIDGE_KAFKA__SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+            "BRIDGE_WEBHOOK__TOPIC_PREFIX": f"ev-{topics.group}.",
+        }
+
+    def launch(
+        self, system: str, topics: Topics, base: str, extra: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path, int]:
+        """Start the consumer under test; (process, log file, HTTP port for the bridge)."""
+        log_path = self.workdir / f"{topics.group}-{system}.log"
+        if system in self.roots:
+            port = free_port()
+            spec = self.roots[system]
+            env = {**self.bridge_env(topics), "BRIDGE_HTTP__PORT": str(port), **spec.env}
+            env.update(extra or {})
+            BenchBridge.pinning = self.pinning
+            BenchBridge.root = spec.root
+            bridge = BenchBridge(self.bootstrap, base, topics, log_path, env, http_port=port)
+            bridge.start()
             assert bridge.process is not None
-            return bridge.process
-        args = [sys.executable, "-m", "tests.perf.bench_bridge", "--baseline-worker"]
-        args += [bootstrap, topics.requests, topics.replies, topics.group, base]
+            return bridge.process, log_path, port
+        kind, arg = ("seq", base) if system == "seq" else ("kafka", str(K))
+        args = [sys.executable, "-m", "tests.perf.baselines", kind, self.bootstrap]
+        args += [topics.requests, topics.replies, topics.group, arg]
+        env = {**os.environ, "BASELINE_FETCH_MAX_WAIT_MS": str(self.fetch_wait_ms)}
         with log_path.open("ab") as log:
-            return subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                self.pinning.command(args), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        return proc, log_path, 0
 
-    async def run(self, system: str, sc: Scenario) -> Result:
-        n = sc.envelopes if system == "bridge" else sc.baseline_envelopes
-        bootstrap, base = self.broker.bootstrap_servers, self.mocks[sc.latency_ms]
+    async def wait_joined(self, proc: subprocess.Popen[bytes], log_path: Path) -> float:
+        deadline = time.monotonic() + 120
+        while (joined := joined_at(log_path)) is None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited {proc.returncode} before joining; see {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"did not join within 120 s; see {log_path}")
+            await asyncio.sleep(0.01)
+        return joined
+
+    # --- a backlog run ---
+
+    async def backlog(
+        self,
+        label: str,
+        system: str,
+        n: int,
+        latency_ms: float,
+        partitions: int,
+        key: Callable[[int], bytes],
+        check_order: bool = False,
+    ) -> Run:
+        base = self.mock(latency_ms)
         topics = Topics.fresh()
-        await topics.create(bootstrap, sc.partitions)
+        await topics.create(self.bootstrap, partitions)
         ids = [f"{topics.group}-{i:06d}" for i in range(n)]
-        items = ((f"key-{i}".encode(), envelope(rid, i, self.mode)) for i, rid in enumerate(ids))
-        await produce(bootstrap, topics.requests, items)
+        items = ((key(i), envelope(rid, i, self.mode)) for i, rid in enumerate(ids))
+        await produce(self.bootstrap, topics.requests, items)
         await mock_stats(base, reset=True)
+        run = Run(label, system, n, latency_ms, partitions)
         replies, stop = Replies(set(ids)), asyncio.Event()
-        watcher = asyncio.create_task(watch(bootstrap, topics.replies, replies, stop))
-        result = Result(system, n)
-        log_path = self.workdir / f"{topics.group}.log"
+        watcher = asyncio.create_task(watch(self.bootstrap, topics.replies, replies, stop))
         spawned = time.time()
-        proc = self.launch(system, sc, topics)
+        proc, log_path, port = self.launch(system, topics, base)
+        profile = None
         try:
-            await self._measure(proc, log_path, base, replies, result)
-            result.startup_s -= spawned
+            joined = await self.wait_joined(proc, log_path)
+            run.startup_s = joined - spawned
+            profile = self.profiler.attach(proc.pid, f"{label}-{system}")
+            cpu0, broker0 = proc_cpu(proc.pid), proc_cpu(self.broker.pid)
+            mock0 = (await mock_stats(base))["cpu_seconds"]
+            await self._until_done(proc, log_path, replies, run)
+            run.cpu_s = proc_cpu(proc.pid) - cpu0
+            run.rss_kb = peak_rss_kb(proc.pid)
+            run.broker_cpu_s = proc_cpu(self.broker.pid) - broker0
+            run.mock_cpu_s = (await mock_stats(base))["cpu_seconds"] - mock0
+            if replies.seen:
+                run.window_s = replies.last_ms / 1000 - joined
+                run.first_reply_s = replies.first_ms / 1000 - joined
+            if port:
+                run.means = await bridge_means(port)
             await asyncio.sleep(0.5)  # late duplicates
+        except RuntimeError as exc:
+            run.problem = str(exc)
         finally:
+            Profiler.detach(profile)
             stop.set()
             await watcher
             code = stop_process(proc)
-        if system == "bridge" and code != 0 and not result.problem:
-            result.problem = f"exit code {code} after SIGTERM; see {log_path}"
-        result.statuses = replies.by_status()
-        result.lost = n - replies.seen
-        result.duplicated = sum(c - 1 for rid, c in replies.counts.items() if rid in replies.want)
-        result.unexpected = sum(c for rid, c in replies.counts.items() if rid not in replies.want)
-        result.mock_requests = (await mock_stats(base))["total"]
-        return result
+        if system in self.roots and code != 0 and not run.problem:
+            run.problem = f"exit code {code} after SIGTERM; see {log_path}"
+        self._tally(run, replies)
+        run.mock_requests = (await mock_stats(base))["total"]
+        if check_order:  # one key: were the replies published in the requests' order?
+            run.order_kept = replies.order == ids[: len(replies.order)]
+        return run
 
-    async def _measure(
-        self,
-        proc: subprocess.Popen[bytes],
-        log_path: Path,
-        mock: str,
-        replies: Replies,
-        result: Result,
+    async def _until_done(
+        self, proc: subprocess.Popen[bytes], log_path: Path, replies: Replies, run: Run
     ) -> None:
-        """Fill ``result`` with the window from group join to the last reply."""
-        joined = None
-        while joined is None:
-            if proc.poll() is not None:
-                result.problem = f"exited {proc.returncode} before joining; see {log_path}"
-                return
-            await asyncio.sleep(0.01)
-            joined = joined_at(log_path)
-        cpu0, broker0 = proc_cpu(proc.pid), proc_cpu(self.broker.pid)
-        bench0, mock0 = time.process_time(), (await mock_stats(mock))
-        result.startup_s = joined
         while not replies.done.is_set():
             if proc.poll() is not None:
-                result.problem = f"exited {proc.returncode}; see {log_path}"
+                run.problem = f"exited {proc.returncode}; see {log_path}"
                 return
             if time.monotonic() - replies.progress_at > self.stall_s:
-                result.problem = f"no new reply for {self.stall_s:g} s; see {log_path}"
-                break
+                run.problem = f"no new reply for {self.stall_s:g} s; see {log_path}"
+                return
             try:
                 await asyncio.wait_for(replies.done.wait(), 0.2)
             except TimeoutError:
                 pass
-        result.cpu_s = proc_cpu(proc.pid) - cpu0
-        result.rss_kb = peak_rss_kb(proc.pid)
-        result.broker_cpu_s = proc_cpu(self.broker.pid) - broker0
-        result.bench_cpu_s = time.process_time() - bench0
-        result.mock_cpu_s = (await mock_stats(mock))["cpu_seconds"]
-        result.mock_cpu_s -= mock0["cpu_seconds"]
-        if replies.seen:
-            result.window_s = replies.last_ms / 1000 - joined
-            result.first_reply_s = replies.first_ms / 1000 - joined
 
+    @staticmethod
+    def _tally(run: Run, replies: Replies) -> None:
+        run.statuses = replies.statuses
+        run.call_ms = replies.durations
+        run.lost = run.envelopes - replies.seen
+        run.duplicated = sum(c - 1 for rid, c in replies.counts.items() if rid in replies.want)
 
-# --- the baseline consumer --------------------------------------------------------------------
+    # --- a paced run ---
 
+    async def paced(
+        self, label: str, system: str, latency_ms: float, rate: float, seconds: float
+    ) -> Run:
+        base = self.mock(latency_ms)
+        topics = Topics.fresh()
+        await topics.create(self.bootstrap, 1)
+        n = int(rate * seconds)
+        ids = [f"{topics.group}-{i:06d}" for i in range(n)]
+        run = Run(label, system, n, latency_ms, 1)
+        replies, stop = Replies(set(ids)), asyncio.Event()
+        watcher = asyncio.create_task(watch(self.bootstrap, topics.replies, replies, stop))
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0)
+        await producer.start()
+        await mock_stats(base, reset=True)
+        spawned = time.time()
+        proc, log_path, port = self.launch(system, topics, base)
+        profile = None
+        try:
+            run.startup_s = await self.wait_joined(proc, log_path) - spawned
+            await asyncio.sleep(1.0)  # the group's first fetch
+            profile = self.profiler.attach(proc.pid, f"{label}-{system}".replace(" ", "-"))
+            cpu0, broker0 = proc_cpu(proc.pid), proc_cpu(self.broker.pid)
+            started = time.time()
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            for i, rid in enumerate(ids):
+                due = t0 + i / rate
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                value = envelope(rid, i, self.mode, {"sent": time.time()})
+                await producer.send(topics.requests, value, key=f"key-{i}".encode())
+            sent_for = time.time() - started
+            await self._until_done(proc, log_path, replies, run)
+            run.window_s = replies.last_ms / 1000 - started if replies.seen else float("nan")
+            run.cpu_s = proc_cpu(proc.pid) - cpu0
+            run.rss_kb = peak_rss_kb(proc.pid)
+            run.broker_cpu_s = proc_cpu(self.broker.pid) - broker0
+            run.rate_override = n / sent_for
+            warm = started + 1.0
+            mock_s = latency_ms / 1000
+            measured = [t for t in replies.times if t[0] >= warm]
+            run.added_ms = [(ts - sent - mock_s) * 1000 for sent, ts, _ in measured]
+            run.seen_ms = [(seen - sent - mock_s) * 1000 for sent, _, seen in measured]
+            if port:
+                run.means = await bridge_means(port)
+        except RuntimeError as exc:
+            run.problem = str(exc)
+        finally:
+            Profiler.detach(profile)
+            await producer.stop()
+            stop.set()
+            await watcher
+            code = stop_process(proc)
+        if system in self.roots and code != 0 and not run.problem:
+            run.problem = f"exit code {code} after SIGTERM; see {log_path}"
+        self._tally(run, replies)
+        run.mock_requests = (await mock_stats(base))["total"]
+        return run
 
-class _LogAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        pass
+    # --- webhooks ---
 
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        logging.getLogger("baseline").info("assigned %s", sorted(tp.partition for tp in assigned))
-
-
-async def baseline_worker(
-    bootstrap: str, requests: str, replies: str, group: str, base_url: str
-) -> None:
-    """What most people write first: one record at a time, POST, reply, commit."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=SESSION_TIMEOUT_MS,
-    )
-    consumer.subscribe([requests], listener=_LogAssigned())
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    client = httpx.AsyncClient(base_url=base_url, auth=(ACCOUNT, AUTH_TOKEN), timeout=30)
-    await consumer.start()
-    await producer.start()
-    try:
-        async for msg in consumer:
-            request = json.loads(msg.value)
-            reply: dict[str, Any] = {"id": request["id"], "error": None}
-            try:
-                if request["mode"] == "basic":
-                    response = await client.post(MESSAGES, data=request["body"])
-                else:
-                    form = {"content-type": "application/x-www-form-urlencoded"}
-                    response = await client.post(
-                        request["path"], content=request["body"], headers=form
-                    )
-                ok = response.status_code < 400
-                reply |= {"status": "ok" if ok else "error", "http_status": response.status_code}
-                reply["body"] = response.json()
-                if not ok:
-                    reply["error"] = {"kind": "twilio"}
-            except httpx.HTTPError as exc:
-                reply |= {"status": "error", "error": {"kind": type(exc).__name__}}
-            headers = [("id", reply["id"].encode()), ("status", reply["status"].encode())]
-            await producer.send_and_wait(
-                replies, json.dumps(reply).encode(), key=msg.key, headers=headers
+    async def webhook(self, system: str, requests: int, concurrency: int) -> WebhookRun:
+        topics = Topics.fresh()
+        log_path = self.workdir / f"{topics.group}-webhook-{system}.log"
+        events_topic = f"ev-{topics.group}.{WEBHOOK_FAMILY}"
+        if system == "bare":
+            proc, port = self.launch_bare()
+        else:
+            await topics.create(self.bootstrap, 1)
+            await create_topics(self.bootstrap, [events_topic])
+            proc, log_path, port = self.launch(system, topics, self.mock(0))
+            await self._ready(proc, port, log_path)
+        result = WebhookRun(system, {})
+        base = f"http://127.0.0.1:{port}"
+        profile = self.profiler.attach(proc.pid, f"webhook-{system}")
+        cpu0, broker0 = proc_cpu(proc.pid), proc_cpu(self.broker.pid)
+        try:
+            args = [sys.executable, "-m", "tests.perf.webhook_load", "load", base]
+            args += ["--family", WEBHOOK_FAMILY, "--token", AUTH_TOKEN, "--account", ACCOUNT]
+            args += ["--requests", str(requests), "--concurrency", str(concurrency)]
+            out = await asyncio.to_thread(
+                subprocess.run, args, cwd=ROOT, capture_output=True, text=True, timeout=600
             )
-            await consumer.commit()
+            result.cpu_s = proc_cpu(proc.pid) - cpu0
+            result.broker_cpu_s = proc_cpu(self.broker.pid) - broker0
+            result.rss_kb = peak_rss_kb(proc.pid)
+            if out.returncode != 0:
+                result.problem = f"load generator failed: {out.stderr[-500:]}"
+            else:
+                result.load = json.loads(out.stdout.strip().splitlines()[-1])
+        finally:
+            Profiler.detach(profile)
+            code = stop_process(proc)
+        if system != "bare":
+            if code != 0 and not result.problem:
+                result.problem = f"exit code {code} after SIGTERM; see {log_path}"
+            result.events = await count_events(self.bootstrap, events_topic, result.accepted)
+        return result
+
+    def launch_bare(self) -> tuple[subprocess.Popen[bytes], int]:
+        args = [sys.executable, "-m", "tests.perf.webhook_load", "bare", "--port", "0"]
+        proc = subprocess.Popen(self.pinning.command(args), cwd=ROOT, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        return proc, int(proc.stdout.readline().split()[1])
+
+    async def _ready(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(1200):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"bridge exited {proc.returncode}; see {log_path}")
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"bridge never ready; see {log_path}")
+
+
+async def count_events(bootstrap: str, topic: str, want: int) -> int:
+    """Distinct event ids (``ce_id``) on ``topic``, reading until ``want`` or 10 s of silence."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    ids: set[bytes] = set()
+    quiet_since = time.monotonic()
+    try:
+        while len(ids) < want and time.monotonic() - quiet_since < 10:
+            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for records in batch.values():
+                for r in records:
+                    ids.add(next((v for k, v in r.headers if k == "ce_id"), b""))
+                quiet_since = time.monotonic()
     finally:
-        await client.aclose()
-        await producer.stop()
         await consumer.stop()
+    return len(ids)
 
 
-# --- the benchmark ----------------------------------------------------------------------------
+# --- the plan and the report ------------------------------------------------------------------
 
-HEADER = (
-    f"{'scenario':<18} {'system':<8} {'N':>6} {'start s':>7} {'run s':>6} {'env/s':>7}"
-    f" {'vs base':>7} {'of max':>6} {'1st ms':>6} {'CPU s/1k':>8} {'CPU%':>5} {'RSS MB':>6}"
-    f" {'broker':>6} {'mock':>5} {'bench':>5}  {'lost':>4} {'dup':>3} {'mock req':>8}  replies"
+
+@dataclass
+class Sizes:
+    throughput: int = 20_000
+    keys_lat100: int = 10_000
+    one_key: int = 30
+    paced_s: float = 11.0
+    rss_small: int = 1_000
+    rss_large: int = 100_000
+    webhooks: int = 20_000
+    seq_zero: int = 2_000
+    seq_lat: int = 50
+    http_s: float = 5.0
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(5_000, 2_500, 20, 6.0, 1_000, 30_000, 5_000, 500, 20, 2.0)
+
+
+@dataclass
+class Report:
+    base_runs: dict[str, Run] = field(default_factory=dict)  # "seq 0ms P=1" → run
+    http: dict[tuple[str, float], HttpBaseline] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)
+    webhooks: dict[str, list[WebhookRun]] = field(default_factory=dict)
+
+    def base_rate(self, key: str) -> float:
+        run = self.base_runs.get(key)
+        return run.rate if run is not None and not run.problem else float("nan")
+
+
+def ratio(a: float, b: float) -> str:
+    if math.isnan(a) or math.isnan(b) or b <= 0:
+        return "-"
+    return f"{a / b:.2f}x" if a / b < 10 else f"{a / b:.0f}x"
+
+
+def fmt(x: float, spec: str = ".0f") -> str:
+    return "-" if math.isnan(x) else format(x, spec)
+
+
+def run_row(r: Run, report: Report | None) -> str:
+    if math.isnan(r.window_s) and r.problem:
+        return f"{r.label:<16} {r.system:<10} {r.envelopes:>6}  FAILED: {r.problem}"
+    if report is not None:
+        seq = report.base_rate(f"seq {r.latency_ms:g}ms P={1 if r.latency_ms else r.partitions}")
+        kafka = report.base_rate(f"kafka P={r.partitions}")
+        http = report.http.get(("aiohttp", r.latency_ms))
+        ratios = [
+            ratio(r.rate, seq),
+            ratio(r.rate, kafka),
+            ratio(r.rate, http.rate if http else math.nan),
+        ]
+    else:
+        ratios = ["", "", ""]
+    limit = 1 if r.system == "seq" or r.label == "one-key" else K
+    of_max = f"{r.rate / (limit * 1000 / r.latency_ms):.0%}" if r.latency_ms else "-"
+    if r.rate_override is not None:
+        ratios, of_max = ["-", "-", "-"], "-"
+    lat = "-"
+    if r.added_ms:
+        lat = "/".join(fmt(percentile(r.added_ms, q), ".1f") for q in (0.5, 0.95, 0.99))
+        lat += f" (seen p99 {fmt(percentile(r.seen_ms, 0.99), '.1f')})"
+        alone = report.base_runs.get("kafka paced") if report is not None else None
+        if alone is not None and alone.added_ms:
+            floor = "/".join(fmt(percentile(alone.added_ms, q), ".1f") for q in (0.5, 0.99))
+            lat += f" Kafka path alone {floor}"
+    extra = ""
+    if r.call_ms:
+        call = "/".join(fmt(percentile(r.call_ms, q), ".0f") for q in (0.5, 0.99))
+        extra += f" call ms {call}"
+    if r.means:
+        extra += " mean ms " + ", ".join(f"{k} {v:.1f}" for k, v in r.means.items())
+    if r.order_kept is not None:
+        extra += " order kept" if r.order_kept else " ORDER BROKEN"
+        extra += f", first to last reply {fmt(r.steady_rate, '.1f')}/s"
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
+    text = (
+        f"{r.label:<16} {r.system:<10} {r.envelopes:>6} {fmt(r.startup_s, '.1f'):>5}"
+        f" {fmt(r.window_s, '.2f'):>6} {fmt(r.rate):>6} {of_max:>6}"
+        f" {ratios[0]:>7} {ratios[1]:>8} {ratios[2]:>7}"
+        f" {fmt(r.cpu_ms_per_env, '.3f'):>6} {fmt(r.cpu_s / r.window_s * 100):>4}%"
+        f" {r.rss_kb / 1024:>6.0f} {fmt(r.broker_cpu_s / r.envelopes * 1000, '.3f'):>6}"
+        f" {fmt(r.mock_cpu_s / r.envelopes * 1000, '.3f'):>5} {r.lost:>4} {r.duplicated:>3}"
+        f"  {lat}  [{statuses}]{extra}"
+    )
+    return text + (f"  PROBLEM: {r.problem}" if r.problem else "")
+
+
+RUN_HEADER = (
+    f"{'scenario':<16} {'system':<10} {'N':>6} {'start':>5} {'run s':>6} {'env/s':>6} {'of max':>6}"
+    f" {'vs seq':>7} {'vs kafka':>8} {'vs http':>7} {'CPU ms':>6} {'CPU':>5} {'RSS MB':>6}"
+    f" {'broker':>6} {'mock':>5} {'lost':>4} {'dup':>3}  added ms p50/p95/p99  [replies]"
 )
 
 
-def row(sc: Scenario, r: Result, base: Result | None) -> str:
-    if math.isnan(r.window_s):  # no reply at all
-        return f"{sc.name:<18} {r.system:<8} {r.envelopes:>6} FAILED: {r.problem}"
-    ratio = f"{r.rate / base.rate:>6.1f}x" if base and base.rate > 0 else f"{'-':>7}"
-    limit = sc.in_flight if r.system == "bridge" else 1  # the baseline has one call in flight
-    best = f"{r.rate / (limit / sc.latency_ms * 1000):>6.0%}" if sc.latency_ms else f"{'-':>6}"
-    replies = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
-    text = (
-        f"{sc.name:<18} {r.system:<8} {r.envelopes:>6} {r.startup_s:>7.2f} {r.window_s:>6.2f}"
-        f" {r.rate:>7.0f} {ratio} {best} {r.first_reply_s * 1000:>6.0f}"
-        f" {r.per_1k(r.cpu_s):>8.3f} {r.cpu_s / r.window_s:>5.0%} {r.rss_kb / 1024:>6.0f}"
-        f" {r.per_1k(r.broker_cpu_s):>6.3f} {r.per_1k(r.mock_cpu_s):>5.3f}"
-        f" {r.per_1k(r.bench_cpu_s):>5.3f}  {r.lost:>4} {r.duplicated:>3} {r.mock_requests:>8}"
-        f"  {replies}"
+async def main_async(ns: argparse.Namespace) -> None:
+    sizes = Sizes.quick() if ns.quick else Sizes()
+    if ns.envelopes:
+        sizes.throughput = ns.envelopes
+    chosen = ns.only or list(SCENARIOS)
+    needs: set[str] = set()
+    if set(chosen) & {"zero-p1", "zero-p4", "lat100", "one-key", "rss"}:
+        needs = {"seq", "kafka", "http"}
+    if "paced" in chosen:
+        needs.add("kafka")
+    baselines = needs if ns.baselines is None else set(ns.baselines)
+    pinning = Pinning.choose(ns.pin)
+    if pinning.others is not None:
+        os.sched_setaffinity(0, {pinning.others})  # children inherit it; the bridge is moved
+    print(
+        f"machine: {os.cpu_count()} CPUs ({cpu_model()}), load average {load_average()}; "
+        f"{pinning.describe()}; mode {ns.mode}; figures, never asserted",
+        flush=True,
     )
-    if r.unexpected:
-        text += f"; {r.unexpected} replies with unknown ids"
-    return text + (f"  [{r.problem}]" if r.problem else "")
-
-
-def default_scenarios() -> Iterator[Scenario]:
-    yield Scenario(20_000, 0, 1, 256, 2_000)
-    yield Scenario(20_000, 0, 4, 256, 2_000)
-    yield Scenario(20_000, 100, 1, 256, 100)
-
-
-async def bench(ns: argparse.Namespace, scenarios: list[Scenario]) -> None:
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"load average {load}, {os.cpu_count()} CPUs, mode {ns.mode}; figures, never asserted")
     started = time.monotonic()
-    mocks: dict[float, str] = {}
-    procs: list[subprocess.Popen[str]] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
-    try:
-        async with TansuBroker(log_dir=workdir) as broker:
-            b = Bench(broker, mocks, workdir, ns.mode, ns.stall_s)
-            print(HEADER, flush=True)
-            for sc in scenarios:
-                if sc.latency_ms not in mocks:
-                    proc, port = spawn("--latency-ms", str(sc.latency_ms))
-                    procs.append(proc)
-                    mocks[sc.latency_ms] = f"http://127.0.0.1:{port}"
-                base = await b.run("baseline", sc) if sc.baseline_envelopes else None
-                result = await b.run("bridge", sc)
-                print(row(sc, result, base), flush=True)
-                if base is not None:
-                    print(row(sc, base, None), flush=True)
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    report = Report()
+    profiler = Profiler(ns.profile, ns.profile_rate)
+    roots = systems(ns.bridge_root or [(ROOT, {})], ns.variant or [], dict(ns.bridge_env or []))
+    if len(roots) > 1 or ns.bridge_env:
+        for name, spec in roots.items():
+            print(f"{name}: the bridge in {spec.root} with {spec.env or 'its defaults'}")
+    async with TansuBroker(log_dir=workdir) as broker:
+        lab = Lab(broker, workdir, pinning, profiler, ns.mode, ns.stall_s, roots, ns.fetch_wait_ms)
+        try:
+            await run_baselines(lab, report, chosen, baselines, sizes, ns)
+            await run_scenarios(lab, report, chosen, sizes, ns)
+        finally:
+            lab.close()
+    print_targets(report, list(roots))
     took = time.monotonic() - started
-    print(f"load average {load}; {took:.0f} s in all; logs in {workdir}")
+    print(f"load average {load_average()}; {took:.0f} s in all; logs in {workdir}")
+
+
+def _distinct(i: int) -> bytes:
+    return f"key-{i}".encode()
+
+
+async def run_baselines(
+    lab: Lab,
+    report: Report,
+    chosen: list[str],
+    baselines: set[str],
+    sizes: Sizes,
+    ns: argparse.Namespace,
+) -> None:
+    if not baselines:
+        return
+    print("\n== baselines (same CPU as the bridge)", flush=True)
+    print(RUN_HEADER.replace("  added ms p50/p95/p99", ""), flush=True)
+    plan: list[tuple[str, str, int, float, int]] = []
+    if "seq" in baselines:
+        plan.append(("seq 0ms P=1", "seq", sizes.seq_zero, 0, 1))
+        if "zero-p4" in chosen:
+            plan.append(("seq 0ms P=4", "seq", sizes.seq_zero, 0, 4))
+        if {"lat100", "one-key"} & set(chosen):
+            plan.append(("seq 100ms P=1", "seq", sizes.seq_lat, 100, 1))
+    if "kafka" in baselines:
+        plan.append(("kafka P=1", "kafka", sizes.throughput, 0, 1))
+        if "zero-p4" in chosen:
+            plan.append(("kafka P=4", "kafka", sizes.throughput, 0, 4))
+    for label, system, n, latency, partitions in plan:
+        run = await lab.backlog(label, system, n, latency, partitions, _distinct)
+        report.base_runs[label] = run
+        print(run_row(run, None), flush=True)
+    if "kafka" in baselines and "paced" in chosen:
+        run = await lab.paced("kafka paced", "kafka", 0, ns.paced_rate, sizes.paced_s)
+        report.base_runs["kafka paced"] = run
+        print(run_row(run, None), flush=True)
+    if "http" in baselines:
+        print(
+            f"{'HTTP client alone':<24} {'conc':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
+            f" {'CPU ms/req':>10} {'CPU':>5} {'err':>4}",
+            flush=True,
+        )
+        latencies = [0.0] + ([100.0] if "lat100" in chosen else [])
+        for latency in latencies:
+            for client in ("aiohttp", "bridge"):
+                result = await asyncio.to_thread(
+                    run_client, client, lab.mock(latency), K, sizes.http_s, lab.pinning.cpu
+                )
+                report.http[(client, latency)] = HttpBaseline(client, latency, K, result)
+                name = "raw aiohttp" if client == "aiohttp" else "bridge TwilioClient"
+                if result.get("failed"):
+                    print(f"{name + f' {latency:g}ms':<24} FAILED", flush=True)
+                    continue
+                print(
+                    f"{name + f' {latency:g}ms':<24} {K:>4} {result['rps']:>7.0f}"
+                    f" {result['p50_ms']:>7.1f} {result['p99_ms']:>7.1f}"
+                    f" {result['cpu_ms_per_1k'] / 1000:>10.3f} {result['cpu_util']:>5.0%}"
+                    f" {result['errors']:>4}",
+                    flush=True,
+                )
+
+
+async def run_scenarios(
+    lab: Lab, report: Report, chosen: list[str], sizes: Sizes, ns: argparse.Namespace
+) -> None:
+    print("\n== bridge (vs X = env/s ÷ the baseline's; of max = ÷ (K ÷ latency))", flush=True)
+    print(RUN_HEADER, flush=True)
+
+    async def backlog(
+        label: str, n: int, latency: float, p: int, key: Callable[[int], bytes], order: bool = False
+    ) -> None:
+        for _ in range(ns.repeat):
+            for system in lab.roots:
+                run = await lab.backlog(label, system, n, latency, p, key, order)
+                report.runs.append(run)
+                print(run_row(run, report), flush=True)
+
+    if "zero-p1" in chosen:
+        await backlog("zero-p1", sizes.throughput, 0, 1, _distinct)
+    if "zero-p4" in chosen:
+        await backlog("zero-p4", sizes.throughput, 0, 4, _distinct)
+    if "lat100" in chosen:
+        keys = sizes.keys_lat100
+        await backlog("lat100", 2 * keys, 100, 1, lambda i: f"key-{i % keys}".encode())
+    if "one-key" in chosen:
+        await backlog("one-key", sizes.one_key, 100, 1, lambda i: b"the-one-key", order=True)
+    if "paced" in chosen:
+        await run_paced(lab, report, sizes, ns)
+    if "rss" in chosen:
+        await backlog("rss-small", sizes.rss_small, 0, 1, _distinct)
+        await backlog("rss-large", sizes.rss_large, 0, 1, _distinct)
+    if "webhook" in chosen:
+        await run_webhooks(lab, report, sizes, ns)
+
+
+async def run_paced(lab: Lab, report: Report, sizes: Sizes, ns: argparse.Namespace) -> None:
+    for latency in ns.paced_latency_ms:
+        for _ in range(ns.repeat):
+            for system in lab.roots:
+                label = f"paced {latency:g}ms"
+                run = await lab.paced(label, system, latency, ns.paced_rate, sizes.paced_s)
+                report.runs.append(run)
+                print(run_row(run, report), flush=True)
+
+
+async def run_webhooks(lab: Lab, report: Report, sizes: Sizes, ns: argparse.Namespace) -> None:
+    print(
+        f"\n== webhooks: signed inbound SMS, {sizes.webhooks} distinct, "
+        f"{ns.webhook_concurrency} connections"
+    )
+    print(
+        f"{'system':<10} {'accepted/s':>10} {'vs bare':>7} {'window s':>8} {'p50 ms':>7}"
+        f" {'p95 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10} {'CPU':>5} {'RSS MB':>6}"
+        f" {'broker':>6} {'events':>7}  answers",
+        flush=True,
+    )
+    for _ in range(ns.repeat):
+        for system in ("bare", *lab.roots):
+            result = await lab.webhook(system, sizes.webhooks, ns.webhook_concurrency)
+            report.webhooks.setdefault(system, []).append(result)
+            print(webhook_row(result, report.webhooks["bare"][-1]), flush=True)
+
+
+def webhook_row(w: WebhookRun, bare: WebhookRun | None) -> str:
+    if not w.load:
+        return f"{w.system:<10} FAILED: {w.problem}"
+    ld = w.load
+    n = max(1, w.accepted)
+    window = ld["window_s"]
+    vs = ratio(w.rate, bare.rate) if bare is not None and bare is not w else "-"
+    events = str(w.events) if w.events >= 0 else "-"
+    answers = ", ".join(f"{k}: {v}" for k, v in ld["statuses"].items())
+    if ld.get("errors"):
+        answers += f"; errors {ld['errors']}"
+    text = (
+        f"{w.system:<10} {w.rate:>10.0f} {vs:>7} {window:>8.2f} {ld['p50_ms']:>7.1f}"
+        f" {ld['p95_ms']:>7.1f} {ld['p99_ms']:>7.1f} {w.cpu_s / n * 1000:>10.3f}"
+        f" {w.cpu_s / window:>5.0%} {w.rss_kb / 1024:>6.0f} {w.broker_cpu_s / n * 1000:>6.3f}"
+        f" {events:>7}  {answers}"
+    )
+    return text + (f"  PROBLEM: {w.problem}" if w.problem else "")
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2 if n else float("nan")
+
+
+def _figure(values: list[float], spec: str, unit: str = "") -> str:
+    """The median of repeated runs, with the best and worst when there were several."""
+    text = f"{_median(values):{spec}}{unit}"
+    if len(values) > 1:
+        text += f" ({min(values):{spec}}–{max(values):{spec}})"
+    return text
+
+
+def print_targets(report: Report, systems: list[str]) -> None:
+    """Each target against the median of the repeated runs (range in parentheses)."""
+    lines: list[tuple[str, str, bool]] = []
+    for system in systems:
+        tag = f" [{system}]" if len(systems) > 1 else ""
+
+        def runs(label: str, system: str = system) -> list[Run]:
+            return [
+                r for r in report.runs if r.label == label and r.system == system and not r.problem
+            ]
+
+        rates = [r.rate for r in runs("zero-p1")]
+        if rates:
+            what = "≥ 3,000 env/s, 0 ms mock, 1 partition"
+            lines.append((what + tag, _figure(rates, ",.0f", "/s"), _median(rates) >= 3000))
+        shares = [r.rate / (K * 10) * 100 for r in runs("lat100")]
+        if shares:
+            what = "≥ 90 % of 256 ÷ 100 ms (≥ 2,304/s)"
+            lines.append((what + tag, _figure(shares, ".0f", " %"), _median(shares) >= 90))
+        for label in sorted({r.label for r in report.runs if r.added_ms}):
+            p99s = [percentile(r.added_ms, 0.99) for r in runs(label) if r.added_ms]
+            if p99s:
+                what = f"p99 added latency ≤ 10 ms ({label})"
+                lines.append((what + tag, _figure(p99s, ".1f", " ms"), _median(p99s) <= 10))
+        small = [r.rss_kb / 1024 for r in runs("rss-small")]
+        large = [r.rss_kb / 1024 for r in runs("rss-large")]
+        if small and large:
+            growth = _median(large) / _median(small) - 1
+            value = f"{_median(large):.0f} vs {_median(small):.0f} MB ({growth:+.0%})"
+            n_small, n_large = runs("rss-small")[0].envelopes, runs("rss-large")[0].envelopes
+            what = f"peak RSS, {n_large:,} backlog within 20 % of {n_small:,}"
+            lines.append((what + tag, value, growth <= 0.2))
+        hooks = [w.rate for w in report.webhooks.get(system, []) if w.load]
+        if hooks:
+            what = "webhook ingest ≥ 1,500 signed req/s"
+            lines.append((what + tag, _figure(hooks, ",.0f", "/s"), _median(hooks) >= 1500))
+        one = runs("one-key")
+        if one:
+            kept = all(r.order_kept for r in one)
+            steady = [r.steady_rate for r in one]
+            value = _figure(steady, ".1f", "/s") + (" kept" if kept else " BROKEN")
+            what = "one key: order kept, 1 ÷ latency (first to last reply)"
+            lines.append((what + tag, value, kept))
+    if not lines:
+        return
+    print("\n== targets (median of the runs; range in parentheses)")
+    for what, value, met in lines:
+        print(f"{what:<52} {value:>30}  {'met' if met else 'NOT MET'}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="End-to-end bridge throughput benchmark")
-    p.add_argument("--envelopes", type=int, help="N (default 20000)")
-    p.add_argument("--latency-ms", type=float, help="mock latency (default 0)")
-    p.add_argument("--partitions", type=int, help="P (default 1)")
-    p.add_argument("--in-flight", type=int, help="K (default 256)")
+    p = argparse.ArgumentParser(description="End-to-end bridge benchmark with baselines")
+    p.add_argument("--only", nargs="+", choices=SCENARIOS, help="scenarios to run (default all)")
     p.add_argument(
-        "--baseline-envelopes",
-        type=int,
-        help="defaults: 2000 and 100 (100 ms) in the default scenarios; N, or 200 at latency > 0"
-        " for one scenario of your own",
+        "--baselines",
+        nargs="*",
+        choices=BASELINES,
+        help="baselines to run (default: those the scenarios compare with; none: no argument)",
     )
-    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--quick", action="store_true", help="smaller runs (about half the time)")
+    p.add_argument("--envelopes", type=int, help="N for the throughput scenarios (20000)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each backlog scenario")
+    p.add_argument("--paced-rate", type=float, default=1000.0, help="envelopes/s (1000)")
+    p.add_argument("--paced-latency-ms", type=float, nargs="+", default=[0.0, 100.0])
+    p.add_argument("--webhook-concurrency", type=int, default=64)
+    p.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=500,
+        help="fetch.max.wait.ms of the baselines' consumers (aiokafka's 500 by default); give "
+        "a bridge its own with --bridge-env BRIDGE_KAFKA__FETCH_MAX_WAIT_MS=N where it has one",
+    )
     p.add_argument("--mode", choices=["basic", "advanced"], default="basic")
+    p.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
     p.add_argument("--stall-s", type=float, default=30, help="give up after no reply this long")
-    p.add_argument("--baseline-worker", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--bridge-root",
+        type=_root,
+        nargs="+",
+        help="PATH[:BRIDGE_X=1,...] ...: run the bridge from each of these source trees in turn "
+        "(A/B comparisons), each with its own settings if given",
+    )
+    p.add_argument(
+        "--variant",
+        type=_variant,
+        nargs="+",
+        help="NAME:BRIDGE_X=1,BRIDGE_Y=2 ...: run each bridge with each of these settings",
+    )
+    p.add_argument(
+        "--bridge-env", type=_setting, nargs="+", help="BRIDGE_X=1 ...: settings for every bridge"
+    )
+    p.add_argument("--profile", type=Path, help="py-spy raw profiles of each run into this dir")
+    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
     ns = p.parse_args(argv)
-    if ns.baseline_worker:
-        logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
-        logging.getLogger("baseline").setLevel(logging.INFO)  # the "assigned" line only
-        asyncio.run(baseline_worker(*ns.baseline_worker))
-        return
-    custom = (ns.envelopes, ns.latency_ms, ns.partitions, ns.in_flight)
-    if any(x is not None for x in custom):
-        n, latency = ns.envelopes or 20_000, ns.latency_ms or 0.0
-        base_n = ns.baseline_envelopes or (min(n, 200) if latency else n)
-        sc = Scenario(n, latency, ns.partitions or 1, ns.in_flight or 256, base_n)
-        scenarios = [sc]
-    else:
-        scenarios = list(default_scenarios())
-        if ns.baseline_envelopes:
-            scenarios = [replace(s, baseline_envelopes=ns.baseline_envelopes) for s in scenarios]
-    if ns.no_baseline:
-        scenarios = [replace(s, baseline_envelopes=0) for s in scenarios]
-    asyncio.run(bench(ns, scenarios))
+    # SIGTERM unwinds like Ctrl-C, so the broker, mocks and bridges started are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    asyncio.run(main_async(ns))
 
 
 if __name__ == "__main__":

@@ -22,13 +22,18 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
+from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script, too
+from bridge.calls import TwilioCall  # noqa: E402
+from bridge.settings import Credential, TwilioSettings  # noqa: E402
+from bridge.twilio.client import TwilioClient  # noqa: E402
 from tests.perf.fast_mock import spawn  # noqa: E402
 
 PATH = "/2010-04-01/Accounts/AC00000000000000000000000000000000/Messages.json"
@@ -39,6 +44,7 @@ CLIENTS = {
     "httpx-pool": "httpx AsyncClient, default transport, Limits(max_connections=max_keepalive=C)",
     "httpx-aiohttp": "httpx AsyncClient + httpx_aiohttp.AiohttpTransport, TCPConnector(limit=C)",
     "aiohttp": "raw aiohttp ClientSession, TCPConnector(limit=C)",
+    "bridge": "the bridge's own TwilioClient (its default transport, max_connections=C)",
 }
 
 Send = Callable[[], Awaitable[None]]
@@ -46,6 +52,12 @@ Send = Callable[[], Awaitable[None]]
 
 def _connector(concurrency: int) -> aiohttp.TCPConnector:
     return aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=30, ttl_dns_cache=300)
+
+
+def _bridge_client(base: str, concurrency: int) -> TwilioClient:
+    settings = TwilioSettings(base_url=base, max_connections=concurrency)
+    credential = Credential(account_sid=AUTH[0], auth_token=SecretStr(AUTH[1]))
+    return TwilioClient(settings, {"default": credential})
 
 
 def _httpx_send(client: httpx.AsyncClient) -> Send:
@@ -75,6 +87,25 @@ async def _run_case(kind: str, base: str, concurrency: int, duration: float) -> 
                 assert r.status == 201, r.status
 
         close = session.close
+    elif kind == "bridge":
+        twilio = _bridge_client(base, concurrency)
+        call = TwilioCall(
+            method="POST",
+            url=base + PATH,
+            path=PATH,
+            credential="default",
+            headers=(("content-type", "application/x-www-form-urlencoded"),),
+            content=urlencode(FORM).encode(),
+            api="api.v2010",
+            operation="CreateMessage",
+        )
+
+        async def send() -> None:
+            result = await twilio.send(call)
+            orjson.loads(result.content)
+            assert result.status == 201, result.status
+
+        close = twilio.aclose
     else:
         kwargs: dict[str, Any] = {}
         if kind == "httpx-pool":
@@ -135,16 +166,19 @@ async def _drive(send: Send, concurrency: int, duration: float) -> dict[str, Any
 
 def _child(ns: argparse.Namespace) -> None:
     if ns.pin and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {0})
+        os.sched_setaffinity(0, {ns.cpu})
     result = asyncio.run(_run_case(ns.one, ns.base, ns.concurrency[0], ns.duration))
     print(json.dumps(result))
 
 
-def _run_child(kind: str, base: str, concurrency: int, ns: argparse.Namespace) -> dict[str, Any]:
+def run_client(
+    kind: str, base: str, concurrency: int, duration: float, cpu: int | None
+) -> dict[str, Any]:
+    """One case in a fresh child process, pinned to ``cpu`` (None: not pinned)."""
     args = [sys.executable, __file__, "--one", kind, "--base", base]
-    args += ["--concurrency", str(concurrency), "--duration", str(ns.duration)]
-    args += [] if ns.pin else ["--no-pin"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=ns.duration + 120)
+    args += ["--concurrency", str(concurrency), "--duration", str(duration)]
+    args += ["--no-pin"] if cpu is None else ["--cpu", str(cpu)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 120)
     if out.returncode != 0:
         print(out.stderr, file=sys.stderr)
         return {"failed": True}
@@ -183,7 +217,7 @@ def _bench(ns: argparse.Namespace) -> None:
                 best: dict[str, Any] = {}
                 for _ in range(ns.repeat):
                     m0 = _mock_cpu(base)
-                    r = _run_child(kind, base, conc, ns)
+                    r = run_client(kind, base, conc, ns.duration, 0 if ns.pin else None)
                     if r.get("requests"):
                         r["mock_ms_per_1k"] = (_mock_cpu(base) - m0) / r["requests"] * 1e6
                     if r.get("rps", 0) >= best.get("rps", 0):
@@ -228,6 +262,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=3.0, help="measured seconds per case")
     p.add_argument("--repeat", type=int, default=1, help="runs per case; the best is shown")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
+    p.add_argument("--cpu", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--one", choices=list(CLIENTS), help=argparse.SUPPRESS)
     p.add_argument("--base", help=argparse.SUPPRESS)
     ns = p.parse_args()
