@@ -6,6 +6,7 @@ These are the trust boundary for Kafka payloads; ``schemas/`` is generated from 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -28,6 +29,7 @@ __all__ = [
     "error_info",
     "parse_request",
     "request_adapter",
+    "utc_timestamp",
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=256, description="Unique per logical request.")]
@@ -145,6 +147,12 @@ def _cut(text: str, limit: int) -> str:
 def _names(names: tuple[str, ...]) -> list[str]:
     """The first names only: the message says how long the whole was."""
     return [_cut(name, _MAX_ERROR_NAME) for name in names[:_MAX_ERROR_NAMES]]
+
+
+def utc_timestamp(when: datetime | None = None) -> str:
+    """``when`` (default: now) as RFC 3339 UTC with milliseconds, as records carry it."""
+    moment = datetime.now(UTC) if when is None else when.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def error_info(detail: ErrorDetail) -> ErrorInfo:

@@ -28,6 +28,7 @@ from bridge.envelopes import (
     SourceRef,
     error_info,
     parse_request,
+    utc_timestamp,
 )
 from bridge.errors import BridgeError, InternalError, UnknownOutcome, kind_for_status
 from bridge.formats import filter_nulls, render, resource_name, split_page
@@ -95,7 +96,7 @@ def _error_record(
         ),
         request=document,
         raw=None if document is not None else _b64(record.value),
-        time=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        time=utc_timestamp(),
     )
 
 

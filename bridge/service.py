@@ -14,13 +14,12 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 
 from aiokafka.errors import KafkaError
 
 from bridge.calls import CallBuilder
 from bridge.catalog import Catalog
-from bridge.envelopes import ErrorInfo, ErrorRecord, Reply, SourceRef
+from bridge.envelopes import ErrorInfo, ErrorRecord, Reply, SourceRef, utc_timestamp
 from bridge.http.app import create_app
 from bridge.http.server import HttpServer
 from bridge.kafka.consumer import RequestConsumer
@@ -179,7 +178,7 @@ class Bridge:
                 retryable=False,
             ),
             source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
-            time=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            time=utc_timestamp(),
         )
         headers = [("id", (request_id or "").encode()[:256]), ("kind", b"internal")]
         topic = self.settings.kafka.error_topic

@@ -93,7 +93,7 @@ class OutcomeLog:
 
     async def check(self, request_id: str) -> Prior | None:
         """What became of ``request_id`` before, once any send of it here has finished."""
-        if self._synced is not None:
+        if self._synced is not None and not self._synced.done():
             await asyncio.shield(self._synced)
         while (running := self._running.get(request_id)) is not None:
             await asyncio.shield(running)

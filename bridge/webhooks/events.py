@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
+
+from bridge.envelopes import utc_timestamp
 
 __all__ = [
     "ALIASES",
@@ -142,7 +144,7 @@ def webhook_event(
         source=f"/2010-04-01/Accounts/{account}",
         type=event_type,
         subject=subject,
-        time=received.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        time=utc_timestamp(received),
         data=dict(data),
     )
 
