@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 
 import bridge
 from bridge.settings import (
+    AdminSettings,
     HttpSettings,
     ProcessingSettings,
     WebhookSettings,
@@ -44,7 +46,15 @@ SECRET_SETTINGS = (
     "BRIDGE_CREDENTIALS__BILLING__API_KEY_SECRET",
     "BRIDGE_KAFKA__SASL_PASSWORD",
     "BRIDGE_WEBHOOK__SHARED_KEYS__KS0123",
+    "BRIDGE_ADMIN__TOKEN",
+    "BRIDGE_ADMIN__ENCRYPTION_KEY",
 )
+# What an admin Secret holds; never given to the chart, only laid out as the kubelet would.
+ADMIN_TOKEN = "t0ken-of-the-instances-api"
+ADMIN_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
+ADMIN_ON: Values = {"admin": {"enabled": True, "existingSecret": "bridge-admin"}}
+
+NOTES = "twilio-kafka-bridge/templates/NOTES.txt"
 
 Manifest = dict[str, Any]
 Values = dict[str, Any]
@@ -58,6 +68,7 @@ VALUE_SETS: dict[str, Callable[[], Values]] = {
     "defaults": lambda: {},
     "all-on": lambda: ci_values("all-on-values.yaml"),
     "hpa": lambda: ci_values("hpa-values.yaml"),
+    "admin-only": lambda: copy.deepcopy(ADMIN_ON),  # the admin Secret alone in the secrets dir
 }
 
 
@@ -120,6 +131,29 @@ def environment(manifests: list[Manifest]) -> dict[str, str]:
     return env
 
 
+def secrets_volume(manifests: list[Manifest]) -> Manifest:
+    """The projected volume mounted as BRIDGE_SECRETS_DIR."""
+    env = {e["name"]: e for e in container(manifests)["env"]}
+    (mount,) = [
+        m
+        for m in container(manifests)["volumeMounts"]
+        if m["mountPath"] == env["BRIDGE_SECRETS_DIR"]["value"]
+    ]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod_spec(manifests)["volumes"] if v["name"] == mount["name"]]
+    return dict(volume)
+
+
+def lay_out_secrets(volume: Manifest, secrets: dict[str, dict[str, str]], into: Path) -> None:
+    """Write the files the kubelet would project from ``secrets`` (name: key: value)."""
+    into.mkdir()
+    for source in volume["projected"]["sources"]:
+        data = secrets[source["secret"]["name"]]
+        items = source["secret"].get("items") or [{"key": k, "path": k} for k in data]
+        for item in items:
+            (into / item["path"]).write_text(data[item["key"]])
+
+
 def checksum(manifests: list[Manifest]) -> str:
     annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     value: str = annotations["checksum/config"]
@@ -138,6 +172,22 @@ def test_defaults_match_the_bridge_defaults(chart: helm.Chart) -> None:
     # The margin covers the webhooks answered (each within the ack timeout, +1 s) before
     # the requests drain.
     assert defaults["shutdown"]["marginSeconds"] > WebhookSettings().ack_timeout_s + 1
+    admin = AdminSettings()
+    assert defaults["admin"]["enabled"] is admin.enabled is False
+    assert defaults["admin"]["topic"] == admin.topic
+    assert defaults["admin"]["auditTopic"] == admin.audit_topic
+    assert defaults["admin"]["writeTimeoutSeconds"] == admin.write_timeout_s
+
+
+def test_schema_defaults_are_the_values_defaults(chart: helm.Chart) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["admin"]
+
+    def defaults(node: Manifest) -> Any:
+        if "default" in node:
+            return node["default"]
+        return {k: defaults(v) for k, v in node["properties"].items()}
+
+    assert defaults(schema) == chart.values["admin"]
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -311,12 +361,14 @@ def test_secrets_are_only_referenced(chart: helm.Chart) -> None:
         "valueFrom": {"secretKeyRef": {"name": "kafka-sasl", "key": "password"}},
     }
     assert "value" not in env["BRIDGE_CREDENTIALS__BILLING__AUTH_TOKEN"]
-    # The Twilio Secret is the secrets directory; the TLS files sit in their own mount.
+    # The Twilio and admin Secrets are the secrets directory; the TLS files sit in their own
+    # mount.
     mounts = {m["name"]: m for m in container(manifests)["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(manifests)["volumes"]}
-    assert env["BRIDGE_SECRETS_DIR"]["value"] == mounts["twilio-secrets"]["mountPath"]
-    assert volumes["twilio-secrets"]["secret"]["secretName"] == "twilio-credentials"
-    assert mounts["twilio-secrets"]["readOnly"] is True
+    assert [s["secret"]["name"] for s in secrets_volume(manifests)["projected"]["sources"]] == [
+        "twilio-credentials",
+        "twilio-bridge-admin",
+    ]
     tls_dir = mounts["kafka-tls"]["mountPath"]
     assert mounts["kafka-tls"]["readOnly"] is True
     assert volumes["kafka-tls"]["secret"]["secretName"] == "kafka-tls"
@@ -337,12 +389,19 @@ def test_the_bridge_accepts_the_rendered_configuration(
 ) -> None:
     manifests = render(chart, ci_values("all-on-values.yaml"))
     env = environment(manifests)
-    # What the kubelet would provide: the mounted Twilio Secret, laid out as the chart's
-    # values.yaml documents it, and the SASL password from its Secret.
+    # What the kubelet would provide: the Twilio and admin Secrets, with the keys the chart's
+    # values.yaml documents, projected as the Deployment says, and the SASL password.
     secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "credentials__default__account_sid").write_text("AC" + "0" * 32)
-    (secrets / "credentials__default__auth_token").write_text("token")
+    twilio = {
+        "credentials__default__account_sid": "AC" + "0" * 32,
+        "credentials__default__auth_token": "token",
+    }
+    admin = {"token": ADMIN_TOKEN, "instances-key": ADMIN_KEY}
+    lay_out_secrets(
+        secrets_volume(manifests),
+        {"twilio-credentials": twilio, "twilio-bridge-admin": admin},
+        secrets,
+    )
     env["BRIDGE_SECRETS_DIR"] = str(secrets)
     env["BRIDGE_KAFKA__SASL_PASSWORD"] = "password"
     env["BRIDGE_CREDENTIALS__BILLING__ACCOUNT_SID"] = "AC" + "1" * 32
@@ -359,6 +418,14 @@ def test_the_bridge_accepts_the_rendered_configuration(
     assert settings.processing.max_in_flight == 512
     assert settings.webhook.public_url == "https://hooks.example.com"
     assert set(settings.credentials) == {"default", "billing"}
+    assert settings.admin.enabled is True
+    assert settings.admin.token is not None
+    assert settings.admin.token.get_secret_value() == ADMIN_TOKEN
+    assert settings.admin.encryption_key is not None
+    assert settings.admin.encryption_key.get_secret_value() == ADMIN_KEY
+    assert settings.admin.topic == "twilio.instances.prod"
+    assert settings.admin.audit_topic == "twilio.instances.prod.audit"
+    assert settings.admin.write_timeout_s == 15
 
 
 def test_ingress_exposes_only_the_webhooks(chart: helm.Chart) -> None:
@@ -423,6 +490,13 @@ def test_network_policy_restricts_egress_only_when_asked(chart: helm.Chart) -> N
         {"shutdown": {"graceSeconds": -1}},
         {"http": {"port": 80}},
         {"image": {"registry": "elsewhere"}},
+        {"admin": {"enabled": "true"}},
+        {"admin": {"writeTimeoutSeconds": "10s"}},
+        {"admin": {"writeTimeoutSeconds": 0}},
+        {"admin": {"topic": ""}},
+        {"admin": {"existingSecret": "Not_A_Secret_Name"}},
+        {"admin": {"secretKeys": {"token": ""}}},
+        {"admin": {"allowedFrom": {"namespaceSelector": {}}}},
     ],
     ids=repr,
 )
@@ -441,6 +515,9 @@ def test_schema_rejects_wrong_values(chart: helm.Chart, values: Values) -> None:
         ({"webhook.publicUrl": ""}, "ingress.enabled needs webhook.publicUrl"),
         ({"config.BRIDGE_KAFKA__GROUP_ID": "other"}, "also given by a structured value"),
         ({"keda.bootstrapServers": "", "kafka.bootstrapServers": ""}, "keda.enabled needs"),
+        ({"admin.existingSecret": ""}, "admin.enabled needs admin.existingSecret"),
+        ({"config.BRIDGE_ADMIN__ENABLED": False}, "set by the chart"),
+        ({"config.BRIDGE_ADMIN__TOPIC": "other"}, "set by the chart"),
     ],
 )
 def test_template_refuses_contradictions(
@@ -449,3 +526,146 @@ def test_template_refuses_contradictions(
     values = with_values(ci_values("all-on-values.yaml"), **overrides)
     with pytest.raises(helm.HelmRenderError, match=message):
         render(chart, values)
+
+
+def test_admin_is_off_by_default_and_leaves_no_trace(chart: helm.Chart) -> None:
+    base = render(chart, {})
+    assert not [name for name in one(base, "ConfigMap")["data"] if "ADMIN" in name]
+    # The admin block's other values mean nothing while it is off: no roll on upgrade.
+    off = {"admin": {"topic": "other", "existingSecret": "bridge-admin"}}
+    assert render(chart, off) == base
+    assert "/instances" not in chart.render({}, name="bridge")[NOTES]
+
+
+def test_admin_renders_settings_and_mounts_the_secret_as_files(chart: helm.Chart) -> None:
+    values = with_values(ADMIN_ON, **{"admin.writeTimeoutSeconds": 2.5})
+    manifests = render(chart, values)
+    env = environment(manifests)
+    assert {k: v for k, v in env.items() if k.startswith("BRIDGE_ADMIN__")} == {
+        "BRIDGE_ADMIN__ENABLED": "true",
+        "BRIDGE_ADMIN__TOPIC": "twilio.instances",
+        "BRIDGE_ADMIN__AUDIT_TOPIC": "twilio.instances.audit",
+        "BRIDGE_ADMIN__WRITE_TIMEOUT_S": "2.5",
+    }
+    # No Twilio Secret: the secrets directory holds the admin Secret's two keys alone, as the
+    # files the bridge reads (the settings' names without BRIDGE_, lower case).
+    volume = secrets_volume(manifests)
+    assert volume["projected"]["defaultMode"] == 0o440
+    assert volume["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": "bridge-admin",
+                "items": [
+                    {"key": "admin-token", "path": "admin__token"},
+                    {"key": "encryption-key", "path": "admin__encryption_key"},
+                ],
+            }
+        }
+    ]
+    (source,) = volume["projected"]["sources"]
+    fields = {item["path"].removeprefix("admin__") for item in source["secret"]["items"]}
+    assert fields <= set(AdminSettings.model_fields)
+    # The key names are configurable; the file names are not.
+    keys = {"token": "api-token", "encryptionKey": "sealing.key"}
+    custom = render(chart, with_values(ADMIN_ON, **{"admin.secretKeys": keys}))
+    (source,) = secrets_volume(custom)["projected"]["sources"]
+    assert source["secret"]["items"] == [
+        {"key": "api-token", "path": "admin__token"},
+        {"key": "sealing.key", "path": "admin__encryption_key"},
+    ]
+    # Secrets are referenced, never rendered.
+    assert "Secret" not in kinds(manifests)
+
+
+def test_admin_and_twilio_secrets_share_the_secrets_dir(chart: helm.Chart) -> None:
+    values = with_values(ADMIN_ON, **{"twilio.existingSecret": "twilio-credentials"})
+    manifests = render(chart, values)
+    sources = secrets_volume(manifests)["projected"]["sources"]
+    assert sources[0] == {"secret": {"name": "twilio-credentials"}}  # every key
+    assert sources[1]["secret"]["name"] == "bridge-admin"
+    mounts = [m["mountPath"] for m in container(manifests)["volumeMounts"]]
+    assert mounts.count(environment(manifests)["BRIDGE_SECRETS_DIR"]) == 1
+
+
+def test_admin_checksum_follows_its_settings(chart: helm.Chart) -> None:
+    base = render(chart, {})
+    on = render(chart, ADMIN_ON)
+    assert checksum(on) != checksum(base)
+    topic = render(chart, with_values(ADMIN_ON, **{"admin.topic": "instances.v2"}))
+    assert checksum(topic) != checksum(on)
+    # Another Secret changes the pod template itself (its volume), not the ConfigMap.
+    other = render(chart, with_values(ADMIN_ON, **{"admin.existingSecret": "other-admin"}))
+    assert checksum(other) == checksum(on)
+    assert pod_spec(other) != pod_spec(on)
+
+
+@pytest.mark.parametrize("field", ["token", "encryptionKey", "encryption_key", "tokenValue"])
+def test_admin_secret_values_are_refused_in_values(chart: helm.Chart, field: str) -> None:
+    values = with_values(ADMIN_ON, **{f"admin.{field}": "s3cr3t-sentinel-0123456789"})
+    with pytest.raises(helm.HelmValuesError, match="schema") as refused:
+        render(chart, values)
+    assert "s3cr3t-sentinel" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["BRIDGE_ADMIN__TOKEN", "BRIDGE_ADMIN__ENCRYPTION_KEY"])
+def test_admin_secrets_are_refused_as_literal_extra_env(chart: helm.Chart, name: str) -> None:
+    literal = with_values(ADMIN_ON, extraEnv=[{"name": name, "value": "s3cr3t-sentinel"}])
+    with pytest.raises(helm.HelmRenderError, match="is a secret") as refused:
+        render(chart, literal)
+    assert "s3cr3t-sentinel" not in str(refused.value)
+    reference = {"secretKeyRef": {"name": "elsewhere", "key": "k"}}
+    from_secret = with_values(ADMIN_ON, extraEnv=[{"name": name, "valueFrom": reference}])
+    env = {e["name"]: e for e in container(render(chart, from_secret))["env"]}
+    assert env[name] == {"name": name, "valueFrom": reference}
+
+
+def test_ingress_never_routes_the_admin_api(chart: helm.Chart) -> None:
+    def routed(path: Manifest, url: str) -> bool:
+        if path["pathType"] == "Exact":
+            return bool(url == path["path"])
+        if path["pathType"] == "Prefix":  # by whole path elements
+            return url == path["path"] or url.startswith(path["path"].rstrip("/") + "/")
+        return url.startswith(path["path"])  # ImplementationSpecific: the widest reading
+
+    values = with_values(ci_values("all-on-values.yaml"), **{"ingress.hosts": ["a", "b"]})
+    assert values["admin"]["enabled"] is True
+    for ingress_values in (values, with_values(values, **{"ingress.hosts": []})):
+        ingress = one(render(chart, ingress_values), "Ingress")
+        paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+        assert paths
+        for url in ("/instances", "/instances/default", "/openapi.json", "/metrics"):
+            assert not [p for p in paths if routed(p, url)], url
+        assert all(routed(p, "/webhooks/twilio/messages") for p in paths)
+        assert "defaultBackend" not in ingress["spec"]
+
+
+def test_network_policy_lets_the_admin_callers_in(chart: helm.Chart) -> None:
+    values = ci_values("all-on-values.yaml")
+    policy = one(render(chart, values), "NetworkPolicy")
+    webhooks, admin = policy["spec"]["ingress"]
+    assert webhooks["from"] == values["networkPolicy"]["ingressFrom"]
+    assert admin == {
+        "ports": [{"port": "http", "protocol": "TCP"}],
+        "from": values["admin"]["allowedFrom"],
+    }
+    # Admin off: the webhooks' rule alone. The port open to anyone: nothing to add (a rule
+    # with only the admin callers would not narrow it, but says what is not so).
+    off = one(render(chart, with_values(values, **{"admin.enabled": False})), "NetworkPolicy")
+    assert off["spec"]["ingress"] == [webhooks]
+    anyone = with_values(values, **{"networkPolicy.ingressFrom": []})
+    policy = one(render(chart, anyone), "NetworkPolicy")
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+
+def test_notes_tell_how_to_call_the_admin_api(chart: helm.Chart) -> None:
+    values = with_values(ADMIN_ON, **{"admin.secretKeys.token": "api.token", "service.port": 80})
+    notes = chart.render(values, name="bridge", namespace="messaging")[NOTES]
+    assert "kubectl -n messaging port-forward svc/bridge-twilio-kafka-bridge 8080:80" in notes
+    assert "get secret bridge-admin -o jsonpath='{.data.api\\.token}' | base64 -d" in notes
+    assert 'curl -sS -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/instances' in notes
+    assert "echo $TOKEN" not in notes
+    # Accounts may come from instances: no warning about the missing Twilio Secret.
+    assert "twilio.existingSecret is not set" not in notes
+    assert "WARNING: service.type" not in notes
+    exposed = chart.render(with_values(values, **{"service.type": "LoadBalancer"}), name="b")
+    assert "WARNING: service.type is LoadBalancer" in exposed[NOTES]

@@ -69,7 +69,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Settings the Deployment sets itself, from structured values; config may not set them. */}}
 {{- define "twilio-kafka-bridge.managedSettings" -}}
-{{- list "BRIDGE_HTTP__PORT" "BRIDGE_PROCESSING__SHUTDOWN_GRACE_S" "BRIDGE_HTTP__DRAIN_DELAY_S" "BRIDGE_SECRETS_DIR" "BRIDGE_KAFKA__SSL_CAFILE" "BRIDGE_KAFKA__SSL_CERTFILE" "BRIDGE_KAFKA__SSL_KEYFILE" "BRIDGE_KAFKA__SASL_PASSWORD" | toJson }}
+{{- list "BRIDGE_HTTP__PORT" "BRIDGE_PROCESSING__SHUTDOWN_GRACE_S" "BRIDGE_HTTP__DRAIN_DELAY_S" "BRIDGE_SECRETS_DIR" "BRIDGE_KAFKA__SSL_CAFILE" "BRIDGE_KAFKA__SSL_CERTFILE" "BRIDGE_KAFKA__SSL_KEYFILE" "BRIDGE_KAFKA__SASL_PASSWORD" "BRIDGE_ADMIN__ENABLED" "BRIDGE_ADMIN__TOPIC" "BRIDGE_ADMIN__AUDIT_TOPIC" "BRIDGE_ADMIN__WRITE_TIMEOUT_S" | toJson }}
+{{- end }}
+
+{{/* Names of settings that are secrets: never in the ConfigMap, never a literal value. */}}
+{{- define "twilio-kafka-bridge.secretPattern" -}}
+(AUTH_TOKEN|API_KEY_SECRET|SASL_PASSWORD|SHARED_KEYS|ADMIN__TOKEN|ADMIN__ENCRYPTION_KEY)
+{{- end }}
+
+{{/* The files the admin Secret's keys become in the secrets directory: the settings' names
+without BRIDGE_, lower case (BRIDGE_ADMIN__TOKEN: admin__token). */}}
+{{- define "twilio-kafka-bridge.adminSecretItems" -}}
+{{- with .Values.admin.secretKeys }}
+{{- list (dict "key" .token "path" "admin__token") (dict "key" .encryptionKey "path" "admin__encryption_key") | toJson }}
+{{- end }}
 {{- end }}
 
 {{/* The ConfigMap's settings as a JSON object: the structured values, then config. */}}
@@ -93,14 +106,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with .Values.webhook.publicUrl }}
 {{- $_ := set $structured "BRIDGE_WEBHOOK__PUBLIC_URL" . }}
 {{- end }}
+{{- with .Values.admin }}
+{{- if .enabled }}
+{{- $_ := set $structured "BRIDGE_ADMIN__ENABLED" "true" }}
+{{- $_ := set $structured "BRIDGE_ADMIN__TOPIC" .topic }}
+{{- $_ := set $structured "BRIDGE_ADMIN__AUDIT_TOPIC" .auditTopic }}
+{{- $_ := set $structured "BRIDGE_ADMIN__WRITE_TIMEOUT_S" (include "twilio-kafka-bridge.envString" .writeTimeoutSeconds) }}
+{{- end }}
+{{- end }}
 {{- $managed := include "twilio-kafka-bridge.managedSettings" . | fromJsonArray }}
 {{- $settings := deepCopy $structured }}
 {{- range $name, $value := .Values.config }}
 {{- if has $name $managed }}
 {{- fail (printf "config.%s is set by the chart from its structured values (see values.yaml); remove it from config" $name) }}
 {{- end }}
-{{- if regexMatch "(AUTH_TOKEN|API_KEY_SECRET|SASL_PASSWORD|SHARED_KEYS)" $name }}
-{{- fail (printf "config.%s is a secret: put it in twilio.existingSecret (as a file) or extraEnv (valueFrom), never in the ConfigMap" $name) }}
+{{- if regexMatch (include "twilio-kafka-bridge.secretPattern" $) $name }}
+{{- fail (printf "config.%s is a secret: put it in twilio.existingSecret or admin.existingSecret (as a file) or extraEnv (valueFrom), never in the ConfigMap" $name) }}
 {{- end }}
 {{- if hasKey $structured $name }}
 {{- fail (printf "config.%s is also given by a structured value (kafka.*, webhook.*); set it in one place" $name) }}
@@ -124,6 +145,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- if and .Values.kafka.tls.clientAuth (not .Values.kafka.tls.existingSecret) }}
 {{- fail "kafka.tls.clientAuth needs kafka.tls.existingSecret (with tls.crt and tls.key)" }}
+{{- end }}
+{{- if and .Values.admin.enabled (not .Values.admin.existingSecret) }}
+{{- fail "admin.enabled needs admin.existingSecret: a Secret with the API's bearer token and the encryption key (keys admin.secretKeys.token and .encryptionKey; see values.yaml). The values themselves are never accepted in values" }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if and (hasKey . "value") (hasPrefix "BRIDGE_ADMIN__" .name) (regexMatch (include "twilio-kafka-bridge.secretPattern" $) .name) }}
+{{- fail (printf "extraEnv %s is a secret: give it with valueFrom (secretKeyRef) or admin.existingSecret, never as a literal value" .name) }}
+{{- end }}
 {{- end }}
 {{- if .Values.ingress.enabled }}
 {{- $settings := include "twilio-kafka-bridge.settings" . | fromJson }}
