@@ -24,7 +24,7 @@ import orjson
 from bridge import __version__
 from bridge.envelopes import ErrorInfo, ErrorRecord, Reply, SourceRef
 from bridge.errors import ErrorKind
-from bridge.settings import KafkaSettings, PollerSettings, WebhookSettings
+from bridge.settings import AdminSettings, KafkaSettings, PollerSettings, WebhookSettings
 from bridge.webhooks.event_schema import event_families, type_parameter
 from bridge.webhooks.events import (
     EVENT_STREAMS,
@@ -417,6 +417,27 @@ def _messages(kafka: KafkaSettings) -> dict[str, Any]:
         "bindings": _kafka_message(_string("The event id (ce_id).")),
         "tags": [_INTERNAL],
     }
+    messages["instanceAudit"] = {
+        "name": "instanceAudit",
+        "title": "Instance change",
+        "summary": "One change made through the instances API: who, what, when; secrets by "
+        "name only, values masked.",
+        "contentType": "application/json",
+        "headers": _ref("components", "schemas", "cloudEventHeaders"),
+        "payload": _payload("instance-audit-data.schema.json"),
+        "correlationId": {"location": "$message.header#/ce_id"},
+        "bindings": _kafka_message(_string("The instance's name (= ce_subject).")),
+    }
+    messages["instance"] = {
+        "name": "instance",
+        "title": "Instance record",
+        "summary": "The latest state of an instance, its secrets sealed (AES-256-GCM); a "
+        "tombstone deletes it.",
+        "contentType": "application/json",
+        "payload": {"type": ["object", "null"]},
+        "bindings": _kafka_message(_string("The instance's name.")),
+        "tags": [_INTERNAL],
+    }
     messages["pollerState"] = {
         "name": "pollerState",
         "title": "Poller state",
@@ -465,7 +486,7 @@ def _channel(
 
 
 def _channels(
-    kafka: KafkaSettings, webhook: WebhookSettings, poller: PollerSettings
+    kafka: KafkaSettings, webhook: WebhookSettings, poller: PollerSettings, admin: AdminSettings
 ) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     for n, topic in enumerate(kafka.request_topics):
@@ -507,6 +528,21 @@ def _channels(
             "cleanup.policy": ["delete"],
             "retention.ms": int(webhook.dedupe_window_s * 1000),
         },
+    )
+    channels["instanceAudit"] = _channel(
+        admin.audit_topic,
+        "Every change made through the instances API (BRIDGE_ADMIN__AUDIT_TOPIC). Created by "
+        "the bridge when missing.",
+        ["instanceAudit"],
+    )
+    channels["instances"] = _channel(
+        admin.topic,
+        "Internal: the instances, read by every replica (BRIDGE_ADMIN__TOPIC). Created by "
+        "the bridge when missing.",
+        ["instance"],
+        internal=True,
+        partitions=1,
+        topicConfiguration={"cleanup.policy": ["compact"]},
     )
     channels["pollerState"] = _channel(
         poller.state_topic,
@@ -570,17 +606,23 @@ def _operations(kafka: KafkaSettings, channels: dict[str, Any]) -> dict[str, Any
                 f"Publish '{family}' events once Twilio's delivery was checked.",
             )
         )
+    operations["sendInstanceAudit"] = _operation(
+        "send", "instanceAudit", ["instanceAudit"], "Record each change of an instance."
+    )
     internal = {"tags": [_INTERNAL], "x-internal": True}
-    operations["sendSeenIds"] = _operation(
-        "send", "seenIds", ["seenId"], "Share the id of each event published.", **internal
-    )
-    operations["receiveSeenIds"] = _operation(
-        "receive",
-        "seenIds",
-        ["seenId"],
-        "Every replica reads the whole topic (no consumer group).",
-        **internal,
-    )
+    for channel, message, summary in (
+        ("instances", "instance", "Write an instance's new state."),
+        ("seenIds", "seenId", "Share the id of each event published."),
+    ):
+        name = channel[0].upper() + channel[1:]
+        operations["send" + name] = _operation("send", channel, [message], summary, **internal)
+        operations["receive" + name] = _operation(
+            "receive",
+            channel,
+            [message],
+            "Every replica reads the whole topic (no consumer group) and follows it.",
+            **internal,
+        )
     operations["sendPollerState"] = _operation(
         "send", "pollerState", ["pollerState"], "Record a credential's progress.", **internal
     )
@@ -604,12 +646,13 @@ def asyncapi_document(
     kafka: KafkaSettings | None = None,
     webhook: WebhookSettings | None = None,
     poller: PollerSettings | None = None,
+    admin: AdminSettings | None = None,
 ) -> dict[str, Any]:
     """The AsyncAPI 3.0 document for these settings (default: the default topic names)."""
     kafka = kafka or KafkaSettings()
     webhook = webhook or WebhookSettings()
     poller = poller or PollerSettings()
-    channels = _channels(kafka, webhook, poller)
+    channels = _channels(kafka, webhook, poller, admin or AdminSettings())
     return {
         "asyncapi": "3.0.0",
         "info": {

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import SplitResult, quote, urlencode, urlsplit
 
 import orjson
 
+from bridge.accounts import Account, Accounts
 from bridge.catalog import AmbiguousOperationError, Catalog, Operation, UnknownOperationError
 from bridge.encoding import encode_form, form_pairs, parse_form
 from bridge.envelopes import AdvancedRequest, BasicRequest
-from bridge.errors import RequestInvalid, UnknownOperation
+from bridge.errors import RequestInvalid, UnknownCredential, UnknownOperation
 from bridge.headers import FORBIDDEN_REQUEST_HEADERS, select_headers
-from bridge.settings import Credential, TwilioSettings
+from bridge.settings import TwilioSettings
 
 __all__ = ["CallBuilder", "TwilioCall", "origin_for"]
 
@@ -49,7 +50,8 @@ class TwilioCall:
     method: str
     url: str
     path: str
-    credential: str
+    # Resolved when the call is built: a deleted or changed instance does not affect it.
+    account: Account = field(repr=False, compare=False)
     headers: tuple[tuple[str, str], ...] = ()
     content: bytes | None = None
     api: str | None = None
@@ -223,24 +225,26 @@ def _not_relative(field: str) -> RequestInvalid:
 
 
 class CallBuilder:
-    """Builds ``TwilioCall``s from envelopes, given the catalog, credentials and settings."""
+    """Builds ``TwilioCall``s from envelopes, given the catalog, accounts and settings."""
 
     def __init__(
         self,
         catalog: Catalog,
-        credentials: Mapping[str, Credential],
+        accounts: Accounts,
         settings: TwilioSettings,
         *,
         strict: bool = False,
     ) -> None:
         self._catalog = catalog
-        self._credentials = credentials
+        self._accounts = accounts
         self._settings = settings
         self._strict = strict
         self._api_hosts = {op.api: op.host for op in catalog}
         self._origins: dict[str, str] = {}  # Twilio host -> origin_for(host)
 
-    def _origin(self, host: str) -> str:
+    def _origin(self, host: str, account: Account) -> str:
+        if account.twilio is not None:
+            return origin_for(host, account.twilio)
         origin = self._origins.get(host)
         if origin is None:
             origin = origin_for(host, self._settings)
@@ -255,13 +259,9 @@ class CallBuilder:
         record_headers: Iterable[tuple[str, str]] = (),
     ) -> TwilioCall:
         """The call for ``request``; raises ``RequestInvalid`` naming every problem."""
-        credential = self._credentials.get(request.credential)
-        if credential is None:
-            known = ", ".join(sorted(self._credentials)) or "none configured"
-            raise RequestInvalid(
-                f"unknown credential '{request.credential}' (known: {known})",
-                invalid=["credential"],
-            )
+        account = self._accounts.get(request.credential)
+        if account is None:
+            raise UnknownCredential(self._accounts.why_unknown(request.credential))
         selected = select_headers(
             record_headers, request.request_headers, FORBIDDEN_REQUEST_HEADERS
         ).items()
@@ -272,9 +272,9 @@ class CallBuilder:
             if not _sendable(name, value)
         )
         if isinstance(request, BasicRequest):
-            call = self._basic(request, credential, headers)
+            call = self._basic(request, account, headers)
         else:
-            call = self._advanced(request, headers)
+            call = self._advanced(request, account, headers)
         if len(call.url) > _MAX_URL_LENGTH:
             raise RequestInvalid(
                 f"the URL would be {len(call.url)} characters long, over the "
@@ -297,7 +297,7 @@ class CallBuilder:
     def _basic(
         self,
         request: BasicRequest,
-        credential: Credential,
+        account: Account,
         headers: tuple[tuple[str, str], ...],
     ) -> TwilioCall:
         op = self._resolve(request)
@@ -308,7 +308,7 @@ class CallBuilder:
                 invalid=["operation"],
             )
         path_values: dict[str, str] = {k: str(v) for k, v in request.params.items()}
-        path_values.setdefault("AccountSid", credential.account_sid)
+        path_values.setdefault("AccountSid", account.account_sid)
         warnings = _check_basic(op, request, path_values, self._strict_for(request))
 
         flatten = _spec(op).flatten
@@ -331,9 +331,9 @@ class CallBuilder:
         )
         return TwilioCall(
             method=op.method,
-            url=self._origin(host) + path,
+            url=self._origin(host, account) + path,
             path=path,
-            credential=request.credential,
+            account=account,
             headers=send_headers,
             content=content,
             api=op.api,
@@ -346,7 +346,7 @@ class CallBuilder:
         return self._strict if request.strict is None else request.strict
 
     def _advanced(
-        self, request: AdvancedRequest, headers: tuple[tuple[str, str], ...]
+        self, request: AdvancedRequest, account: Account, headers: tuple[tuple[str, str], ...]
     ) -> TwilioCall:
         warnings: list[str] = []
         page_host, path = (
@@ -391,9 +391,9 @@ class CallBuilder:
             extra = (("content-type", FORM),)
         return TwilioCall(
             method=request.method,
-            url=origin_for(host, self._settings) + path,
+            url=origin_for(host, account.twilio or self._settings) + path,
             path=path,
-            credential=request.credential,
+            account=account,
             headers=headers + extra,
             content=content,
             api=request.api,

@@ -6,13 +6,29 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bridge import __version__
 
 __all__ = ["main"]
+
+log = logging.getLogger(__name__)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (not on Windows), else asyncio's own.
+
+    Every envelope is a dozen socket reads, writes, timers and task steps: uvloop does them in
+    C (measured: 0.34 -> 0.27 ms CPU per envelope, tests/perf/README.md).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _run(_: argparse.Namespace) -> int:
@@ -29,8 +45,11 @@ def _run(_: argparse.Namespace) -> int:
     # Each envelope allocates hundreds of short-lived objects: collecting the youngest
     # generation every 10,000 allocations instead of 700 lets most of them die first.
     gc.set_threshold(10_000, 10, 10)
+    factory = _loop_factory()
+    log.info("event loop: %s", "asyncio" if factory is None else "uvloop")
     try:
-        return asyncio.run(run(settings))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(run(settings))
     except SettingsError as exc:  # found once files are read: TLS material that cannot be used
         print(f"twilio-bridge: {exc}", file=sys.stderr)
         return 2

@@ -99,6 +99,13 @@ class RequestInvalid(BridgeError):
         )
 
 
+class UnknownCredential(RequestInvalid):
+    """No account by the envelope's ``credential`` name (yet: an instance may be on its way)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, invalid=["credential"])
+
+
 class UnknownOperation(RequestInvalid):
     """The operation is not in the catalog; ``suggestions`` holds the closest names."""
 

@@ -23,6 +23,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from bridge import __version__
 
 __all__ = [
+    "ADMIN_REQUESTS",
+    "INSTANCES",
+    "INSTANCE_CHANGES",
     "BUILD",
     "CONSUMER_LAG",
     "CONTENT_TYPE",
@@ -146,6 +149,24 @@ POLLER_ITEMS = Counter(
     "twilio_bridge_poller_items",
     "Resources listed by the poller, by resource (messages, calls).",
     ["resource"],
+    registry=REGISTRY,
+)
+
+INSTANCES = Gauge(
+    "twilio_bridge_instances",
+    "Instances this replica has read from the instances topic and can use.",
+    registry=REGISTRY,
+)
+INSTANCE_CHANGES = Counter(
+    "twilio_bridge_instance_changes",
+    "Instance changes made through this replica's admin API, by action.",
+    ["action"],
+    registry=REGISTRY,
+)
+ADMIN_REQUESTS = Counter(
+    "twilio_bridge_admin_requests",
+    "Instances API requests, by method and status code.",
+    ["method", "status"],
     registry=REGISTRY,
 )
 

@@ -1,5 +1,6 @@
-"""The message poller: lists Messages (and Calls) of the credentials marked ``poll`` and
-publishes each new state as a CloudEvent, on the webhooks' topics.
+"""The message poller: lists Messages (and Calls) of the accounts that poll (credentials marked
+``poll``, instances set to polling) and publishes each new state as a CloudEvent, on the
+webhooks' topics.
 
 Who polls what is decided by Kafka: each credential's state record lives in one partition of
 a compacted state topic, and the replicas share that topic as one consumer group, so exactly
@@ -21,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from bridge.accounts import Account, Accounts
 from bridge.calls import CallBuilder
 from bridge.envelopes import BasicRequest
 from bridge.errors import BridgeError
@@ -55,7 +57,7 @@ class Poller:
         settings: PollerSettings,
         kafka: KafkaSettings,
         webhook: WebhookSettings,
-        credentials: list[str],
+        accounts: Accounts,
         builder: CallBuilder,
         client: TwilioClient,
         publisher: Publisher,
@@ -64,7 +66,7 @@ class Poller:
         self._settings = settings
         self._kafka = kafka
         self._webhook = webhook
-        self._credentials = credentials
+        self._accounts = accounts
         self._builder = builder
         self._client = client
         self._publisher = publisher
@@ -115,8 +117,9 @@ class Poller:
             for records in batches.values():
                 for record in records:
                     self._remember(record.key, record.value)
-            for credential in await self._due():
-                await self._poll(credential)
+            for account in await self._due():
+                if self._accounts.get(account.name) is account:  # not changed meanwhile
+                    await self._poll(account)
 
     def _remember(self, key: bytes | None, value: bytes | None) -> None:
         if key is None or value is None:
@@ -126,21 +129,19 @@ class Poller:
         except (ValueError, UnicodeDecodeError):
             log.warning("poller: ignoring a record that is not a state in the state topic")
 
-    async def _due(self) -> list[str]:
-        """Owned credentials whose partition was read to its end and whose turn has come."""
+    async def _due(self) -> list[Account]:
+        """Owned polling accounts whose partition was read to its end and whose turn has come."""
         assert self._consumer is not None
         owned = {tp.partition for tp in self._consumer.assignment()}
         now = time.monotonic()
         due = []
-        for name in self._credentials:
-            partition = self.partition_of(name)
-            last = self._last_poll.get(name, float("-inf"))
-            if (
-                partition in owned
-                and now - last >= self._settings.refresh_interval_s
-                and await self._read_to_end(partition)
-            ):
-                due.append(name)
+        # A copy: instances may come and go while a poll awaits.
+        for account in [a for a in self._accounts if a.polls]:
+            partition = self.partition_of(account.name)
+            last = self._last_poll.get(account.name, float("-inf"))
+            interval = account.refresh_interval_s or self._settings.refresh_interval_s
+            if partition in owned and now - last >= interval and await self._read_to_end(partition):
+                due.append(account)
         return due
 
     async def _read_to_end(self, partition: int) -> bool:
@@ -150,15 +151,15 @@ class Poller:
         tp = TopicPartition(self._settings.state_topic, partition)
         return end is not None and await self._consumer.position(tp) >= end
 
-    async def _poll(self, credential: str) -> None:
+    async def _poll(self, account: Account) -> None:
+        credential = account.name
         self._last_poll[credential] = time.monotonic()
         now = datetime.now(UTC)
         start = self._settings.start_at or now
         state = self._states.get(credential) or PollState(start, start)
-        kinds = ["messages", "calls"] if self._settings.calls else ["messages"]
         resources: list[dict[str, Any]] = []
         events: list[tuple[str, CloudEvent]] = []
-        for kind in kinds:
+        for kind in account.resources:
             found = await self._list(credential, kind, state)
             if found is None:
                 POLLER_RUNS.labels("twilio_failed").inc()
@@ -167,7 +168,8 @@ class Poller:
             convert = _KINDS[kind][2]
             for resource in found:
                 family, event = convert(resource, now)
-                events.append((self._webhook.topic_for(family), event))
+                topic = account.topics.get(family) or self._webhook.topic_for(family)
+                events.append((topic, event))
             resources += found
         if events and not await self._delivery.deliver(events):
             log.warning("poller %s: Kafka did not acknowledge in time; next time", credential)

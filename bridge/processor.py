@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +31,13 @@ from bridge.envelopes import (
     parse_request,
     utc_timestamp,
 )
-from bridge.errors import BridgeError, InternalError, UnknownOutcome, kind_for_status
+from bridge.errors import (
+    BridgeError,
+    InternalError,
+    UnknownCredential,
+    UnknownOutcome,
+    kind_for_status,
+)
 from bridge.formats import filter_nulls, render, resource_name, split_page
 from bridge.idempotency import Answered, Outcomes, Started, changes_state
 from bridge.kafka.records import Record
@@ -70,6 +77,13 @@ class Outcome:
 
     reply: Reply | None
     error: ErrorRecord | None
+    # The reply as published, when it was already serialised (for the outcome log): once is
+    # enough, a large body costs as much to write as the rest of the envelope.
+    reply_value: bytes | None = None
+    # The outcome log's write of the answer, under way: the record counts as done only once
+    # it is acknowledged too. Sent beside the reply rather than before it, both ride in one
+    # produce request: one acknowledgement to wait for instead of two in a row.
+    recorded: asyncio.Future[None] | None = None
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -115,6 +129,7 @@ class Processor:
         record_limit: int = 1_032_192,
         outcomes: Outcomes | None = None,
         resend_unknown: bool = False,
+        refresh_accounts: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._builder = builder
         self._client = client
@@ -125,6 +140,8 @@ class Processor:
         self._record_limit = record_limit
         self._outcomes = outcomes
         self._resend_unknown = resend_unknown
+        # Reads the instances topic to its end, before an unknown credential is final.
+        self._refresh_accounts = refresh_accounts
 
     async def process(self, record: Record) -> Outcome:
         """The outcome of one record; never raises except on cancellation."""
@@ -135,8 +152,10 @@ class Processor:
             info = error_info(exc.to_detail())
             error = _error_record(record, info, request_id=exc.request_id, document=exc.document)
             return Outcome(reply, error)
+        value: bytes | None = None
+        recorded: asyncio.Future[None] | None = None
         try:
-            reply = await self._call(request, record)
+            reply, value, recorded = await self._call(request, record)
         except Exception:
             # A bug must not stop the partition: answer 'internal' and keep the evidence.
             log.exception("internal error processing request %s", request.id)
@@ -146,37 +165,52 @@ class Processor:
                 metadata=request.metadata,
             )
         if reply.status == "ok":
-            return Outcome(reply, None)
+            return Outcome(reply, None, value, recorded)
         assert reply.error is not None
         # The request exactly as it came (it parsed once already), so a replay sends the same.
         document = orjson.loads(record.value or b"{}")
-        return Outcome(
-            reply, _error_record(record, reply.error, request_id=request.id, document=document)
-        )
+        error = _error_record(record, reply.error, request_id=request.id, document=document)
+        return Outcome(reply, error, value, recorded)
 
-    async def _call(self, request: BasicRequest | AdvancedRequest, record: Record) -> Reply:
+    async def _call(
+        self, request: BasicRequest | AdvancedRequest, record: Record
+    ) -> tuple[Reply, bytes | None, asyncio.Future[None] | None]:
+        """The reply; with the outcome log, also its bytes and the write of the answer."""
         started = time.perf_counter()
         try:
-            call = self._builder.build(request, record.text_headers())
+            call = await self._build(request, record)
         except BridgeError as exc:
-            return error_reply(request.id, exc, metadata=request.metadata)
+            return error_reply(request.id, exc, metadata=request.metadata), None, None
         outcomes = self._outcomes
         if outcomes is None or not changes_state(call.method):
-            return await self._send_and_reply(request, record, call, started)
+            return await self._send_and_reply(request, record, call, started), None, None
         prior = await outcomes.check(request.id)
         if isinstance(prior, Answered):
             first = await outcomes.first_reply(prior)
             if first is not None:
-                return _duplicate(first, prior)
+                return _duplicate(first, prior), None, None
         elif isinstance(prior, Started) and not self._resend_unknown:
-            return error_reply(request.id, _unknown(prior), call=call, metadata=request.metadata)
+            unknown = error_reply(request.id, _unknown(prior), call=call, metadata=request.metadata)
+            return unknown, None, None
         await outcomes.begin(request.id)
         try:
             reply = await self._send_and_reply(request, record, call, started)
-            await outcomes.finish(request.id, reply_bytes(reply, self._record_limit))
-            return reply
-        finally:
+            value = reply_bytes(reply, self._record_limit)
+        except BaseException:
             outcomes.release(request.id)
+            raise
+        # finish releases the id once the answer is acknowledged (or failed to be).
+        return reply, value, asyncio.ensure_future(_finish(outcomes, request.id, value))
+
+    async def _build(self, request: BasicRequest | AdvancedRequest, record: Record) -> TwilioCall:
+        try:
+            return self._builder.build(request, record.text_headers())
+        except UnknownCredential:
+            if self._refresh_accounts is None:
+                raise
+        # An instance created on another replica a moment ago may not have been read here yet.
+        await self._refresh_accounts()
+        return self._builder.build(request, record.text_headers())
 
     async def _send_and_reply(
         self,
@@ -185,7 +219,7 @@ class Processor:
         call: TwilioCall,
         started: float,
     ) -> Reply:
-        policy = self._policy.with_options(request.retry)
+        policy = (call.account.retry or self._policy).with_options(request.retry)
         sent = await self._send(call, policy)
         call = replace(call, warnings=(*call.warnings, *sent.retried))
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -213,7 +247,7 @@ class Processor:
         if request.follow_pages and reply.status == "ok":
             reply = await self._follow(request, record, policy, reply)
             reply.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        return self._shape(request, reply)
+        return self._shape(request, reply, call.account.filter_nulls)
 
     async def _send(self, call: TwilioCall, policy: RetryPolicy) -> _Sent:
         """Send with retries: the last answer, how it ended, attempts made, why each retry."""
@@ -291,9 +325,13 @@ class Processor:
             }
         )
 
-    def _shape(self, request: BasicRequest | AdvancedRequest, reply: Reply) -> Reply:
-        """Apply the envelope's ``filter_nulls`` and ``response_format`` to a JSON body."""
-        strip = self._filter_nulls if request.filter_nulls is None else request.filter_nulls
+    def _shape(
+        self, request: BasicRequest | AdvancedRequest, reply: Reply, account_nulls: bool | None
+    ) -> Reply:
+        """Apply ``filter_nulls`` (envelope, else account, else bridge) and ``response_format``."""
+        strip = next(
+            v for v in (request.filter_nulls, account_nulls, self._filter_nulls) if v is not None
+        )
         fmt = request.response_format
         if not isinstance(reply.body, dict | list) or (fmt == "json" and not strip):
             return reply
@@ -306,7 +344,8 @@ class Processor:
         return reply.model_copy(update={"body": body, "content_type": content_type})
 
     async def _attempt(self, call: TwilioCall, sent: _Sent) -> tuple[HttpResult | None, Attempt]:
-        async with self._limiter.slot(call.credential, call.sender) as slot:
+        account = call.account
+        async with self._limiter.slot(account.name, call.sender, account.rate_limit) as slot:
             if slot.waited_s:
                 sent.wait_ms += slot.waited_s * 1000
                 RATE_LIMIT_WAITS.inc()
@@ -336,6 +375,13 @@ def _last_paging(body: dict[str, Any], next_uri: str | None) -> dict[str, Any]:
     if isinstance(body.get("meta"), dict):
         return {"meta": {**body["meta"], "next_page_url": next_uri}}
     return {"next_page_uri": next_uri}
+
+
+async def _finish(outcomes: Outcomes, request_id: str, value: bytes) -> None:
+    try:
+        await outcomes.finish(request_id, value)
+    finally:
+        outcomes.release(request_id)
 
 
 def _duplicate(first: bytes, prior: Answered) -> Reply:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from bridge.retry import Attempt
 
-__all__ = ["ConcurrencyGate", "Limiter", "Slot", "TokenBucket", "next_cap"]
+__all__ = ["ConcurrencyGate", "Limiter", "Limits", "Slot", "TokenBucket", "next_cap"]
 
 # Aim below the account's limit: Twilio counted the others' calls before ours arrived.
 _ACCOUNT_TARGET = 0.9
@@ -150,11 +150,18 @@ class Slot:
         self._limiter.observe(self._credential, attempt, concurrent, self._ours)
 
 
-class Limiter:
-    """Every credential's buckets and gate; ``0`` turns a limit off, and all are off by default."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One credential's limits; ``0`` turns a limit off."""
 
-    def __init__(
-        self,
+    rate: tuple[float, int] = (0, 1)  # calls per second, burst
+    sender_rate: tuple[float, int] = (0, 1)
+    account: int = 0  # the account's concurrency limit at Twilio
+    ceiling: int = 0  # the most calls in flight
+
+    @classmethod
+    def of(
+        cls,
         *,
         requests_per_second: float = 0,
         burst: int = 1,
@@ -162,28 +169,53 @@ class Limiter:
         per_sender_burst: int = 1,
         max_concurrent: int = 0,
         account_concurrency: int = 0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._rate = (requests_per_second, burst)
-        self._sender_rate = (per_sender_per_second, per_sender_burst)
-        self._account = account_concurrency
+    ) -> Limits:
+        """Limits from the settings' names."""
         # Alone on the account, the bridge still stays under the share it aims the account at.
-        self._ceiling = (
+        ceiling = (
             min(max_concurrent, _account_target(account_concurrency))
             if account_concurrency and max_concurrent
             else max_concurrent
         )
+        return cls(
+            (requests_per_second, burst),
+            (per_sender_per_second, per_sender_burst),
+            account_concurrency,
+            ceiling,
+        )
+
+
+class Limiter:
+    """Every credential's buckets and gate; all limits are off by default.
+
+    The bridge's limits apply to every credential unless a call brings its own (an instance's):
+    a credential whose limits change starts again with fresh buckets and gate.
+    """
+
+    def __init__(
+        self, limits: Limits | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._default = limits or Limits()
         self._clock = clock
+        self._limits: dict[str, Limits] = {}
         self._buckets: dict[tuple[str, str | None], TokenBucket] = {}
         self._gates: dict[str, ConcurrencyGate] = {}
 
     @asynccontextmanager
-    async def slot(self, credential: str, sender: str | None = None) -> AsyncIterator[Slot]:
+    async def slot(
+        self, credential: str, sender: str | None = None, limits: Limits | None = None
+    ) -> AsyncIterator[Slot]:
         """Wait for the rate limits, then for a place under the credential's cap."""
-        delay = self._reserve(credential, None)
+        own = limits or self._default
+        prior = self._limits.get(credential)
+        if prior is not own:
+            if prior is not None and prior != own:
+                self._forget(credential)
+            self._limits[credential] = own
+        delay = self._reserve(credential, None, own)
         if sender is not None:
-            delay = max(delay, self._reserve(credential, sender))
-        gate = self._gate(credential)
+            delay = max(delay, self._reserve(credential, sender, own))
+        gate = self._gate(credential, own)
         waited = 0.0
         if delay > 0 or (gate is not None and not gate.try_acquire()):
             started = self._clock()
@@ -203,33 +235,41 @@ class Limiter:
         gate = self._gates.get(credential)
         if gate is None:
             return
+        limits = self._limits.get(credential, self._default)
         reported = int(concurrent) if concurrent and concurrent.strip().isdigit() else None
         cap = next_cap(
             gate.cap,
-            self._ceiling,
+            limits.ceiling,
             attempt,
             reported=reported,
             ours=ours,
-            account_limit=self._account,
+            account_limit=limits.account,
         )
         if cap != gate.cap:
             gate.resize(cap)
 
     def cap(self, credential: str) -> int | None:
         """The credential's current concurrency cap (None when uncapped)."""
-        gate = self._gate(credential)
+        gate = self._gate(credential, self._limits.get(credential, self._default))
         return gate.cap if gate is not None else None
 
-    def _gate(self, credential: str) -> ConcurrencyGate | None:
-        if not self._ceiling:
+    def _gate(self, credential: str, limits: Limits) -> ConcurrencyGate | None:
+        if not limits.ceiling:
             return None
         gate = self._gates.get(credential)
         if gate is None:
-            gate = self._gates[credential] = ConcurrencyGate(self._ceiling)
+            gate = self._gates[credential] = ConcurrencyGate(limits.ceiling)
         return gate
 
-    def _reserve(self, credential: str, sender: str | None) -> float:
-        rate, burst = self._rate if sender is None else self._sender_rate
+    def _forget(self, credential: str) -> None:
+        # Calls holding the old gate release it; new calls queue at the new one.
+        self._gates.pop(credential, None)
+        for key in [k for k in self._buckets if k[0] == credential]:
+            del self._buckets[key]
+
+    def _reserve(self, credential: str, sender: str | None, limits: Limits | None = None) -> float:
+        limits = limits or self._limits.get(credential, self._default)
+        rate, burst = limits.rate if sender is None else limits.sender_rate
         if not rate:
             return 0.0
         now = self._clock()

@@ -1,5 +1,6 @@
 """Everything in ``schemas/``, generated from code: the JSON Schemas (draft 2020-12) of every
-envelope (from the pydantic models) and of each event family's data (from the event mapping),
+envelope and of the instances API's body and audit events (from the pydantic models) and of
+each event family's data (from the event mapping),
 and the AsyncAPI 3.0 document of every topic, which refers to them by relative file name.
 """
 
@@ -13,6 +14,8 @@ from pydantic import BaseModel
 
 from bridge.asyncapi import ASYNCAPI_FILE, asyncapi_document, event_data_file
 from bridge.envelopes import ErrorRecord, Reply, request_adapter
+from bridge.instances.model import InstanceSpec
+from bridge.instances.records import AuditData
 from bridge.webhooks.event_schema import event_data_schema, event_families
 
 __all__ = ["render_schemas", "write_schemas"]
@@ -33,6 +36,8 @@ def render_schemas() -> dict[str, str]:
     records: dict[str, type[BaseModel]] = {
         "reply.schema.json": Reply,
         "error-record.schema.json": ErrorRecord,
+        "instance.schema.json": InstanceSpec,
+        "instance-audit-data.schema.json": AuditData,
     }
     for name, model in records.items():
         models[name] = (model.__name__, model.model_json_schema())

@@ -16,13 +16,18 @@ import time
 from collections.abc import Awaitable
 
 from aiokafka.errors import KafkaError
+from starlette.routing import Route
 
+from bridge.accounts import Accounts
 from bridge.calls import CallBuilder
 from bridge.catalog import Catalog
 from bridge.envelopes import ErrorInfo, ErrorRecord, Reply, SourceRef, utc_timestamp
+from bridge.http.admin import admin_routes
 from bridge.http.app import create_app
 from bridge.http.server import HttpServer
+from bridge.instances.changes import Rules
 from bridge.kafka.consumer import RequestConsumer
+from bridge.kafka.instance_log import InstanceLog
 from bridge.kafka.outcome_log import OutcomeLog
 from bridge.kafka.producer import Publisher
 from bridge.kafka.records import Record
@@ -31,7 +36,7 @@ from bridge.metrics import CONSUMER_LAG, ERRORS, IN_FLIGHT, REPLY_PUBLISH_SECOND
 from bridge.outcomes import error_record_bytes, reply_bytes
 from bridge.poller import Poller
 from bridge.processor import Outcome, Processor
-from bridge.ratelimit import Limiter
+from bridge.ratelimit import Limiter, Limits
 from bridge.retry import RetryPolicy
 from bridge.settings import Settings
 from bridge.twilio.client import TwilioClient
@@ -50,14 +55,21 @@ class Bridge:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stopping = asyncio.Event()
-        self.client = TwilioClient(settings.twilio, settings.credentials)
+        self.accounts = Accounts(settings.credentials, calls=settings.poller.calls)
+        self.client = TwilioClient(settings.twilio)
         builder = CallBuilder(
             Catalog.load(),
-            settings.credentials,
+            self.accounts,
             settings.twilio,
             strict=settings.processing.strict_params,
         )
         self.publisher = Publisher(settings.kafka)
+        admin = settings.admin
+        self.instances = (
+            InstanceLog(settings.kafka, admin, settings.twilio, self.accounts, self.publisher)
+            if admin.enabled
+            else None
+        )
         self.outcomes = (
             OutcomeLog(settings.kafka, settings.dedupe, self.publisher)
             if settings.dedupe.window_s
@@ -67,13 +79,14 @@ class Bridge:
             builder,
             self.client,
             RetryPolicy(**settings.retry.model_dump()),
-            Limiter(**settings.rate_limit.model_dump()),
+            Limiter(Limits.of(**settings.rate_limit.model_dump())),
             filter_nulls=settings.processing.filter_nulls,
             # Room for the envelope around the items, within the producer's limit.
             reply_budget=settings.kafka.max_request_size // 2,
             record_limit=self.publisher.max_record_bytes,
             outcomes=self.outcomes,
             resend_unknown=settings.dedupe.on_unknown_outcome == "resend",
+            refresh_accounts=self.instances.latest if self.instances is not None else None,
         )
         self.consumer = RequestConsumer(
             settings.kafka,
@@ -90,15 +103,16 @@ class Bridge:
         )
         self.delivery = EventDelivery(self.publisher, self.seen, webhook.ack_timeout_s)
         receiver = WebhookReceiver(
-            webhook, settings.credentials, self.delivery, self.publisher.max_record_bytes
+            webhook, self.accounts, self.delivery, self.publisher.max_record_bytes
         )
-        polled = [name for name, c in settings.credentials.items() if c.poll]
+        # Instances may start polling at any time, so with them the poller is always there.
+        polled = any(c.poll for c in settings.credentials.values()) or admin.enabled
         self.poller = (
             Poller(
                 settings.poller,
                 settings.kafka,
                 webhook,
-                polled,
+                self.accounts,
                 builder,
                 self.client,
                 self.publisher,
@@ -110,9 +124,26 @@ class Bridge:
         self.started = False
         self.broker_reachable = False
         self.http = HttpServer(
-            create_app(receiver, webhook, self.readiness),
+            create_app(receiver, webhook, self.readiness, self._admin_routes()),
             settings.http,
             grace_s=webhook.ack_timeout_s + 1,
+        )
+
+    def _admin_routes(self) -> list[Route]:
+        if self.instances is None:
+            return []
+        admin, poller = self.settings.admin, self.settings.poller
+        assert admin.token is not None  # AdminSettings demands it when enabled
+        rules = Rules(
+            is_static=self.accounts.is_static,
+            default_refresh_interval_s=poller.refresh_interval_s,
+            max_refresh_interval_s=self.settings.webhook.dedupe_window_s - poller.lookback_s,
+        )
+        return admin_routes(
+            self.instances,
+            admin.token.get_secret_value(),
+            rules,
+            trust_proxy=self.settings.webhook.trust_proxy,
         )
 
     def readiness(self) -> dict[str, bool]:
@@ -155,11 +186,14 @@ class Bridge:
             )
 
     async def publish(self, record: Record, outcome: Outcome) -> None:
-        """Publish the reply and the error record of one outcome, concurrently."""
+        """Publish the reply and the error record of one outcome, concurrently; returns once
+        they and the outcome log's answer (``outcome.recorded``) are acknowledged."""
         kafka = self.settings.kafka
         sends: list[Awaitable[object]] = []
+        if outcome.recorded is not None:
+            sends.append(outcome.recorded)
         if outcome.reply is not None:
-            sends.append(self._publish_reply(record, outcome.reply))
+            sends.append(self._publish_reply(record, outcome.reply, outcome.reply_value))
         if outcome.error is not None:
             error = outcome.error
             headers = [("id", (error.id or "").encode()), ("kind", error.error.kind.encode())]
@@ -184,13 +218,13 @@ class Bridge:
         topic = self.settings.kafka.error_topic
         await self.publisher.publish(topic, None, minimal.model_dump_json().encode(), headers)
 
-    async def _publish_reply(self, record: Record, reply: Reply) -> None:
+    async def _publish_reply(self, record: Record, reply: Reply, value: bytes | None) -> None:
         headers = [("id", reply.id.encode()), ("status", reply.status.encode())]
         topic = self.settings.kafka.reply_topic
         started = time.perf_counter()
-        await self.publisher.publish(
-            topic, record.key, reply_bytes(reply, self.publisher.max_record_bytes), headers
-        )
+        if value is None:
+            value = reply_bytes(reply, self.publisher.max_record_bytes)
+        await self.publisher.publish(topic, record.key, value, headers)
         REPLY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
     async def _stop_http(self) -> None:
@@ -221,6 +255,8 @@ class Bridge:
         if not self.settings.webhook.validate_signatures:
             log.warning("webhook signature validation is OFF: anyone can publish events")
         await self.publisher.start()
+        if self.instances is not None:
+            await self.instances.start()
         if self.seen is not None:
             await self.seen.start()
         if self.outcomes is not None:
@@ -268,6 +304,8 @@ class Bridge:
             await self.seen.stop()
         if self.outcomes is not None:
             await self.outcomes.stop()
+        if self.instances is not None:
+            await self.instances.stop()
         await self.publisher.stop()
         await self.client.aclose()
 

@@ -8,6 +8,8 @@ package reads the environment; each component is handed its own slice.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -38,6 +40,9 @@ from bridge.retry import RetryPolicy
 from bridge.webhooks.events import EVENT_STREAMS, FAMILIES
 
 __all__ = [
+    "CREDENTIAL_NAME",
+    "SID_PATTERN",
+    "AdminSettings",
     "Credential",
     "DedupeSettings",
     "HttpSettings",
@@ -50,11 +55,17 @@ __all__ = [
     "TwilioSettings",
     "WEBHOOK_FAMILIES",
     "WebhookSettings",
+    "absolute_url",
+    "credential_problem",
+    "encryption_key",
+    "family_keys",
     "load_settings",
 ]
 
 ENV_PREFIX = "BRIDGE_"
-_SID = r"^AC[0-9a-fA-F]{32}$"
+SID_PATTERN = r"^AC[0-9a-fA-F]{32}$"
+# Credential and instance names: what an envelope's "credential" may say.
+CREDENTIAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 def _split_csv(value: Any) -> Any:
@@ -67,7 +78,7 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-def _absolute_url(value: str | None) -> str | None:
+def absolute_url(value: str | None) -> str | None:
     """An absolute http(s) URL without its trailing slash."""
     if value is not None and not re.match(r"^https?://[^/]+", value):
         raise ValueError("must be an absolute http(s) URL")
@@ -158,13 +169,26 @@ class TwilioSettings(_Section):
     keepalive_expiry_s: float = Field(default=4.0, gt=0)
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
-    _check_base_url = field_validator("base_url")(_absolute_url)
+    _check_base_url = field_validator("base_url")(absolute_url)
+
+
+def credential_problem(
+    *, has_token: bool, key_sid: bool, key_secret: bool
+) -> tuple[str, str] | None:
+    """(the missing field, why) when these are not an Auth Token or a whole API key."""
+    if not (has_token or key_sid or key_secret):
+        return "auth_token", "needs auth_token, or api_key_sid and api_key_secret"
+    if key_sid and not key_secret:
+        return "api_key_secret", "api_key_sid and api_key_secret go together"
+    if key_secret and not key_sid:
+        return "api_key_sid", "api_key_sid and api_key_secret go together"
+    return None
 
 
 class Credential(_Section):
     """A Twilio account, with an Auth Token or an API key."""
 
-    account_sid: str = Field(pattern=_SID)
+    account_sid: str = Field(pattern=SID_PATTERN)
     auth_token: SecretStr | None = None
     api_key_sid: str | None = Field(default=None, pattern=r"^SK[0-9a-fA-F]{32}$")
     api_key_secret: SecretStr | None = None
@@ -172,11 +196,13 @@ class Credential(_Section):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Credential:
-        has_key = self.api_key_sid is not None or self.api_key_secret is not None
-        if self.auth_token is None and not has_key:
-            raise ValueError("needs auth_token, or api_key_sid and api_key_secret")
-        if has_key and (self.api_key_sid is None or self.api_key_secret is None):
-            raise ValueError("api_key_sid and api_key_secret go together")
+        problem = credential_problem(
+            has_token=self.auth_token is not None,
+            key_sid=self.api_key_sid is not None,
+            key_secret=self.api_key_secret is not None,
+        )
+        if problem is not None:
+            raise ValueError(problem[1])
         return self
 
     @property
@@ -256,7 +282,7 @@ class HttpSettings(_Section):
 WEBHOOK_FAMILIES = (*FAMILIES, EVENT_STREAMS)
 
 
-def _family_keys(value: Any) -> Any:
+def family_keys(value: Any) -> Any:
     """Accept ``message_status`` (as environment variable names spell it) for ``message-status``."""
     if not isinstance(value, dict):
         return value
@@ -287,9 +313,9 @@ class WebhookSettings(_Section):
     dedupe_window_s: float = Field(default=3600.0, ge=0)
     dedupe_topic: str = "twilio.events.dedupe"
 
-    _families = field_validator("topics", "twiml", mode="before")(_family_keys)
+    _families = field_validator("topics", "twiml", mode="before")(family_keys)
 
-    _check_public_url = field_validator("public_url")(_absolute_url)
+    _check_public_url = field_validator("public_url")(absolute_url)
 
     def topic_for(self, family: str) -> str:
         """The Kafka topic of a webhook family."""
@@ -329,6 +355,59 @@ class DedupeSettings(_Section):
     )
 
 
+class AdminSettings(_Section):
+    """The instances API: Twilio accounts added at runtime, kept in a compacted Kafka topic."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Serve /instances and use the instances kept in the instances topic.",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Bearer token of the instances API (at least 16 characters)."
+    )
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="32 random bytes, base64: seals the instances' secrets in the topic. The "
+        "same on every replica (a mounted Secret).",
+    )
+    topic: str = "twilio.instances"
+    audit_topic: str = "twilio.instances.audit"
+    write_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a change may take to be acknowledged and read back.",
+    )
+
+    @model_validator(mode="after")
+    def _needs_secrets(self) -> AdminSettings:
+        if not self.enabled:
+            return self
+        problems = []
+        if self.token is None or len(self.token.get_secret_value()) < 16:
+            problems.append("admin.token (at least 16 characters)")
+        if self.encryption_key is None:
+            problems.append("admin.encryption_key")
+        else:
+            try:
+                encryption_key(self.encryption_key)
+            except ValueError as exc:
+                problems.append(f"admin.encryption_key ({exc})")
+        if problems:
+            raise ValueError(f"admin.enabled needs {', '.join(problems)}")
+        return self
+
+
+def encryption_key(value: SecretStr) -> bytes:
+    """The 32-byte key from its base64 text; the message never shows the value."""
+    try:
+        key = base64.b64decode(value.get_secret_value().strip(), validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError("not base64 (make one with: openssl rand -base64 32)") from None
+    if len(key) != 32:
+        raise ValueError(f"must decode to 32 bytes, not {len(key)}")
+    return key
+
+
 class Settings(BaseSettings):
     """The one settings root."""
 
@@ -352,6 +431,7 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     poller: PollerSettings = Field(default_factory=PollerSettings)
     dedupe: DedupeSettings = Field(default_factory=DedupeSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field(
         default="json", description="JSON lines for log collectors, or text for a terminal."

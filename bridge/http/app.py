@@ -7,7 +7,7 @@ document is short enough to write from the same table of routes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bridge import __version__
+from bridge.http.admin import instances_openapi
 from bridge.metrics import CONTENT_TYPE, WEBHOOKS, exposition
 from bridge.settings import WEBHOOK_FAMILIES, WebhookSettings
 from bridge.webhooks.receiver import WebhookReceiver, WebhookRequest, public_url
@@ -45,8 +46,10 @@ def create_app(
     receiver: WebhookReceiver,
     settings: WebhookSettings,
     readiness: Callable[[], Mapping[str, bool]],
+    admin: Sequence[Route] = (),
 ) -> Starlette:
-    """The ASGI app; ``readiness`` gives the conditions for receiving traffic, all required."""
+    """The ASGI app; ``readiness`` gives the conditions for receiving traffic, all required;
+    ``admin`` are the instances API's routes, when it is enabled."""
 
     async def webhook(request: Request) -> Response:
         family = request.path_params["family"]
@@ -82,8 +85,10 @@ def create_app(
     async def metrics(_: Request) -> Response:
         return Response(exposition(), media_type=CONTENT_TYPE)
 
+    document = openapi_document(instances=bool(admin))
+
     async def openapi(_: Request) -> Response:
-        return JSONResponse(openapi_document())
+        return JSONResponse(document)
 
     return Starlette(
         routes=[
@@ -92,6 +97,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *admin,
         ]
     )
 
@@ -112,8 +118,8 @@ def _readiness(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def openapi_document() -> dict[str, Any]:
-    """OpenAPI 3.1 description of the HTTP app."""
+def openapi_document(*, instances: bool = False) -> dict[str, Any]:
+    """OpenAPI 3.1 description of the HTTP app (with the instances API when it is served)."""
     form = {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}
     webhook_responses = {
         "200": {
@@ -150,7 +156,7 @@ def openapi_document() -> dict[str, Any]:
         "parameters": [family, signature],
         "responses": webhook_responses,
     }
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "twilio-kafka-bridge", "version": __version__},
         "paths": {
@@ -192,3 +198,8 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+    if instances:
+        paths, components = instances_openapi()
+        document["paths"].update(paths)
+        document["components"] = components
+    return document

@@ -18,12 +18,17 @@ from aiokafka.errors import KafkaError
 
 from bridge.kafka.admin import create_topics
 from bridge.kafka.connection import connection_kwargs
+from bridge.kafka.consumer import FETCH_MAX_BYTES
 from bridge.settings import KafkaSettings
 
 __all__ = ["TopicFollower"]
 
 log = logging.getLogger(__name__)
 OnRecord = Callable[[Any], None]
+_FETCH_MAX_WAIT_MS = 100
+# Records handed over per fetch: each is an object with its whole value (a reply, for the
+# outcome log) until handled, so a large backlog is read a slice at a time.
+_MAX_RECORDS = 1_000
 
 
 class TopicFollower:
@@ -47,7 +52,14 @@ class TopicFollower:
             **connection_kwargs(self._settings),
         )
         consumer = AIOKafkaConsumer(
-            **connection_kwargs(self._settings), group_id=None, enable_auto_commit=False
+            **connection_kwargs(self._settings),
+            group_id=None,
+            enable_auto_commit=False,
+            # A broker answers catch_up's offset request only after the fetch it holds on the
+            # same connection: with the default 500 ms, requests waited ~400 ms for every
+            # rebalance (Tansu holds a fetch for half the wait).
+            fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
+            fetch_max_bytes=FETCH_MAX_BYTES,
         )
         await consumer.start()
         self._consumer = consumer
@@ -89,7 +101,7 @@ class TopicFollower:
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             try:
-                batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                batches = await consumer.getmany(timeout_ms=500, max_records=_MAX_RECORDS)
             except KafkaError as exc:
                 log.warning("reading %s failed (%s); retrying", self.topic, type(exc).__name__)
                 await asyncio.sleep(1)

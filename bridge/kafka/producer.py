@@ -29,7 +29,9 @@ class RecordTooLarge(Exception):
 class Publisher:
     """A started aiokafka producer with acknowledged, retried sends."""
 
-    def __init__(self, settings: KafkaSettings, *, max_backoff_s: float = 5.0) -> None:
+    def __init__(
+        self, settings: KafkaSettings, *, max_backoff_s: float = 5.0, linger_ms: int = 2
+    ) -> None:
         self._settings = settings
         self._max_backoff_s = max_backoff_s
         self._listed: dict[str, asyncio.Future[None]] = {}
@@ -39,7 +41,7 @@ class Publisher:
             enable_idempotence=settings.idempotent_producer,
             max_request_size=settings.max_request_size,
             max_batch_size=settings.batch_size,
-            linger_ms=2,
+            linger_ms=linger_ms,
         )
 
     async def _list(self, topic: str) -> None:
@@ -86,12 +88,12 @@ class Publisher:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         headers: Headers,
         partition: int | None = None,
     ) -> tuple[int, int]:
-        """Send one record (to ``partition``, else the key's); its (partition, offset) once
-        acknowledged."""
+        """Send one record (to ``partition``, else the key's; ``None`` is a tombstone); its
+        (partition, offset) once acknowledged."""
         listed = self._listed.get(topic)
         if listed is None:
             listed = self._listed[topic] = asyncio.ensure_future(self._list(topic))
@@ -106,7 +108,9 @@ class Publisher:
                 )
                 return sent.partition, sent.offset
             except MessageSizeTooLargeError:
-                raise RecordTooLarge(f"{len(value)} bytes exceed the producer limit") from None
+                raise RecordTooLarge(
+                    f"{len(value or b'')} bytes exceed the producer limit"
+                ) from None
             except KafkaError as exc:
                 log.warning(
                     "publish to %s not acknowledged (%s); retrying in %.1fs",

@@ -1,4 +1,4 @@
-"""Send ``TwilioCall``s over pooled HTTP connections with each credential's Basic auth.
+"""Send ``TwilioCall``s over pooled HTTP connections with their account's Basic auth.
 
 Two transports, chosen by ``BRIDGE_TWILIO__TRANSPORT``: ``aiohttp`` (the default) calls
 aiohttp's ``ClientSession`` directly, and ``httpx`` uses httpx's ``AsyncClient`` with its own
@@ -18,10 +18,8 @@ connection could be had), ``CallTimeout`` when the answer did not come in time, 
 
 from __future__ import annotations
 
-import base64
 import re
 import time
-from collections.abc import Mapping
 from functools import lru_cache
 
 import aiohttp
@@ -34,9 +32,9 @@ from bridge.calls import TwilioCall
 from bridge.errors import BridgeError, CallNotSent, CallTimeout, CallTransportError
 from bridge.metrics import TWILIO_REQUEST_SECONDS, TWILIO_REQUESTS, status_class
 from bridge.outcomes import HttpResult
-from bridge.settings import Credential, TwilioSettings
+from bridge.settings import TwilioSettings
 
-__all__ = ["TwilioClient", "basic_auth_header", "wire_url"]
+__all__ = ["TwilioClient", "wire_url"]
 
 USER_AGENT = f"twilio-kafka-bridge/{__version__}"
 # What httpx sends by default besides these, so both transports send the same headers.
@@ -50,12 +48,6 @@ _DEFAULT_HEADERS = {
 _AS_IS = re.compile(r"^https?://[a-z0-9.:\[\]-]+(/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)?$")
 _AS_IS_QUERY = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*$")
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
-
-
-def basic_auth_header(credential: Credential) -> str:
-    """The ``Authorization`` value for a credential; computed once, never logged."""
-    token = f"{credential.username}:{credential.password.get_secret_value()}"
-    return "Basic " + base64.b64encode(token.encode()).decode()
 
 
 def wire_url(url: str) -> URL:
@@ -238,7 +230,6 @@ class TwilioClient:
     def __init__(
         self,
         settings: TwilioSettings,
-        credentials: Mapping[str, Credential],
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``transport`` (an httpx transport, for tests) implies the httpx client."""
@@ -247,16 +238,13 @@ class TwilioClient:
             self._transport = _AiohttpTransport(settings)
         else:
             self._transport = _HttpxTransport(settings, transport)
-        self._auth = {name: basic_auth_header(cred) for name, cred in credentials.items()}
 
     async def send(self, call: TwilioCall) -> HttpResult:
         """Send one call and read the whole answer; raises the bridge's call errors."""
         api, operation = call.api or "advanced", call.operation or "advanced"
         started = time.perf_counter()
         try:
-            status, headers, content, content_type = await self._transport(
-                call, self._auth[call.credential]
-            )
+            status, headers, content, content_type = await self._transport(call, call.account.auth)
         except BridgeError:
             TWILIO_REQUESTS.labels(api, operation, call.method, "none").inc()
             raise

@@ -16,9 +16,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from bridge.accounts import Account, Accounts
 from bridge.encoding import parse_form
 from bridge.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
-from bridge.settings import Credential, WebhookSettings
+from bridge.settings import WebhookSettings
 from bridge.webhooks.delivery import EventDelivery
 from bridge.webhooks.events import (
     EVENT_STREAMS,
@@ -94,18 +95,14 @@ class WebhookReceiver:
     def __init__(
         self,
         settings: WebhookSettings,
-        credentials: Mapping[str, Credential],
+        accounts: Accounts,
         delivery: EventDelivery,
         max_record_bytes: int,
     ) -> None:
         self._settings = settings
         self._delivery = delivery
         self._max_record_bytes = max_record_bytes
-        self._tokens: dict[str, str] = {
-            c.account_sid: c.auth_token.get_secret_value()
-            for c in credentials.values()
-            if c.auth_token is not None
-        }
+        self._accounts = accounts
         self._shared_keys = {k: v.get_secret_value() for k, v in settings.shared_keys.items()}
 
     async def receive(self, request: WebhookRequest) -> WebhookAnswer:
@@ -129,6 +126,12 @@ class WebhookReceiver:
                 log.warning("webhook %s refused: %s", request.family, problem)
                 WEBHOOK_SIGNATURE_FAILURES.labels(request.family).inc()
                 return WebhookAnswer(403, "forbidden", f"invalid signature: {problem}")
+        accounts = self._of(data)
+        if accounts and not any(a.webhooks for a in accounts):
+            # An instance set to poll, or with events off: its events must not come twice.
+            return WebhookAnswer(
+                403, "events_off", "this account's instance does not take events by webhook"
+            )
         try:
             events = self._events(request, form, data)
             sizes = [len(e.value()) for e in events]
@@ -138,7 +141,7 @@ class WebhookReceiver:
             return WebhookAnswer(400, "malformed", "the data is nested too deeply")
         if any(size > self._max_record_bytes for size in sizes):
             return WebhookAnswer(413, "too_large", "an event exceeds the broker's message limit")
-        topic = self._settings.topic_for(request.family)
+        topic = _topic(self._settings, request.family, accounts)
         if not await self._delivery.deliver([(topic, event) for event in events]):
             log.warning("webhook %s: Kafka did not acknowledge in time", request.family)
             return WebhookAnswer(503, "unavailable", "Kafka did not acknowledge in time; retry")
@@ -169,12 +172,10 @@ class WebhookReceiver:
     ) -> str | None:
         """Why the signature is wrong, or None when one of the candidate tokens signed it."""
         account = data.get("AccountSid") if isinstance(data, dict) else None
-        candidates: list[str | None]
-        if isinstance(account, str):
-            candidates = [self._tokens.get(account)]
-        else:
-            # Event Streams deliveries name no account: any configured account may have sent it.
-            candidates = [*self._tokens.values()] or [None]
+        # Event Streams deliveries name no account: any configured account may have sent it.
+        accounts = self._of(data) if isinstance(account, str) else list(self._accounts)
+        tokens = {a.auth_token for a in accounts if a.auth_token is not None}
+        candidates: list[str | None] = [*tokens] or [None]
         problem = "no Auth Token configured for this account"
         for token in candidates:
             try:
@@ -185,6 +186,11 @@ class WebhookReceiver:
             except SignatureInvalid as exc:
                 problem = exc.reason
         return problem
+
+    def _of(self, data: Any) -> list[Account]:
+        """The accounts the delivery names by ``AccountSid`` (none for Event Streams)."""
+        account = data.get("AccountSid") if isinstance(data, dict) else None
+        return self._accounts.by_account_sid(account) if isinstance(account, str) else []
 
     def _events(
         self, request: WebhookRequest, form: list[tuple[str, str]], data: Any
@@ -210,6 +216,14 @@ class WebhookReceiver:
             twiml = self._settings.twiml.get(family, EMPTY_TWIML)
             return WebhookAnswer(200, "published", twiml, "text/xml; charset=utf-8")
         return WebhookAnswer(200, "published")
+
+
+def _topic(settings: WebhookSettings, family: str, accounts: list[Account]) -> str:
+    """An instance's own topic for the family, else the bridge's."""
+    for account in accounts:
+        if family in account.topics:
+            return account.topics[family]
+    return settings.topic_for(family)
 
 
 class _Refused(Exception):

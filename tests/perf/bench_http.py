@@ -31,6 +31,7 @@ from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script, too
+from bridge.accounts import Account  # noqa: E402
 from bridge.calls import TwilioCall  # noqa: E402
 from bridge.settings import Credential, TwilioSettings  # noqa: E402
 from bridge.twilio.client import TwilioClient  # noqa: E402
@@ -56,8 +57,7 @@ def _connector(concurrency: int) -> aiohttp.TCPConnector:
 
 def _bridge_client(base: str, concurrency: int) -> TwilioClient:
     settings = TwilioSettings(base_url=base, max_connections=concurrency)
-    credential = Credential(account_sid=AUTH[0], auth_token=SecretStr(AUTH[1]))
-    return TwilioClient(settings, {"default": credential})
+    return TwilioClient(settings)
 
 
 def _httpx_send(client: httpx.AsyncClient) -> Send:
@@ -93,7 +93,11 @@ async def _run_case(kind: str, base: str, concurrency: int, duration: float) -> 
             method="POST",
             url=base + PATH,
             path=PATH,
-            credential="default",
+            account=Account.from_settings(
+                "default",
+                Credential(account_sid=AUTH[0], auth_token=SecretStr(AUTH[1])),
+                calls=False,
+            ),
             headers=(("content-type", "application/x-www-form-urlencoded"),),
             content=urlencode(FORM).encode(),
             api="api.v2010",

@@ -24,7 +24,13 @@ from bridge.envelopes import request_adapter
 from bridge.local.cache import cache_dir, run_npm
 from bridge.polling import call_event, message_event
 from bridge.schemas import render_schemas
-from bridge.settings import WEBHOOK_FAMILIES, KafkaSettings, PollerSettings, WebhookSettings
+from bridge.settings import (
+    WEBHOOK_FAMILIES,
+    AdminSettings,
+    KafkaSettings,
+    PollerSettings,
+    WebhookSettings,
+)
 from bridge.webhooks.events import CloudEvent, EventError, event_streams_events, webhook_event
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -70,6 +76,8 @@ def test_every_default_topic_is_a_channel_and_nothing_else() -> None:
         *(webhook.topic_for(family) for family in WEBHOOK_FAMILIES),
         webhook.dedupe_topic,
         poller.state_topic,
+        AdminSettings().topic,
+        AdminSettings().audit_topic,
     }
     addresses = [channel["address"] for channel in DOC["channels"].values()]
     assert sorted(addresses) == sorted(topics)
@@ -80,7 +88,11 @@ def test_every_default_topic_is_a_channel_and_nothing_else() -> None:
 
 def test_only_the_bookkeeping_topics_are_internal() -> None:
     internal = {c["address"] for c in DOC["channels"].values() if _internal(c)}
-    assert internal == {WebhookSettings().dedupe_topic, PollerSettings().state_topic}
+    assert internal == {
+        WebhookSettings().dedupe_topic,
+        PollerSettings().state_topic,
+        AdminSettings().topic,
+    }
     for channel in DOC["channels"].values():
         assert ("tags" in channel) == _internal(channel)
 

@@ -10,11 +10,13 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from pydantic import SecretStr
 
+from bridge.accounts import Account, Accounts, basic_auth_header
 from bridge.calls import CallBuilder, TwilioCall, origin_for
 from bridge.catalog import Catalog, Operation
 from bridge.envelopes import AdvancedRequest, BasicRequest
 from bridge.errors import RequestInvalid, UnknownOperation
 from bridge.headers import FORBIDDEN_REQUEST_HEADERS
+from bridge.instances.model import Instance
 from bridge.settings import Credential, TwilioSettings
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
@@ -34,7 +36,7 @@ def catalog() -> Catalog:
 
 @pytest.fixture
 def builder(catalog: Catalog) -> CallBuilder:
-    return CallBuilder(catalog, CREDENTIALS, TwilioSettings())
+    return CallBuilder(catalog, Accounts(CREDENTIALS), TwilioSettings())
 
 
 def basic(**fields: Any) -> BasicRequest:
@@ -84,7 +86,11 @@ def test_create_message_becomes_a_form_post_on_the_api_host(builder: CallBuilder
     assert call.method == "POST"
     assert call.path == MESSAGES
     assert call.url == "https://api.twilio.com" + MESSAGES
-    assert (call.api, call.operation, call.credential) == ("api.v2010", "CreateMessage", "default")
+    assert (call.api, call.operation, call.account.name) == (
+        "api.v2010",
+        "CreateMessage",
+        "default",
+    )
     assert call.headers == (("content-type", FORM),)
     assert call.warnings == ()
     assert form(call) == [
@@ -102,7 +108,7 @@ def test_create_message_becomes_a_form_post_on_the_api_host(builder: CallBuilder
 def test_account_sid_defaults_to_the_credentials_account(builder: CallBuilder) -> None:
     call = builder.build(basic(operation="CreateMessage", body={"To": "+1"}, credential="other"))
     assert call.path == f"/2010-04-01/Accounts/{OTHER_ACCOUNT}/Messages.json"
-    assert call.credential == "other"
+    assert call.account.name == "other"
 
 
 def test_explicit_account_sid_wins_over_the_credential(builder: CallBuilder) -> None:
@@ -110,7 +116,7 @@ def test_explicit_account_sid_wins_over_the_credential(builder: CallBuilder) -> 
         basic(operation="CreateMessage", params={"AccountSid": OTHER_ACCOUNT}, body={"To": "+1"})
     )
     assert call.path == f"/2010-04-01/Accounts/{OTHER_ACCOUNT}/Messages.json"
-    assert call.credential == "default"
+    assert call.account.name == "default"
     assert call.warnings == ()
 
 
@@ -386,7 +392,7 @@ def test_unknown_params_are_warnings_when_not_strict(builder: CallBuilder) -> No
 
 
 def test_unknown_body_param_is_invalid_with_a_strict_builder(catalog: Catalog) -> None:
-    strict = CallBuilder(catalog, CREDENTIALS, TwilioSettings(), strict=True)
+    strict = CallBuilder(catalog, Accounts(CREDENTIALS), TwilioSettings(), strict=True)
     exc = invalid_of(strict, basic(operation="CreateMessage", body={"To": "+1", "Bogus": "b"}))
     assert exc.invalid == ("Bogus",)
     assert exc.missing == ()
@@ -400,7 +406,7 @@ def test_unknown_body_param_is_invalid_when_the_request_is_strict(builder: CallB
 
 
 def test_request_strict_false_overrides_a_strict_builder(catalog: Catalog) -> None:
-    strict = CallBuilder(catalog, CREDENTIALS, TwilioSettings(), strict=True)
+    strict = CallBuilder(catalog, Accounts(CREDENTIALS), TwilioSettings(), strict=True)
     call = strict.build(
         basic(operation="CreateMessage", body={"To": "+1", "Bogus": "b"}, strict=False)
     )
@@ -500,7 +506,7 @@ def test_unknown_credential_is_invalid(
 
 
 def test_no_credentials_configured(catalog: Catalog) -> None:
-    empty = CallBuilder(catalog, {}, TwilioSettings())
+    empty = CallBuilder(catalog, Accounts({}), TwilioSettings())
     exc = invalid_of(empty, basic(operation="CreateMessage", body={"To": "+1"}))
     assert exc.invalid == ("credential",)
     assert "none configured" in exc.message
@@ -578,14 +584,18 @@ def test_origin_for(host: str, settings: TwilioSettings, origin: str) -> None:
 
 
 def test_builder_applies_region_and_edge(catalog: Catalog) -> None:
-    regional = CallBuilder(catalog, CREDENTIALS, TwilioSettings(region="ie1", edge="dublin"))
+    regional = CallBuilder(
+        catalog, Accounts(CREDENTIALS), TwilioSettings(region="ie1", edge="dublin")
+    )
     call = regional.build(basic(operation="CreateMessage", body={"To": "+1"}))
     assert call.url == "https://api.dublin.ie1.twilio.com" + MESSAGES
     assert call.path == MESSAGES
 
 
 def test_builder_applies_base_url(catalog: Catalog) -> None:
-    mock = CallBuilder(catalog, CREDENTIALS, TwilioSettings(base_url="http://127.0.0.1:4010"))
+    mock = CallBuilder(
+        catalog, Accounts(CREDENTIALS), TwilioSettings(base_url="http://127.0.0.1:4010")
+    )
     call = mock.build(
         advanced(method="GET", path="/v2/Services", api="verify.v2", query={"PageSize": 5})
     )
@@ -599,7 +609,7 @@ def test_advanced_relative_path_with_form_string_is_sent_as_given(builder: CallB
     body = "To=%2B919876543210&From=%2B14155552671&Body=Hi+there&MediaUrl=a&MediaUrl=b"
     call = builder.build(advanced(method="POST", path=MESSAGES, body=body))
     assert call.url == "https://api.twilio.com" + MESSAGES
-    assert (call.method, call.path, call.credential) == ("POST", MESSAGES, "default")
+    assert (call.method, call.path, call.account.name) == ("POST", MESSAGES, "default")
     assert (call.api, call.operation) == (None, None)
     assert call.content == body.encode()
     assert call.headers == (("content-type", FORM),)
@@ -889,3 +899,92 @@ def test_sender_is_the_messaging_service_or_the_from_number(
     builder: CallBuilder, request_: BasicRequest | AdvancedRequest, sender: str | None
 ) -> None:
     assert builder.build(request_).sender == sender
+
+
+# --- instances: accounts added at runtime ------------------------------------------------------
+
+INSTANCE_ACCOUNT = "AC" + "c" * 32
+INSTANCE_MESSAGES = f"/2010-04-01/Accounts/{INSTANCE_ACCOUNT}/Messages.json"
+
+
+def instance_account(name: str = "acme", **configuration: Any) -> Account:
+    instance = Instance.model_validate(
+        {
+            "name": name,
+            "configuration": {
+                "account_sid": INSTANCE_ACCOUNT,
+                "auth_token": "acme-token",
+                **configuration,
+            },
+            "revision": 1,
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": "2026-01-01T00:00:00.000Z",
+        }
+    )
+    return Account.from_instance(instance, TwilioSettings())
+
+
+def with_instance(catalog: Catalog, account: Account) -> tuple[CallBuilder, Accounts]:
+    accounts = Accounts(CREDENTIALS)
+    accounts.put(account)
+    return CallBuilder(catalog, accounts, TwilioSettings()), accounts
+
+
+def test_an_envelope_naming_an_instance_uses_its_account(catalog: Catalog) -> None:
+    builder, _ = with_instance(catalog, instance_account())
+    call = builder.build(basic(operation="CreateMessage", body={"To": "+1"}, credential="acme"))
+    assert call.path == INSTANCE_MESSAGES
+    assert call.url == "https://api.twilio.com" + INSTANCE_MESSAGES
+    assert call.account.name == "acme"
+    assert call.account.auth == basic_auth_header(
+        Credential(account_sid=INSTANCE_ACCOUNT, auth_token=SecretStr("acme-token"))
+    )
+
+
+def test_a_deleted_instance_fails_new_builds_but_not_built_calls(catalog: Catalog) -> None:
+    builder, accounts = with_instance(catalog, instance_account())
+    request = basic(operation="CreateMessage", body={"To": "+1"}, credential="acme")
+    built = builder.build(request)
+    accounts.remove("acme", "2026-01-02T03:04:05.000Z")
+    exc = invalid_of(builder, request)
+    assert exc.invalid == ("credential",)
+    assert "deleted" in exc.message and "2026-01-02T03:04:05.000Z" in exc.message
+    # The call built before the delete still goes out as the account it was built for.
+    assert built.account.name == "acme" and built.account.account_sid == INSTANCE_ACCOUNT
+    assert built.path == INSTANCE_MESSAGES
+
+
+def test_a_changed_instance_applies_to_the_next_build(catalog: Catalog) -> None:
+    builder, accounts = with_instance(catalog, instance_account())
+    request = basic(operation="CreateMessage", body={"To": "+1"}, credential="acme")
+    before = builder.build(request)
+    accounts.put(instance_account(region="ie1"))
+    after = builder.build(request)
+    assert before.url.startswith("https://api.twilio.com/")
+    assert after.url.startswith("https://api.ie1.twilio.com/")
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        basic(operation="CreateMessage", body={"To": "+1"}, credential="acme"),
+        advanced(method="POST", path=INSTANCE_MESSAGES, body={"To": "+1"}, credential="acme"),
+    ],
+    ids=["basic", "advanced"],
+)
+def test_an_instances_endpoint_applies_to_its_calls_only(
+    catalog: Catalog, request_: BasicRequest | AdvancedRequest
+) -> None:
+    builder, _ = with_instance(catalog, instance_account(region="au1", edge="sydney"))
+    call = builder.build(request_)
+    assert call.url == "https://api.sydney.au1.twilio.com" + INSTANCE_MESSAGES
+    static = builder.build(basic(operation="CreateMessage", body={"To": "+1"}))
+    assert static.url == "https://api.twilio.com" + MESSAGES
+
+
+def test_an_instances_base_url_applies_to_every_domain(catalog: Catalog) -> None:
+    builder, _ = with_instance(catalog, instance_account(base_url="http://mock:4010/{domain}"))
+    call = builder.build(
+        advanced(method="GET", path="/v2/Services", api="verify.v2", credential="acme")
+    )
+    assert call.url == "http://mock:4010/verify/v2/Services"

@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from pydantic import SecretStr
 
+from bridge.accounts import Accounts
 from bridge.calls import CallBuilder
 from bridge.catalog import Catalog, Operation
 from bridge.envelopes import MAX_DEPTH
@@ -536,9 +537,11 @@ def twilio(plan: Plan) -> Callable[[httpx.Request], httpx.Response]:
 @asynccontextmanager
 async def processor_for(plan: Plan) -> AsyncIterator[Processor]:
     transport = httpx.MockTransport(twilio(plan))
-    client = TwilioClient(SETTINGS, CREDENTIALS, transport=transport)
+    client = TwilioClient(SETTINGS, transport=transport)
     try:
-        yield Processor(CallBuilder(Catalog.load(), CREDENTIALS, SETTINGS), client, POLICY)
+        yield Processor(
+            CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS), client, POLICY
+        )
     finally:
         await client.aclose()
 

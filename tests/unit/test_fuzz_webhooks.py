@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
+from bridge.accounts import Accounts
 from bridge.http.app import create_app
 from bridge.settings import WEBHOOK_FAMILIES, Credential, WebhookSettings
 from bridge.webhooks.events import EVENT_STREAMS, FAMILIES
@@ -64,7 +65,7 @@ class Config:
             shared_keys={SHARED_KEY_ID: SecretStr(SHARED_SECRET)},
         )
         credentials = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))}
-        receiver = WebhookReceiver(webhook, credentials, delivery, self.max_record_bytes)
+        receiver = WebhookReceiver(webhook, Accounts(credentials), delivery, self.max_record_bytes)
         app = create_app(receiver, webhook, lambda: {"started": True})
         return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=ORIGIN)
 

@@ -7,7 +7,7 @@ in ``tests/integration/test_webhooks.py``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import httpx
@@ -15,10 +15,12 @@ import pytest
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
+from bridge.accounts import Account, Accounts
 from bridge.http.app import create_app, openapi_document
+from bridge.instances.model import Instance
 from bridge.kafka.producer import Publisher
 from bridge.metrics import REGISTRY
-from bridge.settings import WEBHOOK_FAMILIES, Credential, WebhookSettings
+from bridge.settings import WEBHOOK_FAMILIES, Credential, TwilioSettings, WebhookSettings
 from bridge.webhooks.delivery import EventDelivery
 from bridge.webhooks.events import CloudEvent
 from bridge.webhooks.receiver import WebhookReceiver, public_url
@@ -42,7 +44,7 @@ class Recording(EventDelivery):
 def client(delivery: Recording, ready: bool = True, **settings: object) -> httpx.AsyncClient:
     webhook = WebhookSettings.model_validate(settings)
     credentials = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))}
-    receiver = WebhookReceiver(webhook, credentials, delivery, max_record_bytes=10_000)
+    receiver = WebhookReceiver(webhook, Accounts(credentials), delivery, max_record_bytes=10_000)
     app = create_app(receiver, webhook, lambda: {"started": ready, "consumer_joined": True})
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver")
 
@@ -170,3 +172,114 @@ async def test_refusals_and_deliveries_are_counted_by_family_and_outcome() -> No
     exposition = (await http.get("/metrics")).text
     assert 'twilio_bridge_webhooks_total{family="messages",outcome="forbidden"}' in exposition
     assert TOKEN not in exposition
+
+
+# --- instances: accounts added at runtime --------------------------------------------------------
+
+INSTANCE_ACCOUNT = "AC" + "c" * 32
+INSTANCE_TOKEN = "acme-token-for-unit-tests"
+INSTANCE_PARAMS = {**PARAMS, "AccountSid": INSTANCE_ACCOUNT}
+
+
+def instance_account(name: str = "acme", **configuration: Any) -> Account:
+    instance = Instance.model_validate(
+        {
+            "name": name,
+            "configuration": {
+                "account_sid": INSTANCE_ACCOUNT,
+                "auth_token": INSTANCE_TOKEN,
+                **configuration,
+            },
+            "revision": 1,
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": "2026-01-01T00:00:00.000Z",
+        }
+    )
+    return Account.from_instance(instance, TwilioSettings())
+
+
+def accounts_client(delivery: Recording, accounts: Accounts) -> httpx.AsyncClient:
+    webhook = WebhookSettings()
+    receiver = WebhookReceiver(webhook, accounts, delivery, max_record_bytes=10_000)
+    app = create_app(receiver, webhook, lambda: {"started": True})
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver")
+
+
+def with_instance(**configuration: Any) -> Accounts:
+    credentials = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))}
+    accounts = Accounts(credentials)
+    accounts.put(instance_account(**configuration))
+    return accounts
+
+
+async def post_signed(
+    http: httpx.AsyncClient, params: dict[str, str], token: str, family: str = "messages"
+) -> httpx.Response:
+    url = f"http://testserver/webhooks/twilio/{family}"
+    signature = RequestValidator(token).compute_signature(url, params)
+    return await http.post(
+        url,
+        content=urlencode(params),
+        headers={"content-type": FORM, "x-twilio-signature": signature},
+    )
+
+
+async def test_an_instances_webhook_is_checked_with_its_token_and_goes_to_its_topic() -> None:
+    delivery = Recording()
+    accounts = with_instance(events={"topics": {"messages": "acme.inbound"}})
+    http = accounts_client(delivery, accounts)
+    answer = await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)
+    assert answer.status_code == 200, answer.text
+    static = await post_signed(http, PARAMS, TOKEN)
+    assert static.status_code == 200
+    assert [topic for topic, _ in delivery.events] == ["acme.inbound", "twilio.events.messages"]
+
+
+async def test_an_instances_families_without_a_topic_use_the_bridges() -> None:
+    delivery = Recording()
+    http = accounts_client(delivery, with_instance(events={"topics": {"message-status": "x"}}))
+    assert (await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)).status_code == 200
+    assert [topic for topic, _ in delivery.events] == ["twilio.events.messages"]
+
+
+async def test_another_accounts_token_does_not_sign_an_instances_webhook() -> None:
+    delivery = Recording()
+    http = accounts_client(delivery, with_instance())
+    answer = await post_signed(http, INSTANCE_PARAMS, TOKEN)
+    assert answer.status_code == 403 and "invalid signature" in answer.text
+    assert delivery.events == []
+
+
+@pytest.mark.parametrize(
+    "events",
+    [{"mechanism": "polling"}, {"enabled": False}, {"enabled": False, "mechanism": "polling"}],
+)
+async def test_an_instance_that_does_not_take_webhooks_refuses_them(events: dict[str, Any]) -> None:
+    delivery = Recording()
+    http = accounts_client(delivery, with_instance(events=events))
+    before = _count("twilio_bridge_webhooks_total", family="messages", outcome="events_off")
+    answer = await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)
+    assert answer.status_code == 403 and "does not take events by webhook" in answer.text
+    assert delivery.events == []
+    after = _count("twilio_bridge_webhooks_total", family="messages", outcome="events_off")
+    assert after == before + 1
+
+
+async def test_a_deleted_instances_webhooks_are_refused() -> None:
+    delivery = Recording()
+    accounts = with_instance()
+    http = accounts_client(delivery, accounts)
+    accounts.remove("acme", "2026-01-02T00:00:00.000Z")
+    answer = await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)
+    assert answer.status_code == 403
+    assert delivery.events == []
+
+
+async def test_an_instance_changed_to_polling_stops_taking_webhooks_at_once() -> None:
+    delivery = Recording()
+    accounts = with_instance()
+    http = accounts_client(delivery, accounts)
+    assert (await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)).status_code == 200
+    accounts.put(instance_account(events={"mechanism": "polling"}))
+    assert (await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)).status_code == 403
+    assert len(delivery.events) == 1

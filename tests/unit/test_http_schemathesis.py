@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from twilio.request_validator import RequestValidator
 
+from bridge.accounts import Accounts
 from bridge.http.app import create_app
 from bridge.kafka.producer import Publisher
 from bridge.settings import Credential, WebhookSettings
@@ -53,7 +54,7 @@ class Recording(EventDelivery):
 DELIVERY = Recording()
 SETTINGS = WebhookSettings(public_url=PUBLIC, max_body_bytes=64 * 1024)
 CREDENTIALS = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))}
-RECEIVER = WebhookReceiver(SETTINGS, CREDENTIALS, DELIVERY, max_record_bytes=1 << 20)
+RECEIVER = WebhookReceiver(SETTINGS, Accounts(CREDENTIALS), DELIVERY, max_record_bytes=1 << 20)
 APP = create_app(RECEIVER, SETTINGS, lambda: {"started": True, "consumer_joined": True})
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
 PROPERTY = settings(

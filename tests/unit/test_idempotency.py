@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from bridge.accounts import Accounts
 from bridge.calls import CallBuilder
 from bridge.catalog import Catalog
 from bridge.idempotency import Answered, OutcomeIndex, Prior, Started, changes_state, digest
@@ -98,8 +99,8 @@ class Store:
 
 
 def _processor(twilio: Twilio, store: Store, resend: bool = False) -> Processor:
-    client = TwilioClient(SETTINGS, CREDENTIALS, transport=httpx.MockTransport(twilio))
-    builder = CallBuilder(Catalog.load(), CREDENTIALS, SETTINGS)
+    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
+    builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
     return Processor(builder, client, SINGLE, outcomes=store, resend_unknown=resend)
 
 
@@ -131,8 +132,8 @@ async def test_the_same_id_twice_at_once_is_sent_once() -> None:
         calls.append(request)
         return await slow(request)
 
-    client = TwilioClient(SETTINGS, CREDENTIALS, transport=httpx.MockTransport(handler))
-    builder = CallBuilder(Catalog.load(), CREDENTIALS, SETTINGS)
+    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(handler))
+    builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
     processor = Processor(builder, client, SINGLE, outcomes=Store())
     both = asyncio.gather(*(processor.process(record(ENVELOPE)) for _ in range(2)))
     await asyncio.sleep(0.05)

@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
+from bridge.accounts import Account
 from bridge.calls import TwilioCall
 from bridge.envelopes import Reply
 from bridge.errors import (
@@ -20,13 +22,18 @@ from bridge.errors import (
     UnknownOutcome,
 )
 from bridge.outcomes import HttpResult, error_reply, failure_from_response, reply_for_response
+from bridge.settings import Credential
 
 PATH = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json"
 CALL = TwilioCall(
     method="POST",
     url="https://api.twilio.com" + PATH,
     path=PATH,
-    credential="default",
+    account=Account.from_settings(
+        "default",
+        Credential(account_sid="AC" + "0" * 32, auth_token=SecretStr("t" * 32)),
+        calls=False,
+    ),
     content=b"To=%2B1",
     api="api.v2010",
     operation="CreateMessage",

@@ -15,15 +15,17 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from bridge.accounts import Account, Accounts, basic_auth_header
 from bridge.calls import CallBuilder
 from bridge.catalog import Catalog
 from bridge.envelopes import parse_request
+from bridge.instances.model import Instance
 from bridge.kafka.records import Record
 from bridge.processor import Outcome, Processor
-from bridge.ratelimit import Limiter
+from bridge.ratelimit import Limiter, Limits
 from bridge.retry import RetryPolicy
 from bridge.settings import Credential, TwilioSettings
-from bridge.twilio.client import TwilioClient, basic_auth_header
+from bridge.twilio.client import TwilioClient
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "tok-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
@@ -97,8 +99,8 @@ SINGLE = RetryPolicy(max_attempts=1)
 async def processor_for(
     twilio: Twilio, policy: RetryPolicy = SINGLE, limiter: Limiter | None = None
 ) -> AsyncIterator[Processor]:
-    client = TwilioClient(SETTINGS, CREDENTIALS, transport=httpx.MockTransport(twilio))
-    builder = CallBuilder(Catalog.load(), CREDENTIALS, SETTINGS)
+    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
+    builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
     try:
         yield Processor(builder, client, policy, limiter)
     finally:
@@ -650,7 +652,7 @@ async def test_a_failing_page_keeps_what_was_gathered() -> None:
 
 
 async def test_replies_report_the_time_spent_waiting_for_the_senders_pace() -> None:
-    limiter = Limiter(per_sender_per_second=20, per_sender_burst=1)
+    limiter = Limiter(Limits.of(per_sender_per_second=20, per_sender_burst=1))
     async with processor_for(answering(201, {"sid": "SM1"}), limiter=limiter) as processor:
         first = await processor.process(record(ENVELOPE))
         second = await processor.process(record(ENVELOPE))
@@ -663,9 +665,144 @@ async def test_replies_report_the_time_spent_waiting_for_the_senders_pace() -> N
 
 async def test_twilio_concurrent_requests_lowers_the_credentials_cap() -> None:
     twilio = answering(201, {"sid": "SM1"}, **{"Twilio-Concurrent-Requests": "95"})
-    limiter = Limiter(max_concurrent=100, account_concurrency=100)
+    limiter = Limiter(Limits.of(max_concurrent=100, account_concurrency=100))
     async with processor_for(twilio, limiter=limiter) as processor:
         outcome = await processor.process(record(ENVELOPE))
     assert outcome.reply is not None and outcome.reply.status == "ok"
     # Others hold 94 of the account's 100: this replica steps down to a single call.
     assert limiter.cap("default") == 1
+
+
+# --- instances: each account's own defaults ----------------------------------------------------
+
+INSTANCE_ACCOUNT = "AC" + "c" * 32
+INSTANCE_TOKEN = "acme-token-5e4d3c2b1a"
+
+
+def instance_accounts(**configuration: Any) -> Accounts:
+    instance = Instance.model_validate(
+        {
+            "name": "acme",
+            "configuration": {
+                "account_sid": INSTANCE_ACCOUNT,
+                "auth_token": INSTANCE_TOKEN,
+                **configuration,
+            },
+            "revision": 1,
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": "2026-01-01T00:00:00.000Z",
+        }
+    )
+    accounts = Accounts(CREDENTIALS)
+    accounts.put(Account.from_instance(instance, SETTINGS))
+    return accounts
+
+
+async def process_as(
+    twilio: Twilio,
+    accounts: Accounts,
+    *envelopes: dict[str, Any],
+    policy: RetryPolicy = SINGLE,
+    limiter: Limiter | None = None,
+) -> list[Outcome]:
+    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
+    processor = Processor(CallBuilder(Catalog.load(), accounts, SETTINGS), client, policy, limiter)
+    try:
+        return [await processor.process(record(envelope)) for envelope in envelopes]
+    finally:
+        await client.aclose()
+
+
+def as_acme(envelope: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {**envelope, "credential": "acme", **fields}
+
+
+async def test_an_instance_is_called_with_its_own_account_and_auth() -> None:
+    twilio = answering(201, {"sid": "SM1"})
+    [outcome] = await process_as(twilio, instance_accounts(), as_acme(ENVELOPE))
+    assert outcome.reply is not None and outcome.reply.status == "ok"
+    [sent] = twilio.requests
+    assert sent.url.path == f"/2010-04-01/Accounts/{INSTANCE_ACCOUNT}/Messages.json"
+    assert (
+        sent.headers["authorization"]
+        == "Basic " + base64.b64encode(f"{INSTANCE_ACCOUNT}:{INSTANCE_TOKEN}".encode()).decode()
+    )
+    assert INSTANCE_TOKEN not in outcome.reply.model_dump_json()
+
+
+async def test_a_deleted_instance_is_answered_as_deleted_without_calling_twilio() -> None:
+    twilio = answering(201, {"sid": "SM1"})
+    accounts = instance_accounts()
+    accounts.remove("acme", "2026-01-02T03:04:05.000Z")
+    [outcome] = await process_as(twilio, accounts, as_acme(ENVELOPE))
+    reply = outcome.reply
+    assert reply is not None and reply.error is not None
+    assert reply.error.kind == "validation" and "deleted" in reply.error.message
+    assert twilio.requests == []
+
+
+async def test_an_unknown_credential_reads_the_instances_again_before_failing() -> None:
+    # Created on another replica a moment ago: this one's view catches up, then it is used.
+    twilio = answering(201, {"sid": "SM1"})
+    accounts, ready = Accounts(CREDENTIALS), instance_accounts()
+    refreshes = 0
+
+    async def refresh() -> None:
+        nonlocal refreshes
+        refreshes += 1
+        accounts.put(ready.get("acme"))  # type: ignore[arg-type]
+
+    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
+    builder = CallBuilder(Catalog.load(), accounts, SETTINGS)
+    processor = Processor(builder, client, SINGLE, refresh_accounts=refresh)
+    try:
+        found = await processor.process(record(as_acme(ENVELOPE)))
+        missing = await processor.process(record({**ENVELOPE, "credential": "nobody"}))
+    finally:
+        await client.aclose()
+    assert found.reply is not None and found.reply.status == "ok"
+    assert missing.reply is not None and missing.reply.error is not None
+    assert "unknown credential 'nobody'" in missing.reply.error.message
+    assert refreshes == 2 and len(twilio.requests) == 1
+
+
+async def test_an_instances_filter_nulls_applies_unless_the_envelope_says_otherwise() -> None:
+    accounts = instance_accounts(filter_nulls=True)
+    twilio = answering_in_turn((200, PAGE, {}))
+    filtered, kept, static = await process_as(
+        twilio,
+        accounts,
+        as_acme(FETCH),
+        as_acme(FETCH, filter_nulls=False),
+        FETCH,  # the static credential: the bridge's default (off)
+    )
+    assert filtered.reply is not None and kept.reply is not None and static.reply is not None
+    assert "error_code" not in filtered.reply.body["messages"][0]
+    assert kept.reply.body["messages"][0]["error_code"] is None
+    assert static.reply.body["messages"][0]["error_code"] is None
+
+
+async def test_an_instances_retry_policy_replaces_the_bridges() -> None:
+    accounts = instance_accounts(retry={"max_attempts": 3, "base_delay_s": 0, "max_delay_s": 0})
+    twilio = answering_in_turn(TOO_MANY)
+    [acme] = await process_as(twilio, accounts, as_acme(ENVELOPE))
+    assert acme.reply is not None and acme.reply.attempts == 3
+    twilio.requests.clear()
+    [static] = await process_as(twilio, accounts, ENVELOPE)  # SINGLE: one attempt
+    assert static.reply is not None and static.reply.attempts == 1
+    assert len(twilio.requests) == 1
+
+
+async def test_the_envelopes_retry_still_overrides_an_instances_policy() -> None:
+    accounts = instance_accounts(retry={"max_attempts": 3, "base_delay_s": 0, "max_delay_s": 0})
+    twilio = answering_in_turn(TOO_MANY)
+    [outcome] = await process_as(twilio, accounts, as_acme(ENVELOPE, retry={"max_attempts": 1}))
+    assert outcome.reply is not None and outcome.reply.attempts == 1
+
+
+async def test_an_instances_limits_are_the_limiters_for_it() -> None:
+    accounts = instance_accounts(rate_limit={"max_concurrent": 7, "account_concurrency": 0})
+    limiter = Limiter(Limits.of(max_concurrent=3))
+    twilio = answering(201, {"sid": "SM1"})
+    await process_as(twilio, accounts, as_acme(ENVELOPE), ENVELOPE, limiter=limiter)
+    assert (limiter.cap("acme"), limiter.cap("default")) == (7, 3)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bridge.ratelimit import ConcurrencyGate, Limiter, TokenBucket, next_cap
+from bridge.ratelimit import ConcurrencyGate, Limiter, Limits, TokenBucket, next_cap
 from bridge.retry import Attempt
 
 OK = Attempt(status=201)
@@ -142,7 +142,7 @@ async def test_a_waiter_cancelled_as_it_is_granted_passes_the_place_on() -> None
 
 
 async def test_limiter_paces_a_credential_and_measures_the_wait() -> None:
-    limiter = Limiter(requests_per_second=50, burst=1)
+    limiter = Limiter(Limits.of(requests_per_second=50, burst=1))
     waited = []
     for _ in range(5):
         async with limiter.slot("default") as slot:
@@ -155,7 +155,7 @@ async def test_limiter_paces_a_credential_and_measures_the_wait() -> None:
 
 async def test_each_sender_has_its_own_pace_inside_the_credentials() -> None:
     clock = Clock()
-    limiter = Limiter(per_sender_per_second=1, per_sender_burst=1, clock=clock)
+    limiter = Limiter(Limits.of(per_sender_per_second=1, per_sender_burst=1), clock=clock)
     assert limiter._reserve("default", "+14155550001") == 0
     assert limiter._reserve("default", "+14155550002") == 0
     assert limiter._reserve("default", "+14155550001") == pytest.approx(1.0)
@@ -164,7 +164,9 @@ async def test_each_sender_has_its_own_pace_inside_the_credentials() -> None:
 
 async def test_limiter_without_sender_does_not_touch_sender_buckets() -> None:
     clock = Clock()
-    limiter = Limiter(requests_per_second=10, burst=2, per_sender_per_second=1, clock=clock)
+    limiter = Limiter(
+        Limits.of(requests_per_second=10, burst=2, per_sender_per_second=1), clock=clock
+    )
     async with limiter.slot("default", None) as slot:
         assert slot.waited_s == 0
     async with limiter.slot("default", "+14155550001") as slot:
@@ -176,7 +178,7 @@ async def test_limiter_without_sender_does_not_touch_sender_buckets() -> None:
 
 async def test_idle_sender_buckets_are_forgotten_past_the_bound() -> None:
     clock = Clock()
-    limiter = Limiter(per_sender_per_second=1, clock=clock)
+    limiter = Limiter(Limits.of(per_sender_per_second=1), clock=clock)
     for n in range(10_002):
         limiter._reserve("default", f"+1415{n:07d}")
     clock.now += 10  # every bucket is full again
@@ -185,7 +187,7 @@ async def test_idle_sender_buckets_are_forgotten_past_the_bound() -> None:
 
 
 async def test_limiter_caps_calls_in_flight_per_credential() -> None:
-    limiter = Limiter(max_concurrent=2)
+    limiter = Limiter(Limits.of(max_concurrent=2))
     peak = running = 0
 
     async def call(credential: str) -> None:
@@ -204,7 +206,7 @@ async def test_limiter_caps_calls_in_flight_per_credential() -> None:
 
 
 async def test_limiter_follows_twilio_concurrent_requests() -> None:
-    limiter = Limiter(max_concurrent=100, account_concurrency=100)
+    limiter = Limiter(Limits.of(max_concurrent=100, account_concurrency=100))
     async with limiter.slot("default") as slot:
         slot.report(OK, "99")  # others hold 98 of the account's 100
     assert limiter.cap("default") == 1
@@ -223,7 +225,78 @@ async def test_limiter_with_everything_off_never_waits() -> None:
 
 
 def test_the_cap_starts_under_the_accounts_limit_and_its_own_ceiling() -> None:
-    assert Limiter(max_concurrent=100, account_concurrency=20).cap("default") == 18
-    assert Limiter(max_concurrent=5, account_concurrency=100).cap("default") == 5
-    assert Limiter(max_concurrent=100, account_concurrency=0).cap("default") == 100
-    assert Limiter(max_concurrent=0, account_concurrency=100).cap("default") is None
+    assert Limiter(Limits.of(max_concurrent=100, account_concurrency=20)).cap("default") == 18
+    assert Limiter(Limits.of(max_concurrent=5, account_concurrency=100)).cap("default") == 5
+    assert Limiter(Limits.of(max_concurrent=100, account_concurrency=0)).cap("default") == 100
+    assert Limiter(Limits.of(max_concurrent=0, account_concurrency=100)).cap("default") is None
+
+
+# --- limits per credential (instances bring their own) -----------------------------------------
+
+
+async def test_a_credentials_own_limits_replace_the_default() -> None:
+    limiter = Limiter(Limits.of(max_concurrent=3))
+    async with limiter.slot("acme", None, Limits.of(max_concurrent=7)):
+        pass
+    async with limiter.slot("default"):
+        pass
+    assert (limiter.cap("acme"), limiter.cap("default")) == (7, 3)
+
+
+async def test_own_limits_pace_only_their_credential() -> None:
+    clock = Clock()
+    limiter = Limiter(clock=clock)
+    slow = Limits.of(requests_per_second=1, burst=1)
+    assert limiter._reserve("acme", None, slow) == 0
+    assert limiter._reserve("acme", None, slow) == pytest.approx(1.0)
+    assert limiter._reserve("default", None) == 0
+    assert limiter._reserve("default", None) == 0
+
+
+async def test_changed_limits_start_a_fresh_gate() -> None:
+    limiter = Limiter()
+    one, two = Limits.of(max_concurrent=1), Limits.of(max_concurrent=2)
+    async with limiter.slot("acme", None, one):
+        # The old gate is full; the new limits' gate is not, so this does not wait.
+        async with asyncio.timeout(1):
+            async with limiter.slot("acme", None, two) as slot:
+                assert slot.waited_s == 0
+                assert limiter.cap("acme") == 2
+    # Both released, each to its own gate: the new gate is free again.
+    gate = limiter._gates["acme"]
+    assert (gate.cap, gate.in_flight) == (2, 0)
+
+
+async def test_equal_limits_keep_the_gate_and_what_it_learnt() -> None:
+    limiter = Limiter()
+    learnt = Limits.of(max_concurrent=100, account_concurrency=100)
+    async with limiter.slot("acme", None, learnt) as slot:
+        slot.report(OK, "99")
+    assert limiter.cap("acme") == 1
+    # The same limits, from an account built again (an instance read again): nothing resets.
+    same = Limits.of(max_concurrent=100, account_concurrency=100)
+    entered = asyncio.Event()
+
+    async def second() -> None:
+        async with limiter.slot("acme", None, same):
+            entered.set()
+
+    async with limiter.slot("acme", None, same):
+        assert limiter.cap("acme") == 1
+        waiter = asyncio.create_task(second())
+        await asyncio.sleep(0.01)
+        assert not entered.is_set()  # the cap of one holds
+    await asyncio.wait_for(waiter, 1)
+    assert entered.is_set()
+
+
+async def test_changed_rates_start_fresh_buckets() -> None:
+    clock = Clock()
+    limiter = Limiter(clock=clock)
+    slow = Limits.of(requests_per_second=1, burst=1, per_sender_per_second=1)
+    async with limiter.slot("acme", "+14155550001", slow):
+        pass
+    assert limiter._reserve("acme", None, slow) == pytest.approx(1.0)
+    faster = Limits.of(requests_per_second=5, burst=1, per_sender_per_second=5)
+    async with limiter.slot("acme", "+14155550001", faster) as slot:
+        assert slot.waited_s == 0

@@ -14,10 +14,14 @@ async def test_an_outcome_kafka_refuses_leaves_a_minimal_error_record_not_a_stuc
     None
 ):
     bridge = Bridge(Settings(dedupe={"window_s": 0}))
-    sent: list[tuple[str, bytes | None, bytes]] = []
+    sent: list[tuple[str, bytes | None, bytes | None]] = []
 
     async def publish(
-        topic: str, key: bytes | None, value: bytes, headers: object, partition: object = None
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: object,
+        partition: object = None,
     ) -> tuple[int, int]:
         if key is not None:
             raise RecordTooLarge("the key alone is over the limit")
@@ -28,6 +32,7 @@ async def test_an_outcome_kafka_refuses_leaves_a_minimal_error_record_not_a_stuc
     record = Record("twilio.requests", 2, 41, b"k" * 2_000_000, b"not json", (), 0)
     await bridge.handle(record)  # returns: the offset can be committed
     [(topic, key, value)] = sent
+    assert value is not None
     error = json.loads(value)
     assert topic == "twilio.errors" and key is None
     assert error["error"]["kind"] == "internal"

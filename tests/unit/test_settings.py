@@ -1,8 +1,9 @@
+import base64
 from pathlib import Path
 
 import pytest
 
-from bridge.settings import KafkaSettings, SettingsError, load_settings
+from bridge.settings import KafkaSettings, SettingsError, encryption_key, load_settings
 
 SID = "AC" + "a" * 32
 
@@ -126,3 +127,69 @@ def test_kafka_settings_the_protocol_would_ignore_or_reject_stop_start_up(
 def test_acks_1_works_without_the_idempotent_producer() -> None:
     settings = KafkaSettings(idempotent_producer=False, acks="1")
     assert settings.acks == "1"
+
+
+# --- the instances API -------------------------------------------------------------------------
+
+ADMIN_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+def test_the_instances_api_is_off_by_default_and_needs_nothing_then() -> None:
+    admin = load_settings().admin
+    assert admin.enabled is False and admin.token is None
+    assert (admin.topic, admin.audit_topic) == ("twilio.instances", "twilio.instances.audit")
+
+
+def test_the_instances_api_reads_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_ADMIN__ENABLED", "true")
+    monkeypatch.setenv("BRIDGE_ADMIN__TOKEN", "a-long-enough-admin-token")
+    monkeypatch.setenv("BRIDGE_ADMIN__ENCRYPTION_KEY", f" {ADMIN_KEY}\n")
+    monkeypatch.setenv("BRIDGE_ADMIN__TOPIC", "acme.instances")
+    monkeypatch.setenv("BRIDGE_ADMIN__WRITE_TIMEOUT_S", "3")
+    admin = load_settings().admin
+    assert admin.enabled and admin.topic == "acme.instances" and admin.write_timeout_s == 3
+    assert admin.encryption_key is not None
+    assert encryption_key(admin.encryption_key) == bytes(range(32))
+
+
+def test_enabling_the_instances_api_needs_a_token_and_a_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_ADMIN__ENABLED", "true")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    text = str(info.value)
+    assert "admin.token" in text and "admin.encryption_key" in text
+
+
+@pytest.mark.parametrize(
+    ("token", "key", "problems"),
+    [
+        ("short-hunter2", ADMIN_KEY, ["admin.token"]),
+        ("long-enough-hunter2-token", "hunter2-not-base64!", ["not base64"]),
+        (
+            "long-enough-hunter2-token",
+            base64.b64encode(b"hunter2-sixteen!").decode(),
+            ["32 bytes, not 16"],
+        ),
+        ("short-hunter2", "hunter2-not-base64!", ["admin.token", "not base64"]),
+    ],
+)
+def test_a_bad_token_or_key_is_named_and_never_shown(
+    monkeypatch: pytest.MonkeyPatch, token: str, key: str, problems: list[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_ADMIN__ENABLED", "true")
+    monkeypatch.setenv("BRIDGE_ADMIN__TOKEN", token)
+    monkeypatch.setenv("BRIDGE_ADMIN__ENCRYPTION_KEY", key)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    text = str(info.value)
+    for problem in problems:
+        assert problem in text
+    assert "hunter2" not in text
+    assert base64.b64encode(b"hunter2-sixteen!").decode() not in text
+
+
+def test_a_disabled_instances_api_ignores_a_bad_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_ADMIN__ENCRYPTION_KEY", "not base64")
+    assert load_settings().admin.enabled is False

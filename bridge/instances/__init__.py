@@ -1,0 +1,1 @@
+"""Instances: Twilio accounts provisioned at runtime through the admin API."""
