@@ -12,6 +12,7 @@ from bridge.instances.model import Instance
 from bridge.ratelimit import Limits
 from bridge.retry import RetryPolicy
 from bridge.settings import Credential, TwilioSettings
+from tests.unit.instance_factory import stored_instance
 
 STATIC_SID = "AC" + "a" * 32
 INSTANCE_SID = "AC" + "c" * 32
@@ -21,15 +22,8 @@ TWILIO = TwilioSettings(base_url="http://mock:4010", response_timeout_s=7.5)
 
 
 def instance(name: str = "acme", sid: str = INSTANCE_SID, **configuration: Any) -> Instance:
-    return Instance.model_validate(
-        {
-            "name": name,
-            "configuration": {"account_sid": sid, "auth_token": f"{name}-token", **configuration},
-            "revision": 1,
-            "created_at": "2026-01-01T00:00:00.000Z",
-            "updated_at": "2026-01-01T00:00:00.000Z",
-        }
-    )
+    token = configuration.pop("auth_token", f"{name}-token")
+    return stored_instance(name, sid, token, **configuration)
 
 
 def account(name: str = "acme", sid: str = INSTANCE_SID, **configuration: Any) -> Account:

@@ -17,13 +17,13 @@ from twilio.request_validator import RequestValidator
 
 from bridge.accounts import Account, Accounts
 from bridge.http.app import create_app, openapi_document
-from bridge.instances.model import Instance
 from bridge.kafka.producer import Publisher
 from bridge.metrics import REGISTRY
 from bridge.settings import WEBHOOK_FAMILIES, Credential, TwilioSettings, WebhookSettings
 from bridge.webhooks.delivery import EventDelivery
 from bridge.webhooks.events import CloudEvent
 from bridge.webhooks.receiver import WebhookReceiver, public_url
+from tests.unit.instance_factory import stored_instance
 
 ACCOUNT = "AC" + "0" * 32
 TOKEN = "token-for-unit-tests"
@@ -182,19 +182,7 @@ INSTANCE_PARAMS = {**PARAMS, "AccountSid": INSTANCE_ACCOUNT}
 
 
 def instance_account(name: str = "acme", **configuration: Any) -> Account:
-    instance = Instance.model_validate(
-        {
-            "name": name,
-            "configuration": {
-                "account_sid": INSTANCE_ACCOUNT,
-                "auth_token": INSTANCE_TOKEN,
-                **configuration,
-            },
-            "revision": 1,
-            "created_at": "2026-01-01T00:00:00.000Z",
-            "updated_at": "2026-01-01T00:00:00.000Z",
-        }
-    )
+    instance = stored_instance(name, INSTANCE_ACCOUNT, INSTANCE_TOKEN, **configuration)
     return Account.from_instance(instance, TwilioSettings())
 
 

@@ -17,6 +17,7 @@ from bridge.instances.records import (
     encode_instance,
 )
 from bridge.instances.sealing import Sealer, SealError
+from tests.unit.instance_factory import stored_instance
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -27,16 +28,8 @@ KEY_SECRET = "key-SUPERSECRET-41d2e8"
 
 
 def instance(revision: int = 1, **configuration: Any) -> Instance:
-    return Instance.model_validate(
-        {
-            "name": "acme",
-            "configuration": {"account_sid": SID, "auth_token": TOKEN, **configuration},
-            "tags": ["eu"],
-            "revision": revision,
-            "created_at": "2026-01-01T00:00:00.000Z",
-            "updated_at": "2026-01-02T00:00:00.000Z",
-        }
-    )
+    token = configuration.pop("auth_token", TOKEN)
+    return stored_instance("acme", SID, token, revision=revision, tags=("eu",), **configuration)
 
 
 def encodings(secret: str) -> list[bytes]:

@@ -19,13 +19,13 @@ from bridge.accounts import Account, Accounts, basic_auth_header
 from bridge.calls import CallBuilder
 from bridge.catalog import Catalog
 from bridge.envelopes import parse_request
-from bridge.instances.model import Instance
 from bridge.kafka.records import Record
 from bridge.processor import Outcome, Processor
 from bridge.ratelimit import Limiter, Limits
 from bridge.retry import RetryPolicy
 from bridge.settings import Credential, TwilioSettings
 from bridge.twilio.client import TwilioClient
+from tests.unit.instance_factory import stored_instance
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "tok-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
@@ -680,19 +680,7 @@ INSTANCE_TOKEN = "acme-token-5e4d3c2b1a"
 
 
 def instance_accounts(**configuration: Any) -> Accounts:
-    instance = Instance.model_validate(
-        {
-            "name": "acme",
-            "configuration": {
-                "account_sid": INSTANCE_ACCOUNT,
-                "auth_token": INSTANCE_TOKEN,
-                **configuration,
-            },
-            "revision": 1,
-            "created_at": "2026-01-01T00:00:00.000Z",
-            "updated_at": "2026-01-01T00:00:00.000Z",
-        }
-    )
+    instance = stored_instance("acme", INSTANCE_ACCOUNT, INSTANCE_TOKEN, **configuration)
     accounts = Accounts(CREDENTIALS)
     accounts.put(Account.from_instance(instance, SETTINGS))
     return accounts
