@@ -449,7 +449,11 @@ def systems(
         for variant, env in chosen:
             parts = [path.resolve().name] if len(roots) > 1 else []
             parts += [variant] if variant else []
-            name = "-".join(parts)[:10] or "bridge"
+            # Never cut short: "perf-new-on" and "perf-new-off" cut to 10 were one system, and
+            # the second silently replaced the first.
+            name = "-".join(parts) or "bridge"
+            if name in out:
+                raise SystemExit(f"two systems named {name!r}: give the roots other names")
             out[name] = System(path.resolve(), {**common, **own, **env})
     return out
 
