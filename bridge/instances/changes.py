@@ -151,7 +151,7 @@ def _stamped(spec: InstanceSpec, current: Instance | None) -> Instance:
 
 def _precondition(current: Instance | None, if_match: str | None) -> Refusal | None:
     """``If-Match``: the revision (ETag) the client last read, to refuse lost updates."""
-    if if_match is None or if_match.strip() == "*" and current is not None:
+    if if_match is None or (if_match.strip() == "*" and current is not None):
         return None
     tags = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}
     if current is None or str(current.revision) not in tags:

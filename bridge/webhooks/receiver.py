@@ -120,13 +120,16 @@ class WebhookReceiver:
             form, data = self._parse(request)
         except _Refused as refused:
             return refused.answer
+        named = self._named(data)
         if self._settings.validate_signatures:
-            problem = self._check_signature(request, form, data)
+            # Event Streams deliveries name no account: any configured account may have sent it.
+            signers = named if named is not None else list(self._accounts)
+            problem = self._check_signature(request, form, signers)
             if problem is not None:
                 log.warning("webhook %s refused: %s", request.family, problem)
                 WEBHOOK_SIGNATURE_FAILURES.labels(request.family).inc()
                 return WebhookAnswer(403, "forbidden", f"invalid signature: {problem}")
-        accounts = self._of(data)
+        accounts = named or []
         if accounts and not any(a.webhooks for a in accounts):
             # An instance set to poll, or with events off: its events must not come twice.
             return WebhookAnswer(
@@ -168,12 +171,9 @@ class WebhookReceiver:
         raise _Refused(415, "unsupported_media_type", f"content type must be {accepted}")
 
     def _check_signature(
-        self, request: WebhookRequest, form: list[tuple[str, str]], data: Any
+        self, request: WebhookRequest, form: list[tuple[str, str]], accounts: list[Account]
     ) -> str | None:
-        """Why the signature is wrong, or None when one of the candidate tokens signed it."""
-        account = data.get("AccountSid") if isinstance(data, dict) else None
-        # Event Streams deliveries name no account: any configured account may have sent it.
-        accounts = self._of(data) if isinstance(account, str) else list(self._accounts)
+        """Why the signature is wrong, or None when one of ``accounts``' tokens signed it."""
         tokens = {a.auth_token for a in accounts if a.auth_token is not None}
         candidates: list[str | None] = [*tokens] or [None]
         problem = "no Auth Token configured for this account"
@@ -187,10 +187,10 @@ class WebhookReceiver:
                 problem = exc.reason
         return problem
 
-    def _of(self, data: Any) -> list[Account]:
-        """The accounts the delivery names by ``AccountSid`` (none for Event Streams)."""
+    def _named(self, data: Any) -> list[Account] | None:
+        """The accounts with the delivery's ``AccountSid``; None when it names none."""
         account = data.get("AccountSid") if isinstance(data, dict) else None
-        return self._accounts.by_account_sid(account) if isinstance(account, str) else []
+        return self._accounts.by_account_sid(account) if isinstance(account, str) else None
 
     def _events(
         self, request: WebhookRequest, form: list[tuple[str, str]], data: Any
