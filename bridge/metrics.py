@@ -79,6 +79,12 @@ IN_FLIGHT = Gauge(
     "Request envelopes fetched and not yet finished (replied and acknowledged).",
     registry=REGISTRY,
 )
+TWILIO_IN_FLIGHT = Gauge(
+    "twilio_bridge_twilio_requests_in_flight",
+    "HTTP requests sent to Twilio and not yet answered. Well below "
+    "twilio_bridge_requests_in_flight under load: records wait for Kafka, not for Twilio.",
+    registry=REGISTRY,
+)
 TWILIO_REQUESTS = Counter(
     "twilio_bridge_twilio_requests",
     "HTTP requests sent to Twilio (every attempt and page), by api, operation, method and "

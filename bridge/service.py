@@ -32,7 +32,14 @@ from bridge.kafka.outcome_log import OutcomeLog
 from bridge.kafka.producer import Publisher
 from bridge.kafka.records import Record
 from bridge.kafka.seen import SeenLog
-from bridge.metrics import CONSUMER_LAG, ERRORS, IN_FLIGHT, REPLY_PUBLISH_SECONDS, REQUESTS
+from bridge.metrics import (
+    CONSUMER_LAG,
+    ERRORS,
+    IN_FLIGHT,
+    REPLY_PUBLISH_SECONDS,
+    REQUESTS,
+    TWILIO_IN_FLIGHT,
+)
 from bridge.outcomes import error_record_bytes, reply_bytes
 from bridge.poller import Poller
 from bridge.processor import Outcome, Processor
@@ -95,6 +102,7 @@ class Bridge:
             on_assigned=self.outcomes.resync if self.outcomes is not None else None,
         )
         IN_FLIGHT.set_function(lambda: self.consumer.in_flight)
+        TWILIO_IN_FLIGHT.set_function(lambda: self.client.in_flight)
         webhook = settings.webhook
         self.seen = (
             SeenLog(settings.kafka, webhook.dedupe_topic, webhook.dedupe_window_s, self.publisher)

@@ -238,16 +238,20 @@ class TwilioClient:
             self._transport = _AiohttpTransport(settings)
         else:
             self._transport = _HttpxTransport(settings, transport)
+        self.in_flight = 0  # requests sent and not answered, for a gauge
 
     async def send(self, call: TwilioCall) -> HttpResult:
         """Send one call and read the whole answer; raises the bridge's call errors."""
         api, operation = call.api or "advanced", call.operation or "advanced"
         started = time.perf_counter()
+        self.in_flight += 1
         try:
             status, headers, content, content_type = await self._transport(call, call.account.auth)
         except BridgeError:
             TWILIO_REQUESTS.labels(api, operation, call.method, "none").inc()
             raise
+        finally:
+            self.in_flight -= 1
         TWILIO_REQUEST_SECONDS.labels(api, call.method).observe(time.perf_counter() - started)
         TWILIO_REQUESTS.labels(api, operation, call.method, status_class(status)).inc()
         return HttpResult(

@@ -37,6 +37,7 @@ FAMILIES = {
     "twilio_bridge_requests": "counter",
     "twilio_bridge_errors": "counter",
     "twilio_bridge_requests_in_flight": "gauge",
+    "twilio_bridge_twilio_requests_in_flight": "gauge",
     "twilio_bridge_twilio_requests": "counter",
     "twilio_bridge_twilio_request_duration_seconds": "histogram",
     "twilio_bridge_retries": "counter",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -794,3 +795,29 @@ async def test_an_instances_limits_are_the_limiters_for_it() -> None:
     twilio = answering(201, {"sid": "SM1"})
     await process_as(twilio, accounts, as_acme(ENVELOPE), ENVELOPE, limiter=limiter)
     assert (limiter.cap("acme"), limiter.cap("default")) == (7, 3)
+
+
+async def test_the_client_counts_calls_in_flight_until_each_is_answered_or_fails() -> None:
+    release, both_sent = asyncio.Event(), asyncio.Event()
+
+    async def twilio(request: httpx.Request) -> httpx.Response:
+        if client.in_flight == 2:
+            both_sent.set()
+        await release.wait()
+        if b"fail" in request.content:
+            raise httpx.ReadError("simulated", request=request)
+        return httpx.Response(201, json={"sid": "SM1"})
+
+    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
+    processor = Processor(CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS), client)
+    ok = {**ENVELOPE, "id": "ok"}
+    failing = {**ENVELOPE, "id": "fails", "body": {**ENVELOPE["body"], "Body": "fail"}}
+    try:
+        running = [asyncio.create_task(processor.process(record(e))) for e in (ok, failing)]
+        await asyncio.wait_for(both_sent.wait(), 5)
+        release.set()
+        replies = [(await task).reply for task in running]
+    finally:
+        await client.aclose()
+    assert [r.status if r is not None else None for r in replies] == ["ok", "error"]
+    assert client.in_flight == 0
