@@ -81,8 +81,8 @@ IN_FLIGHT = Gauge(
 )
 TWILIO_IN_FLIGHT = Gauge(
     "twilio_bridge_twilio_requests_in_flight",
-    "HTTP requests sent to Twilio and not yet answered. Well below "
-    "twilio_bridge_requests_in_flight under load: records wait for Kafka, not for Twilio.",
+    "HTTP requests sent to Twilio and not yet answered; the rest of "
+    "twilio_bridge_requests_in_flight waits for its key, a rate limit or Kafka.",
     registry=REGISTRY,
 )
 TWILIO_REQUESTS = Counter(
