@@ -607,11 +607,7 @@ class Lab:
             stop.set()
             await watcher
             code = stop_process(proc)
-        if system in self.roots and code != 0 and not run.problem:
-            run.problem = f"exit code {code} after SIGTERM; see {log_path}"
-        self._tally(run, replies)
-        stats = await mock_stats(base)
-        run.mock_requests, run.peak_calls = stats["total"], stats["peak_in_flight"]
+        await self._tally(run, replies, base, code, log_path)
         if check_order:  # one key: were the replies published in the requests' order?
             run.order_kept = replies.order == ids[: len(replies.order)]
         return run
@@ -631,8 +627,14 @@ class Lab:
             except TimeoutError:
                 pass
 
-    @staticmethod
-    def _tally(run: Run, replies: Replies) -> None:
+    async def _tally(
+        self, run: Run, replies: Replies, base: str, code: int | None, log_path: Path
+    ) -> None:
+        """What a finished run produced: replies, losses, duplicates, the mock's counts."""
+        if run.system in self.roots and code != 0 and not run.problem:
+            run.problem = f"exit code {code} after SIGTERM; see {log_path}"
+        stats = await mock_stats(base)
+        run.mock_requests, run.peak_calls = stats["total"], stats["peak_in_flight"]
         run.statuses = replies.statuses
         run.call_ms = replies.durations
         run.lost = run.envelopes - replies.seen
@@ -693,10 +695,7 @@ class Lab:
             stop.set()
             await watcher
             code = stop_process(proc)
-        if system in self.roots and code != 0 and not run.problem:
-            run.problem = f"exit code {code} after SIGTERM; see {log_path}"
-        self._tally(run, replies)
-        run.mock_requests = (await mock_stats(base))["total"]
+        await self._tally(run, replies, base, code, log_path)
         return run
 
     # --- webhooks ---
