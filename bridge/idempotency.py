@@ -9,6 +9,7 @@ Kafka, 24 bytes in a bytearray: the replies themselves stay in Kafka.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import struct
@@ -213,11 +214,12 @@ class Outcomes(Protocol):
     async def begin(self, request_id: str) -> None:
         """Record that ``request_id`` is about to be sent."""
 
-    async def finish(self, request_id: str, reply: bytes) -> None:
-        """Record ``reply`` as the answer of ``request_id``."""
+    def finish(self, request_id: str, reply: bytes) -> asyncio.Future[None]:
+        """Record ``reply`` as the answer of ``request_id``: done once written (or refused),
+        the id released either way."""
 
     def release(self, request_id: str) -> None:
         """End this process's send of ``request_id``."""
 
-    async def first_reply(self, answered: Answered) -> bytes | None:
+    async def first_reply(self, request_id: str, answered: Answered) -> bytes | None:
         """The reply recorded for an answered id (None if gone)."""

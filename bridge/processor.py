@@ -186,7 +186,7 @@ class Processor:
             return await self._send_and_reply(request, record, call, started), None, None
         prior = await outcomes.check(request.id)
         if isinstance(prior, Answered):
-            first = await outcomes.first_reply(prior)
+            first = await outcomes.first_reply(request.id, prior)
             if first is not None:
                 return _duplicate(first, prior), None, None
         elif isinstance(prior, Started) and not self._resend_unknown:
@@ -200,7 +200,7 @@ class Processor:
             outcomes.release(request.id)
             raise
         # finish releases the id once the answer is acknowledged (or failed to be).
-        return reply, value, asyncio.ensure_future(_finish(outcomes, request.id, value))
+        return reply, value, outcomes.finish(request.id, value)
 
     async def _build(self, request: BasicRequest | AdvancedRequest, record: Record) -> TwilioCall:
         try:
@@ -375,13 +375,6 @@ def _last_paging(body: dict[str, Any], next_uri: str | None) -> dict[str, Any]:
     if isinstance(body.get("meta"), dict):
         return {"meta": {**body["meta"], "next_page_url": next_uri}}
     return {"next_page_uri": next_uri}
-
-
-async def _finish(outcomes: Outcomes, request_id: str, value: bytes) -> None:
-    try:
-        await outcomes.finish(request_id, value)
-    finally:
-        outcomes.release(request_id)
 
 
 def _duplicate(first: bytes, prior: Answered) -> Reply:

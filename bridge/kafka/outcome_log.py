@@ -1,17 +1,18 @@
 """The outcome of every state-changing request, shared by all replicas through one Kafka topic.
 
-Before a POST/PUT/PATCH/DELETE goes to Twilio, a *started* record with the request id is
-acknowledged by Kafka; once the reply exists, the reply itself is written as the *answered*
-record. Every replica reads the topic at start-up and follows it, so a redelivered or resent
-id, on any replica and after any restart, finds what became of it: the first reply to answer
-with, or a start without an answer (the process died while sending: the outcome is unknown).
-Only digests and offsets are held in memory; a first reply is read back from Kafka when a
-duplicate needs it.
+Before a POST/PUT/PATCH/DELETE goes to Twilio, a *start* with the request id is acknowledged
+by Kafka; once the reply exists, the reply itself is written as the *answer*. Every replica
+reads the topic at start-up and follows it, so a redelivered or resent id, on any replica and
+after any restart, finds what became of it: the first reply to answer with, or a start without
+an answer (the process died while sending: the outcome is unknown). Only digests and offsets
+are held in memory; a first reply is read back from Kafka when a duplicate needs it.
 
-The starts of one turn of the event loop share one record (``state: starts``, the ids'
-8-byte digests one after another, a key of its own): one send and one acknowledgement for a
-few dozen requests instead of one each (a send costs ~20 µs of CPU in aiokafka, most of a
-start's cost). A single ``started`` record keyed by the id, as written before, is still read.
+The starts of one turn of the event loop share one record (``state: starts``, the ids' 8-byte
+digests one after another), and so do its answers (``state: answers``, each a digest, the
+reply's length and the reply), each batch under a key of its own: one send, one acknowledgement
+and one record for the followers to read for a few dozen requests instead of one each (a send
+costs ~20 µs of CPU in aiokafka, a record read back about as much). The single ``started`` and
+``answered`` records keyed by the id, as written before, are still read.
 """
 
 from __future__ import annotations
@@ -40,18 +41,25 @@ _STATE = "state"
 _STARTED = b"started"
 _STARTS = b"starts"
 _ANSWERED = b"answered"
+_ANSWERS = b"answers"
 _STARTS_HEADERS = [(_STATE, _STARTS)]
-_ANSWERED_HEADERS = [(_STATE, _ANSWERED)]
-_DIGEST_BYTES = 8
+_ANSWERS_HEADERS = [(_STATE, _ANSWERS)]
+_DIGEST = struct.Struct(">Q")
+# An answer in a batch: the id's digest and the reply's length, then the reply.
+_ANSWER = struct.Struct(">QI")
+# A batch of answers is sent before it grows past this: followers read every batch whole.
+_ANSWERS_BYTES = 256 * 1024
 
 
-class _Starts:
-    """Digests to be written in one ``starts`` record, and its acknowledgement."""
+class _Batch:
+    """What one record will carry (ids' digests, replies), and its acknowledgement."""
 
-    __slots__ = ("keys", "sent")
+    __slots__ = ("ids", "keys", "sent", "value")
 
     def __init__(self) -> None:
-        self.keys = bytearray()
+        self.value = bytearray()
+        self.ids: list[str] = []  # answers only: released once the batch is written
+        self.keys: list[int] = []
         self.sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
@@ -78,7 +86,9 @@ class OutcomeLog:
         # Requests with a given id being sent by this process right now; the future is made
         # only when a duplicate has to wait for one.
         self._running: dict[str, asyncio.Future[None] | None] = {}
-        self._starts: _Starts | None = None  # filling during this turn of the loop
+        # The batches filling during this turn of the loop.
+        self._starts: _Batch | None = None
+        self._answers: _Batch | None = None
         self._sending: set[asyncio.Future[tuple[int, int]]] = set()
         self._reader: AIOKafkaConsumer | None = None
         self._reading = asyncio.Lock()
@@ -140,9 +150,9 @@ class OutcomeLog:
         key = digest(request_id)
         starts = self._starts
         if starts is None:
-            starts = self._starts = _Starts()
+            starts = self._starts = _Batch()
             asyncio.get_running_loop().call_soon(self._send_starts)
-        starts.keys += key.to_bytes(_DIGEST_BYTES, "big")  # as struct ">Q" reads it
+        starts.value += _DIGEST.pack(key)
         try:
             await asyncio.shield(starts.sent)
         except BaseException:
@@ -154,24 +164,64 @@ class OutcomeLog:
     def _send_starts(self) -> None:
         starts, self._starts = self._starts, None
         assert starts is not None
-        # A compacted topic needs a key; one of its own keeps every batch until the window ends.
-        key = b"\0starts/" + os.urandom(8)
         publisher = self._starts_publisher
         assert publisher is not None, "start() first"
-        publish = publisher.publish(self._settings.topic, key, bytes(starts.keys), _STARTS_HEADERS)
+        self._send(publisher, starts, _STARTS_HEADERS, lambda batch, where: None)
+
+    def finish(self, request_id: str, reply: bytes) -> asyncio.Future[None]:
+        """Record the reply as ``request_id``'s answer; done once Kafka acknowledged it (or
+        refused), and the id released either way so that waiting duplicates see it."""
+        key = digest(request_id)
+        answers = self._answers
+        size = _ANSWER.size + len(reply)
+        if answers is not None and len(answers.value) + size > _ANSWERS_BYTES:
+            self._send_answers()
+            answers = None
+        if answers is None:
+            answers = self._answers = _Batch()
+            asyncio.get_running_loop().call_soon(self._send_answers)
+        answers.value += _ANSWER.pack(key, len(reply))
+        answers.value += reply
+        answers.ids.append(request_id)
+        answers.keys.append(key)
+        # Shielded: one caller giving up (its partition revoked) must not cancel the batch.
+        return asyncio.shield(answers.sent)
+
+    def _send_answers(self) -> None:
+        answers, self._answers = self._answers, None
+        if answers is not None:  # None: sent already, when it grew too large
+            self._send(self._publisher, answers, _ANSWERS_HEADERS, self._answered)
+
+    def _answered(self, answers: _Batch, where: tuple[int, int] | None) -> None:
+        if where is not None:
+            now = self._clock()
+            for key in answers.keys:
+                self._index.record_answered(key, now, *where)
+        for request_id in answers.ids:
+            self.release(request_id)
+
+    def _send(
+        self,
+        publisher: Publisher,
+        batch: _Batch,
+        headers: list[tuple[str, bytes]],
+        written: Callable[[_Batch, tuple[int, int] | None], None],
+    ) -> None:
+        """Publish ``batch``; then ``written`` (with where it lies, None if it failed) and its
+        ``sent`` settled."""
+        # A compacted topic needs a key; one of its own keeps every batch until the window ends.
+        key = b"\0" + headers[0][1] + b"/" + os.urandom(8)
+        publish = publisher.publish(self._settings.topic, key, bytes(batch.value), headers)
         task = asyncio.ensure_future(publish)
         self._sending.add(task)  # the loop keeps only a weak reference to a task
         task.add_done_callback(self._sending.discard)
-        task.add_done_callback(lambda done: _settle(starts.sent, done))
 
-    async def finish(self, request_id: str, reply: bytes) -> None:
-        """Record the reply as ``request_id``'s answer, then let waiting duplicates see it."""
-        topic = self._settings.topic
-        partition, offset = await self._publisher.publish(
-            topic, request_id.encode(), reply, _ANSWERED_HEADERS
-        )
-        self._index.record_answered(digest(request_id), self._clock(), partition, offset)
-        self.release(request_id)
+        def settle(done: asyncio.Future[tuple[int, int]]) -> None:
+            failed = done.cancelled() or done.exception() is not None
+            written(batch, None if failed else done.result())
+            _settle(batch.sent, done)
+
+        task.add_done_callback(settle)
 
     def release(self, request_id: str) -> None:
         """End this process's send of ``request_id`` (answered or not)."""
@@ -179,7 +229,7 @@ class OutcomeLog:
         if running is not None and not running.done():
             running.set_result(None)
 
-    async def first_reply(self, answered: Answered) -> bytes | None:
+    async def first_reply(self, request_id: str, answered: Answered) -> bytes | None:
         """The reply recorded for an answered id, read back from Kafka (None if gone)."""
         tp = TopicPartition(self._settings.topic, answered.partition)
         async with self._reading:
@@ -197,8 +247,15 @@ class OutcomeLog:
         records = batch.get(tp, [])
         if not records or records[0].offset != answered.offset:
             return None  # compacted away or expired meanwhile
-        value: bytes = records[0].value
-        return value
+        record = records[0]
+        value: bytes = record.value or b""
+        if dict(record.headers or ()).get(_STATE) != _ANSWERS:
+            return value  # a single answer, as written before
+        wanted = digest(request_id)
+        for key, start, end in _answers(value):
+            if key == wanted:
+                return value[start:end]
+        return None
 
     async def _started_reader(self) -> AIOKafkaConsumer:
         if self._reader is None:
@@ -229,20 +286,38 @@ class OutcomeLog:
         at = record.timestamp / 1000
         index = self._index
         index.tick(self._clock())
-        if state == _ANSWERED:
-            request_id = key.decode(errors="replace")
-            index.record_answered(digest(request_id), at, record.partition, record.offset)
+        if state == _ANSWERS:
+            partition, offset = record.partition, record.offset
+            for answered, _, _ in _answers(record.value or b""):
+                index.record_answered(answered, at, partition, offset)
         elif state == _STARTS:
             value: bytes = record.value or b""
-            whole = len(value) - len(value) % _DIGEST_BYTES
-            for (started,) in struct.iter_unpack(">Q", value[:whole]):
+            whole = len(value) - len(value) % _DIGEST.size
+            for (started,) in _DIGEST.iter_unpack(value[:whole]):
                 index.record_started(started, at)
+        elif state == _ANSWERED:
+            request_id = key.decode(errors="replace")
+            index.record_answered(digest(request_id), at, record.partition, record.offset)
         elif state == _STARTED:
             index.record_started(digest(key.decode(errors="replace")), at)
 
 
+def _answers(value: bytes) -> list[tuple[int, int, int]]:
+    """The answers in a batch: each id's digest and where its reply lies in ``value``."""
+    found = []
+    pos, size, end = 0, _ANSWER.size, len(value)
+    while pos + size <= end:
+        key, length = _ANSWER.unpack_from(value, pos)
+        start = pos + size
+        pos = start + length
+        if pos > end:
+            break  # cut short: not written by this code
+        found.append((key, start, pos))
+    return found
+
+
 def _settle(sent: asyncio.Future[None], done: asyncio.Future[tuple[int, int]]) -> None:
-    """Hand a batch's acknowledgement (or why there is none) to every start in it."""
+    """Hand a batch's acknowledgement (or why there is none) to everything waiting on it."""
     if sent.done():
         return
     if done.cancelled():

@@ -83,18 +83,21 @@ class Store:
         self.running[request_id] = asyncio.Event()
         self.index.record(request_id, "started", self.now)
 
-    async def finish(self, request_id: str, reply: bytes) -> None:
+    def finish(self, request_id: str, reply: bytes) -> asyncio.Future[None]:
         offset = len(self.replies)
         self.replies[offset] = reply
         self.index.record(request_id, "answered", self.now, 0, offset)
         self.release(request_id)
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        written.set_result(None)
+        return written
 
     def release(self, request_id: str) -> None:
         running = self.running.pop(request_id, None)
         if running is not None:
             running.set()
 
-    async def first_reply(self, answered: Answered) -> bytes | None:
+    async def first_reply(self, request_id: str, answered: Answered) -> bytes | None:
         return self.replies.get(answered.offset)
 
 

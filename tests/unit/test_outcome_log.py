@@ -1,5 +1,5 @@
-"""The outcome index's compact storage, the outcome log's batched starts, and the processor
-handing the reply's bytes and the answer's write to the service.
+"""The outcome index's compact storage, the outcome log's batched starts and answers, and the
+processor handing the reply's bytes and the answer's write to the service.
 
 No broker here: the log's publisher is a stand-in; tests/integration/test_faults.py drives the
 real one (SIGKILL under load: no POST twice).
@@ -182,10 +182,116 @@ def test_what_another_replica_wrote_is_read_back_in_every_format() -> None:
     log._read(FakeRecord(b"single", b"", [("state", b"started")]))  # as older versions wrote
     log._read(FakeRecord(b"batched-2", b"{}", [("state", b"answered")], 6_000, 3, 41))
     log._read(FakeRecord(None, b"", [("state", b"started")]))  # not ours: ignored
+    answers = _answers_value(("batched-3", b'{"a":1}'), ("batched-4", b""))
+    log._read(FakeRecord(b"\0answers/x", answers, [("state", b"answers")], 7_000, 2, 9))
+    cut = _answers_value(("batched-5", b"{}"))[:-1]  # a reply cut short: nothing from it
+    log._read(FakeRecord(b"\0answers/y", cut, [("state", b"answers")], 7_000, 2, 10))
     index = log._index
     assert index.prior("batched-1", now=10) == Started(5.0)
     assert index.prior("single", now=10) == Started(5.0)
     assert index.prior("batched-2", now=10) == Answered(6.0, 3, 41)
+    assert index.prior("batched-3", now=10) == index.prior("batched-4", now=10) == Answered(7, 2, 9)
+    assert index.prior("batched-5", now=10) is None
+
+
+def _answers_value(*answers: tuple[str, bytes]) -> bytes:
+    return b"".join(struct.pack(">QI", digest(i), len(r)) + r for i, r in answers)
+
+
+async def test_answers_of_one_turn_share_one_record_and_release_their_ids_once_written() -> None:
+    publisher = FakePublisher()
+    log = _log(publisher)
+    publisher.ack.set()
+    await asyncio.gather(*(log.begin(f"req-{n}") for n in range(3)))
+    publisher.sent.clear()
+    publisher.ack.clear()
+    written = [log.finish(f"req-{n}", f'{{"n":{n}}}'.encode()) for n in range(3)]
+    await asyncio.sleep(0.01)
+    assert len(publisher.sent) == 1
+    _, key, value, headers = publisher.sent[0]
+    assert headers == [("state", b"answers")] and key is not None and key.startswith(b"\0answers/")
+    assert value == _answers_value(*((f"req-{n}", f'{{"n":{n}}}'.encode()) for n in range(3)))
+    # Not acknowledged: a duplicate still waits, and nothing counts as written.
+    duplicate = asyncio.create_task(log.check("req-1"))
+    await asyncio.sleep(0.01)
+    assert not duplicate.done() and not any(w.done() for w in written)
+    publisher.ack.set()
+    await asyncio.gather(*written)
+    assert await duplicate == Answered(10.0, 0, 0)  # the batch's place in the topic
+    assert log._running == {}
+    # A caller giving up (its partition revoked) leaves the batch to the others.
+    again = log.finish("req-9", b"{}")
+    other = log.finish("req-8", b"{}")
+    again.cancel()
+    await other
+
+
+async def test_answers_past_the_batch_size_go_in_a_record_of_their_own() -> None:
+    publisher = FakePublisher()
+    publisher.ack.set()
+    log = _log(publisher)
+    big = b"x" * (200 * 1024)
+    await asyncio.gather(log.finish("a", big), log.finish("b", big), log.finish("c", b"{}"))
+    assert [len(value or b"") for _, _, value, _ in publisher.sent] == [
+        12 + len(big),
+        12 + len(big) + 12 + 2,
+    ]
+
+
+async def test_a_refused_answer_fails_its_batch_and_frees_its_ids() -> None:
+    publisher = FakePublisher(fail=RuntimeError("refused"))
+    publisher.ack.set()
+    log = _log(publisher)
+    log._running["a"] = None  # as begin left it
+    with pytest.raises(RuntimeError):
+        await log.finish("a", b"{}")
+    assert await asyncio.wait_for(log.check("a"), 1) is None  # nothing recorded, nothing waits
+
+
+@dataclass
+class FakeReader:
+    """The reader ``first_reply`` reads one record back with."""
+
+    record: FakeRecord
+
+    def assign(self, partitions: list[object]) -> None:
+        pass
+
+    def seek(self, tp: object, offset: int) -> None:
+        assert offset == self.record.offset
+
+    async def getmany(self, tp: object, **_: object) -> dict[object, list[FakeRecord]]:
+        return {tp: [self.record]}
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (
+            FakeRecord(
+                b"\0answers/x",
+                _answers_value(("a", b"1"), ("b", b"22")),
+                [("state", b"answers")],
+                offset=4,
+            ),
+            b"22",
+        ),
+        (
+            FakeRecord(
+                b"\0answers/x", _answers_value(("a", b"1")), [("state", b"answers")], offset=4
+            ),
+            None,
+        ),
+        (FakeRecord(b"b", b"33", [("state", b"answered")], offset=4), b"33"),
+    ],
+    ids=["in a batch", "not in the batch", "a single answer"],
+)
+async def test_a_first_reply_is_read_back_from_its_record(
+    record: FakeRecord, expected: bytes | None
+) -> None:
+    log = _log(FakePublisher())
+    log._reader = FakeReader(record)
+    assert await log.first_reply("b", Answered(1.0, 0, 4)) == expected
 
 
 # --- the processor -------------------------------------------------------------------------
@@ -206,9 +312,12 @@ async def test_a_duplicate_waits_until_the_answer_is_written() -> None:
     written = asyncio.Event()
     finish = store.finish
 
-    async def slow_finish(request_id: str, reply: bytes) -> None:
-        await written.wait()
-        await finish(request_id, reply)
+    def slow_finish(request_id: str, reply: bytes) -> asyncio.Future[None]:
+        async def later() -> None:
+            await written.wait()
+            await finish(request_id, reply)
+
+        return asyncio.ensure_future(later())
 
     store.finish = slow_finish  # type: ignore[method-assign]
     processor = _processor(twilio, store)
