@@ -11,13 +11,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import SplitResult, quote, urlencode, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 import orjson
 
 from bridge.accounts import Account, Accounts
 from bridge.catalog import AmbiguousOperationError, Catalog, Operation, UnknownOperationError
-from bridge.encoding import encode_form, form_pairs, parse_form
+from bridge.encoding import encode_form, parse_form
 from bridge.envelopes import AdvancedRequest, BasicRequest
 from bridge.errors import RequestInvalid, UnknownCredential, UnknownOperation
 from bridge.headers import FORBIDDEN_REQUEST_HEADERS, select_headers
@@ -76,10 +76,6 @@ def _sender(body: Mapping[str, Any]) -> str | None:
     """Who a message or call goes out as, for per-sender pacing; Twilio prefers the service."""
     sender = body.get("MessagingServiceSid") or body.get("From")
     return str(sender) if sender is not None and not isinstance(sender, list) else None
-
-
-def _query_string(query: Mapping[str, Any], flatten: Mapping[str, str] | None = None) -> str:
-    return urlencode(list(form_pairs(query, flatten)))
 
 
 def _join(path: str, query: str) -> str:
@@ -314,7 +310,7 @@ class CallBuilder:
         flatten = _spec(op).flatten
         path = _TEMPLATE_FIELD.sub(lambda m: quote(path_values[m.group(1)], safe=""), op.path)
         try:
-            path = _join(path, _query_string(request.query, flatten))
+            path = _join(path, encode_form(request.query, flatten))
         except ValueError as exc:
             raise _unencodable("query", exc) from None
         try:
@@ -364,7 +360,7 @@ class CallBuilder:
                 )
             host = host_for_api
         try:
-            path = _join(path, _query_string(request.query))
+            path = _join(path, encode_form(request.query))
         except ValueError as exc:
             raise _unencodable("query", exc) from None
         content: bytes | None = None

