@@ -39,6 +39,7 @@ from bridge.metrics import (
     REPLY_PUBLISH_SECONDS,
     REQUESTS,
     TWILIO_IN_FLIGHT,
+    labelled,
 )
 from bridge.outcomes import error_record_bytes, reply_bytes
 from bridge.poller import Poller
@@ -175,7 +176,7 @@ class Bridge:
             await self._publish_minimal(record, outcome)
         reply, error = outcome.reply, outcome.error
         status = reply.status if reply is not None else "rejected"
-        REQUESTS.labels(record.topic, status).inc()
+        labelled(REQUESTS, record.topic, status).inc()
         level = logging.DEBUG if error is None else logging.WARNING
         if error is not None:
             ERRORS.labels(error.error.kind).inc()

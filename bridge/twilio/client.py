@@ -30,7 +30,7 @@ from yarl import URL
 from bridge import __version__
 from bridge.calls import TwilioCall
 from bridge.errors import BridgeError, CallNotSent, CallTimeout, CallTransportError
-from bridge.metrics import TWILIO_REQUEST_SECONDS, TWILIO_REQUESTS, status_class
+from bridge.metrics import TWILIO_REQUEST_SECONDS, TWILIO_REQUESTS, labelled, status_class
 from bridge.outcomes import HttpResult
 from bridge.settings import TwilioSettings
 
@@ -248,12 +248,13 @@ class TwilioClient:
         try:
             status, headers, content, content_type = await self._transport(call, call.account.auth)
         except BridgeError:
-            TWILIO_REQUESTS.labels(api, operation, call.method, "none").inc()
+            labelled(TWILIO_REQUESTS, api, operation, call.method, "none").inc()
             raise
         finally:
             self.in_flight -= 1
-        TWILIO_REQUEST_SECONDS.labels(api, call.method).observe(time.perf_counter() - started)
-        TWILIO_REQUESTS.labels(api, operation, call.method, status_class(status)).inc()
+        elapsed = time.perf_counter() - started
+        labelled(TWILIO_REQUEST_SECONDS, api, call.method).observe(elapsed)
+        labelled(TWILIO_REQUESTS, api, operation, call.method, status_class(status)).inc()
         return HttpResult(
             status=status, headers=headers, content=content, content_type=content_type
         )

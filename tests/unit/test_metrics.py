@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import metrics
-from bridge.metrics import REGISTRY, exposition, status_class
+from bridge.metrics import REGISTRY, exposition, labelled, status_class
 
 # Labels whose values are unbounded (SIDs, numbers, ids, URLs) must never exist.
 FORBIDDEN_LABELS = {"sid", "account_sid", "to", "from", "phone", "id", "request_id", "url", "path"}
@@ -50,6 +50,16 @@ def test_status_class_has_five_values_at_most(status: int | None, label: str) ->
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_a_remembered_child_counts_in_the_series_it_names() -> None:
+    topic = "labelled.test"
+    child = labelled(metrics.REQUESTS, topic, "ok")
+    assert labelled(metrics.REQUESTS, topic, "ok") is child
+    assert labelled(metrics.REQUESTS, topic, "error") is not child
+    child.inc(2)
+    sample = {"topic": topic, "outcome": "ok"}
+    assert REGISTRY.get_sample_value("twilio_bridge_requests_total", sample) == 2
+
+
 def test_promtool_accepts_the_exposition() -> None:
     metrics.REQUESTS.labels("twilio.requests", "ok").inc(0)
     metrics.TWILIO_REQUEST_SECONDS.labels("api.v2010", "POST")
