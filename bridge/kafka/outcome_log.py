@@ -217,9 +217,17 @@ class OutcomeLog:
         task.add_done_callback(self._sending.discard)
 
         def settle(done: asyncio.Future[tuple[int, int]]) -> None:
-            failed = done.cancelled() or done.exception() is not None
-            written(batch, None if failed else done.result())
-            _settle(batch.sent, done)
+            # Everything waiting on the batch gets its acknowledgement, or why there is none.
+            sent = batch.sent
+            if done.cancelled():
+                written(batch, None)
+                sent.cancel()
+            elif (exc := done.exception()) is not None:
+                written(batch, None)
+                sent.set_exception(exc)
+            else:
+                written(batch, done.result())
+                sent.set_result(None)
 
         task.add_done_callback(settle)
 
@@ -314,15 +322,3 @@ def _answers(value: bytes) -> list[tuple[int, int, int]]:
             break  # cut short: not written by this code
         found.append((key, start, pos))
     return found
-
-
-def _settle(sent: asyncio.Future[None], done: asyncio.Future[tuple[int, int]]) -> None:
-    """Hand a batch's acknowledgement (or why there is none) to everything waiting on it."""
-    if sent.done():
-        return
-    if done.cancelled():
-        sent.cancel()
-    elif (exc := done.exception()) is not None:
-        sent.set_exception(exc)
-    else:
-        sent.set_result(None)
