@@ -387,7 +387,7 @@ class CallBuilder:
             extra = (("content-type", FORM),)
         return TwilioCall(
             method=request.method,
-            url=origin_for(host, account.twilio or self._settings) + path,
+            url=self._origin(host, account) + path,
             path=path,
             account=account,
             headers=headers + extra,
