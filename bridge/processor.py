@@ -203,14 +203,22 @@ class Processor:
         return reply, value, outcomes.finish(request.id, value)
 
     async def _build(self, request: BasicRequest | AdvancedRequest, record: Record) -> TwilioCall:
+        headers = record.text_headers()
         try:
-            return self._builder.build(request, record.text_headers())
-        except UnknownCredential:
+            return self._builder.build(request, headers)
+        except UnknownCredential as exc:
             if self._refresh_accounts is None:
                 raise
+            unknown = exc
         # An instance created on another replica a moment ago may not have been read here yet.
-        await self._refresh_accounts()
-        return self._builder.build(request, record.text_headers())
+        try:
+            await self._refresh_accounts()
+        except Exception as exc:
+            # The broker is slow or away: as far as this replica can tell, the name is unknown
+            # (not a bug in the bridge, so no 'internal' reply and no traceback).
+            log.warning("instances not read again (%s): %s", type(exc).__name__, unknown.message)
+            raise unknown from None
+        return self._builder.build(request, headers)
 
     async def _send_and_reply(
         self,

@@ -755,6 +755,25 @@ async def test_an_unknown_credential_reads_the_instances_again_before_failing() 
     assert refreshes == 2 and len(twilio.requests) == 1
 
 
+async def test_an_unknown_credential_stays_unknown_when_the_instances_cannot_be_read() -> None:
+    twilio = answering(201, {"sid": "SM1"})
+
+    async def refresh() -> None:
+        raise TimeoutError  # the broker did not answer within the write timeout
+
+    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
+    builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
+    processor = Processor(builder, client, SINGLE, refresh_accounts=refresh)
+    try:
+        outcome = await processor.process(record({**ENVELOPE, "credential": "nobody"}))
+    finally:
+        await client.aclose()
+    assert outcome.reply is not None and outcome.reply.error is not None
+    assert outcome.reply.error.kind == "validation"
+    assert "unknown credential 'nobody'" in outcome.reply.error.message
+    assert twilio.requests == []
+
+
 async def test_an_instances_filter_nulls_applies_unless_the_envelope_says_otherwise() -> None:
     accounts = instance_accounts(filter_nulls=True)
     twilio = answering_in_turn((200, PAGE, {}))
