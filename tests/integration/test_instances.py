@@ -279,7 +279,7 @@ async def test_instances_are_shared_by_replicas_used_and_deleted_without_restart
             errors="replace"
         ),
     }
-    leaks = {where: _leaks(text) for where, text in places.items() if _leaks(text)}
+    leaks = {where: found for where, text in places.items() if (found := _leaks(text))}
     assert not leaks, leaks
 
     events = [(h["ce_type"].decode(), json.loads(v or b"{}")) for _, v, h in audit]

@@ -15,10 +15,10 @@ targets. Other load on the machine shows up as noise: the load average is printe
 
 * ``zero-p1``, ``zero-p4``: throughput on a backlog: N ``CreateMessage`` envelopes (a key each)
   pre-loaded on a fresh topic of P partitions, mock answering at once, K = 256 calls in flight
-  (``BRIDGE_RATE_LIMIT__MAX_CONCURRENT``; the bridge may hold 2K records, see ``RECORDS``; the
-  mock's own count of its peak concurrent requests is printed as ``peak calls``).
+  (``BRIDGE_RATE_LIMIT__MAX_CONCURRENT``; the bridge may hold 2K records, see ``RECORDS``).
 * ``lat100``: the same at 100 ms mock latency, 1 partition, 10,000 distinct keys (each twice);
-  the limit is K ÷ latency = 2,560/s.
+  the limit is K ÷ latency = 2,560/s. Rows with a latency print the mock's own count of its
+  peak concurrent requests as ``peak calls``.
 * ``one-key``: 100 ms, every envelope on one key: order must be kept, so 1 ÷ latency = 10/s at
   most; the replies' order on the reply topic is checked against the requests'.
 * ``paced``: added latency at a steady 1,000 envelopes/s (``--paced-rate``), produced by this

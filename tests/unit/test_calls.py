@@ -16,8 +16,8 @@ from bridge.catalog import Catalog, Operation
 from bridge.envelopes import AdvancedRequest, BasicRequest
 from bridge.errors import RequestInvalid, UnknownOperation
 from bridge.headers import FORBIDDEN_REQUEST_HEADERS
-from bridge.instances.model import Instance
 from bridge.settings import Credential, TwilioSettings
+from tests.unit.instance_factory import stored_instance
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
 OTHER_ACCOUNT = "ACfedcba9876543210fedcba9876543210"
@@ -908,19 +908,7 @@ INSTANCE_MESSAGES = f"/2010-04-01/Accounts/{INSTANCE_ACCOUNT}/Messages.json"
 
 
 def instance_account(name: str = "acme", **configuration: Any) -> Account:
-    instance = Instance.model_validate(
-        {
-            "name": name,
-            "configuration": {
-                "account_sid": INSTANCE_ACCOUNT,
-                "auth_token": "acme-token",
-                **configuration,
-            },
-            "revision": 1,
-            "created_at": "2026-01-01T00:00:00.000Z",
-            "updated_at": "2026-01-01T00:00:00.000Z",
-        }
-    )
+    instance = stored_instance(name, INSTANCE_ACCOUNT, "acme-token", **configuration)
     return Account.from_instance(instance, TwilioSettings())
 
 
