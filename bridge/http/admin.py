@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge.http.body import BodyTooLarge, read_body
 from bridge.instances import changes
 from bridge.instances.changes import Change, Refusal, Rules
 from bridge.instances.model import Instance, InstanceSpec, Problem, masked
@@ -184,11 +185,10 @@ async def _json(request: Request) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         return _error(415, "validation", "the body must be JSON (application/json)")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_BODY:
-            return _error(413, "validation", f"the body is over {_MAX_BODY} bytes")
+    try:
+        body = await read_body(request, _MAX_BODY)
+    except BodyTooLarge:
+        return _error(413, "validation", f"the body is over {_MAX_BODY} bytes")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -17,29 +17,12 @@ from starlette.routing import Route
 
 from bridge import __version__
 from bridge.http.admin import instances_openapi
+from bridge.http.body import BodyTooLarge, read_body
 from bridge.metrics import CONTENT_TYPE, WEBHOOKS, exposition
 from bridge.settings import WEBHOOK_FAMILIES, WebhookSettings
 from bridge.webhooks.receiver import WebhookReceiver, WebhookRequest, public_url
 
 __all__ = ["create_app", "openapi_document"]
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes before reading them all."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def create_app(
@@ -58,8 +41,8 @@ def create_app(
             WEBHOOKS.labels("unknown", "not_found").inc()  # never the path: anyone can send it
             return PlainTextResponse(f"unknown webhook family; known: {known}", 404)
         try:
-            body = await _read_body(request, settings.max_body_bytes)
-        except _TooLarge:
+            body = await read_body(request, settings.max_body_bytes)
+        except BodyTooLarge:
             WEBHOOKS.labels(family, "too_large").inc()
             return PlainTextResponse(f"body over {settings.max_body_bytes} bytes", 413)
         headers = {k.lower(): v for k, v in request.headers.items()}
