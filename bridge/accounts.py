@@ -165,7 +165,8 @@ class Accounts:
 
     def remove(self, name: str, when: str) -> None:
         """An instance was deleted at ``when``: later envelopes naming it fail clearly."""
-        if self._drop(name):
+        # An instance this replica could not use is gone all the same once deleted.
+        if self._drop(name) or name in self._gone:
             self._gone[name] = f"was deleted at {when}"
 
     def unusable(self, name: str, why: str) -> None:

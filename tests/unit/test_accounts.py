@@ -151,6 +151,17 @@ def test_a_deleted_instance_is_named_as_deleted() -> None:
     why = accounts.why_unknown("acme")
     assert "deleted" in why and "2026-01-02T03:04:05.000Z" in why
     assert "deleted" not in accounts.why_unknown("globex")
+    accounts.remove("globex", "2026-01-02T03:04:05.000Z")  # never here: nothing to say
+    assert "deleted" not in accounts.why_unknown("globex")
+
+
+def test_an_unusable_instance_that_is_then_deleted_is_named_as_deleted() -> None:
+    accounts = Accounts(STATIC)
+    accounts.put(account())
+    accounts.unusable("acme", "sealed under key 'abc', this replica has 'def'")
+    accounts.remove("acme", "2026-01-02T03:04:05.000Z")
+    why = accounts.why_unknown("acme")
+    assert "was deleted at 2026-01-02T03:04:05.000Z" in why and "cannot use" not in why
 
 
 def test_an_unknown_name_lists_the_static_names_and_counts_the_instances() -> None:
