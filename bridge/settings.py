@@ -41,6 +41,7 @@ from bridge.webhooks.events import EVENT_STREAMS, FAMILIES
 
 __all__ = [
     "CREDENTIAL_NAME",
+    "API_KEY_SID_PATTERN",
     "SID_PATTERN",
     "AdminSettings",
     "Credential",
@@ -64,6 +65,7 @@ __all__ = [
 
 ENV_PREFIX = "BRIDGE_"
 SID_PATTERN = r"^AC[0-9a-fA-F]{32}$"
+API_KEY_SID_PATTERN = r"^SK[0-9a-fA-F]{32}$"
 # Credential and instance names: what an envelope's "credential" may say.
 CREDENTIAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -190,7 +192,7 @@ class Credential(_Section):
 
     account_sid: str = Field(pattern=SID_PATTERN)
     auth_token: SecretStr | None = None
-    api_key_sid: str | None = Field(default=None, pattern=r"^SK[0-9a-fA-F]{32}$")
+    api_key_sid: str | None = Field(default=None, pattern=API_KEY_SID_PATTERN)
     api_key_secret: SecretStr | None = None
     poll: bool = Field(default=False, description="Poll this account's Messages for events.")
 

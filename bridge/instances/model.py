@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bridge.settings import (
+    API_KEY_SID_PATTERN,
     CREDENTIAL_NAME,
     SID_PATTERN,
     RateLimitSettings,
@@ -81,7 +82,7 @@ class InstanceConfiguration(_Strict):
 
     account_sid: str = Field(pattern=SID_PATTERN)
     auth_token: SecretStr | None = Field(default=None, min_length=1, max_length=256)
-    api_key_sid: str | None = Field(default=None, pattern=r"^SK[0-9a-fA-F]{32}$")
+    api_key_sid: str | None = Field(default=None, pattern=API_KEY_SID_PATTERN)
     api_key_secret: SecretStr | None = Field(default=None, min_length=1, max_length=256)
     base_url: str | None = None
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}[0-9]$")
