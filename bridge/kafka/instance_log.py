@@ -101,13 +101,14 @@ class InstanceLog:
         return self._writing
 
     async def write(self, change: Change, actor: Actor) -> None:
-        """Publish the change, read it back, then publish its audit event."""
+        """Publish the change and its audit event, then read the change back."""
         value = encode_instance(change.after, self._sealer) if change.after is not None else None
         timeout = self._admin.write_timeout_s
         await asyncio.wait_for(
             self._publisher.publish(self._admin.topic, change.name.encode(), value, []), timeout
         )
-        await self.latest()
+        # Audited as soon as it is stored: a read-back that times out must not leave a stored
+        # change out of the audit trail.
         event = audit_event(
             change.action, change.name, change.before, change.after, actor, self._source
         )
@@ -117,6 +118,7 @@ class InstanceLog:
             ),
             timeout,
         )
+        await self.latest()
         INSTANCE_CHANGES.labels(change.action).inc()
         log.info("instance %s %s (revision %s)", change.name, change.action, _revision(change))
 
