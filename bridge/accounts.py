@@ -8,18 +8,26 @@ deleted on any replica takes effect without a restart. Pure: the instances topic
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from bridge.instances.model import Instance
 from bridge.ratelimit import Limits
 from bridge.retry import RetryPolicy
-from bridge.settings import Credential, TwilioSettings
+from bridge.settings import Credential, TwilioSettings, WebhookSettings
 
-__all__ = ["Account", "Accounts", "basic_auth_header"]
+__all__ = ["Account", "Accounts", "basic_auth_header", "event_topic"]
 
 _DEFAULT_RESOURCES = ("messages",)
+
+
+def event_topic(settings: WebhookSettings, family: str, accounts: Iterable[Account]) -> str:
+    """Where an event of ``family`` goes: an instance's own topic for it, else the bridge's."""
+    for account in accounts:
+        if family in account.topics:
+            return account.topics[family]
+    return settings.topic_for(family)
 
 
 def basic_auth_header(credential: Credential) -> str:

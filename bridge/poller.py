@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from bridge.accounts import Account, Accounts
+from bridge.accounts import Account, Accounts, event_topic
 from bridge.calls import CallBuilder
 from bridge.envelopes import BasicRequest
 from bridge.errors import BridgeError
@@ -168,7 +168,7 @@ class Poller:
             convert = _KINDS[kind][2]
             for resource in found:
                 family, event = convert(resource, now)
-                topic = account.topics.get(family) or self._webhook.topic_for(family)
+                topic = event_topic(self._webhook, family, (account,))
                 events.append((topic, event))
             resources += found
         if events and not await self._delivery.deliver(events):

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from bridge.accounts import Account, Accounts
+from bridge.accounts import Account, Accounts, event_topic
 from bridge.encoding import parse_form
 from bridge.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
 from bridge.settings import WebhookSettings
@@ -144,7 +144,7 @@ class WebhookReceiver:
             return WebhookAnswer(400, "malformed", "the data is nested too deeply")
         if any(size > self._max_record_bytes for size in sizes):
             return WebhookAnswer(413, "too_large", "an event exceeds the broker's message limit")
-        topic = _topic(self._settings, request.family, accounts)
+        topic = event_topic(self._settings, request.family, accounts)
         if not await self._delivery.deliver([(topic, event) for event in events]):
             log.warning("webhook %s: Kafka did not acknowledge in time", request.family)
             return WebhookAnswer(503, "unavailable", "Kafka did not acknowledge in time; retry")
@@ -216,14 +216,6 @@ class WebhookReceiver:
             twiml = self._settings.twiml.get(family, EMPTY_TWIML)
             return WebhookAnswer(200, "published", twiml, "text/xml; charset=utf-8")
         return WebhookAnswer(200, "published")
-
-
-def _topic(settings: WebhookSettings, family: str, accounts: list[Account]) -> str:
-    """An instance's own topic for the family, else the bridge's."""
-    for account in accounts:
-        if family in account.topics:
-            return account.topics[family]
-    return settings.topic_for(family)
 
 
 class _Refused(Exception):
