@@ -77,14 +77,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 (AUTH_TOKEN|API_KEY_SECRET|SASL_PASSWORD|SHARED_KEYS|ADMIN__TOKEN|ADMIN__ENCRYPTION_KEY)
 {{- end }}
 
-{{/* The files the admin Secret's keys become in the secrets directory: the settings' names
-without BRIDGE_, lower case (BRIDGE_ADMIN__TOKEN: admin__token). */}}
-{{- define "twilio-kafka-bridge.adminSecretItems" -}}
-{{- with .Values.admin.secretKeys }}
-{{- list (dict "key" .token "path" "admin__token") (dict "key" .encryptionKey "path" "admin__encryption_key") | toJson }}
-{{- end }}
-{{- end }}
-
 {{/* The ConfigMap's settings as a JSON object: the structured values, then config. */}}
 {{- define "twilio-kafka-bridge.settings" -}}
 {{- $structured := dict "BRIDGE_KAFKA__SECURITY_PROTOCOL" .Values.kafka.securityProtocol }}
