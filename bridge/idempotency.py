@@ -14,7 +14,7 @@ import hashlib
 import random
 import struct
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 __all__ = [
     "Answered",
@@ -57,7 +57,6 @@ class Answered:
 
 
 Prior = Started | Answered
-State = Literal["started", "answered"]
 
 # An entry is 24 bytes in its bucket's bytearray: the digest, when (ms), and where the answer
 # is (partition << 48 | offset + 1; 0 while only started). No Python object per entry: a
@@ -102,17 +101,8 @@ class OutcomeIndex:
     def __len__(self) -> int:
         return self._count
 
-    def record(
-        self, request_id: str, state: State, at: float, partition: int = -1, offset: int = -1
-    ) -> None:
-        """Note a start or an answer seen at ``at``; an answer is never undone by a start."""
-        if state == "started":
-            self.record_started(digest(request_id), at)
-        else:
-            self.record_answered(digest(request_id), at, partition, offset)
-
     def record_started(self, key: int, at: float) -> None:
-        """``record`` for a digest: started at ``at``, unless answered later than that."""
+        """The digest ``key`` started at ``at``, unless answered later than that."""
         at_ms = round(at * 1000)
         bucket, pos = self._find(key)
         if pos >= 0:
@@ -125,7 +115,8 @@ class OutcomeIndex:
         self._put(key, at_ms, 0, bucket, pos)
 
     def record_answered(self, key: int, at: float, partition: int, offset: int) -> None:
-        """``record`` for a digest: answered at ``at``, the reply at ``partition``/``offset``."""
+        """The digest ``key`` answered at ``at``, the reply at ``partition``/``offset``; an
+        answer is never undone by a later start."""
         where = (partition & _PARTITION_MASK) << _OFFSET_BITS | (offset + 1)
         at_ms = round(at * 1000)
         bucket, pos = self._find(key)

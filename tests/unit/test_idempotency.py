@@ -37,11 +37,11 @@ GET = {"id": "fetch-1", "mode": "basic", "operation": "FetchBalance"}
 def test_an_answer_wins_over_a_start_and_both_expire_with_the_window() -> None:
     index = OutcomeIndex(window_s=100)
     assert index.prior("a", now=0) is None
-    index.record("a", "started", at=10)
+    index.record_started(digest("a"), at=10)
     assert index.prior("a", now=20) == Started(10)
-    index.record("a", "answered", at=11, partition=2, offset=7)
+    index.record_answered(digest("a"), at=11, partition=2, offset=7)
     # The start read back from the topic later does not undo the answer.
-    index.record("a", "started", at=10)
+    index.record_started(digest("a"), at=10)
     assert index.prior("a", now=20) == Answered(11, 2, 7)
     assert index.prior("a", now=111.5) is None
     assert len(index) == 0
@@ -81,12 +81,12 @@ class Store:
 
     async def begin(self, request_id: str) -> None:
         self.running[request_id] = asyncio.Event()
-        self.index.record(request_id, "started", self.now)
+        self.index.record_started(digest(request_id), self.now)
 
     def finish(self, request_id: str, reply: bytes) -> asyncio.Future[None]:
         offset = len(self.replies)
         self.replies[offset] = reply
-        self.index.record(request_id, "answered", self.now, 0, offset)
+        self.index.record_answered(digest(request_id), self.now, 0, offset)
         self.release(request_id)
         written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         written.set_result(None)
@@ -149,7 +149,7 @@ async def test_the_same_id_twice_at_once_is_sent_once() -> None:
 
 async def test_a_start_without_an_answer_is_an_unknown_outcome_unless_resending() -> None:
     twilio, store = answering(201, CREATED), Store()
-    store.index.record(ENVELOPE["id"], "started", at=990)  # a process died while sending
+    store.index.record_started(digest(ENVELOPE["id"]), at=990)  # a process died while sending
     outcome = await _processor(twilio, store).process(record(ENVELOPE))
     assert twilio.requests == []
     assert outcome.reply is not None and outcome.reply.error is not None

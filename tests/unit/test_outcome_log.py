@@ -55,7 +55,7 @@ def test_a_digest_that_appears_inside_another_entry_is_not_taken_for_it() -> Non
 def test_expired_ids_leave_memory_as_the_sweep_passes() -> None:
     index = OutcomeIndex(window_s=100)
     for n in range(10):
-        index.record(f"old-{n}", "answered", at=0, partition=0, offset=n)
+        index.record_answered(digest(f"old-{n}"), at=0, partition=0, offset=n)
     index.tick(200)
     for n in range(1 << 16):  # a write per bucket: the sweep has been everywhere
         index.record_started(digest(f"new-{n}"), at=200)
@@ -65,8 +65,8 @@ def test_expired_ids_leave_memory_as_the_sweep_passes() -> None:
 
 def test_another_replicas_clock_running_ahead_expires_nothing_early() -> None:
     index = OutcomeIndex(window_s=100)
-    index.record("a", "answered", at=10, partition=1, offset=2)
-    index.record("b", "started", at=10_000)  # a record stamped by a clock far ahead
+    index.record_answered(digest("a"), at=10, partition=1, offset=2)
+    index.record_started(digest("b"), at=10_000)  # a record stamped by a clock far ahead
     for n in range(1 << 16):
         index.record_started(digest(f"new-{n}"), at=10_000)
     assert index.prior("a", now=20) == Answered(10, 1, 2)
@@ -336,6 +336,6 @@ async def test_a_duplicate_waits_until_the_answer_is_written() -> None:
 @pytest.mark.parametrize("window_s", [0.001, 3600.0])
 def test_a_start_never_replaces_a_live_answer(window_s: float) -> None:
     index = OutcomeIndex(window_s)
-    index.record("a", "answered", at=10, partition=0, offset=1)
-    index.record("a", "started", at=10 + window_s / 2)
+    index.record_answered(digest("a"), at=10, partition=0, offset=1)
+    index.record_started(digest("a"), at=10 + window_s / 2)
     assert index.prior("a", now=10 + window_s / 2) == Answered(10, 0, 1)
