@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -139,6 +140,19 @@ class BridgeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def wait_ready(self, within_s: float = 30) -> None:
+        """Until ``/readyz`` answers 200; fails with the end of the log after ``within_s``."""
+        deadline = time.monotonic() + within_s
+        async with httpx.AsyncClient() as http:
+            while time.monotonic() < deadline:
+                try:
+                    if (await http.get(f"{self.http_url}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("bridge never ready:\n" + self.log()[-3000:])
 
 
 Headers = list[tuple[str, bytes]]

@@ -60,17 +60,6 @@ def _leaks(text: str | bytes) -> list[str]:
     return found
 
 
-async def _wait_ready(client: httpx.AsyncClient, bridge: BridgeProcess) -> None:
-    for _ in range(300):
-        try:
-            if (await client.get(f"{bridge.http_url}/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("not ready:\n" + bridge.log()[-3000:])
-
-
 async def _metric(client: httpx.AsyncClient, bridge: BridgeProcess, name: str) -> float:
     text = (await client.get(f"{bridge.http_url}/metrics")).text
     return sum(
@@ -169,8 +158,8 @@ async def test_instances_are_shared_by_replicas_used_and_deleted_without_restart
     answers: list[str] = []
     try:
         async with httpx.AsyncClient(timeout=20) as http:
-            await _wait_ready(http, a)
-            await _wait_ready(http, b)
+            await a.wait_ready()
+            await b.wait_ready()
 
             # No token, wrong token: refused before anything is read.
             assert (await http.get(f"{a.http_url}/instances")).status_code == 401
@@ -244,7 +233,7 @@ async def test_instances_are_shared_by_replicas_used_and_deleted_without_restart
             ).status_code == 201
             assert b.stop() == 0
             b.start()
-            await _wait_ready(http, b)
+            await b.wait_ready()
             assert await _metric(http, b, "twilio_bridge_instances ") == 2
             [beta_reply] = await _send(
                 bootstrap, second.requests, first.replies, [_envelope(0, "beta")]
@@ -328,7 +317,7 @@ async def test_instance_events_by_webhook_and_by_polling_follow_each_instance(
     }
     try:
         async with httpx.AsyncClient(base_url=bridge.http_url, timeout=20) as http:
-            await _wait_ready(http, bridge)
+            await bridge.wait_ready()
             for name, body in (("hooks", hooks), ("polled", polled)):
                 created = await http.put(f"/instances/{name}", json=body, headers=AUTH)
                 assert created.status_code == 201, created.text

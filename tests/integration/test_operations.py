@@ -61,16 +61,8 @@ async def _start(
     bridge = BridgeProcess(
         tansu.bootstrap_servers, base_url, topics, tmp_path / f"{topics.group}.log", env
     ).start()
-    async with httpx.AsyncClient() as http:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if (await http.get(f"{bridge.http_url}/readyz")).status_code == 200:
-                    return bridge
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("bridge never ready:\n" + bridge.log()[-3000:])
+    await bridge.wait_ready(within_s=60)
+    return bridge
 
 
 async def test_metrics_parse_cover_every_family_and_carry_no_identifiers(

@@ -103,15 +103,8 @@ async def _start(bootstrap: str, tmp_path: Path, **env: str) -> Bridge:
         tmp_path / "bridge.log",
         {"BRIDGE_WEBHOOK__TOPIC_PREFIX": prefix, **env},
     ).start()
-    bridge = Bridge(process, bootstrap, prefix)
-    for _ in range(300):
-        try:
-            if (await bridge.http.get("/readyz")).status_code == 200:
-                return bridge
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("bridge never ready:\n" + process.log()[-3000:])
+    await process.wait_ready()
+    return Bridge(process, bootstrap, prefix)
 
 
 @pytest_asyncio.fixture
