@@ -32,9 +32,9 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _run(_: argparse.Namespace) -> int:
-    from bridge.logs import configure_logging
-    from bridge.service import run
-    from bridge.settings import SettingsError, load_settings
+    from bridge.app.service import run
+    from bridge.config import SettingsError, load_settings
+    from bridge.observability.logs import configure_logging
 
     try:
         settings = load_settings()
@@ -56,13 +56,13 @@ def _run(_: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from bridge.demo import demo
+    from bridge.tooling.demo import demo
 
     return asyncio.run(demo(verbose=args.verbose))
 
 
 def _catalog(args: argparse.Namespace) -> int:
-    from bridge.catalog import Catalog
+    from bridge.twilio.catalog import Catalog
 
     catalog = Catalog.load()
     ops = catalog.search(args.text) if args.text else list(catalog)
@@ -87,7 +87,7 @@ def _catalog(args: argparse.Namespace) -> int:
 
 
 def _schemas(args: argparse.Namespace) -> int:
-    from bridge.schemas import write_schemas
+    from bridge.tooling.schemas import write_schemas
 
     for path in write_schemas(Path(args.out)):
         print(path)

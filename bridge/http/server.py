@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
-from bridge.settings import HttpSettings
+from bridge.config import HttpSettings
 
 __all__ = ["HttpServer"]
 

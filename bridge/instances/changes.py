@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.envelopes import utc_timestamp
+from bridge.contract.envelopes import utc_timestamp
 from bridge.instances.model import (
     Instance,
     InstanceSpec,

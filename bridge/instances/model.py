@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from bridge.settings import (
+from bridge.config import (
     API_KEY_SID_PATTERN,
     CREDENTIAL_NAME,
     SID_PATTERN,

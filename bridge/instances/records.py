@@ -14,10 +14,10 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bridge.envelopes import utc_timestamp
+from bridge.contract.envelopes import utc_timestamp
+from bridge.contract.events import CloudEvent
 from bridge.instances.model import SECRET_FIELDS, Instance, changed_fields, masked
 from bridge.instances.sealing import Sealer, SealError
-from bridge.webhooks.events import CloudEvent
 
 __all__ = ["Actor", "AuditData", "RecordError", "audit_event", "decode_instance", "encode_instance"]
 

@@ -15,10 +15,12 @@ import ssl
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bridge.settings import KafkaSettings, SettingsError
+from bridge.config import KafkaSettings, SettingsError
 
-__all__ = ["KafkaSecurityError", "connection_kwargs", "ssl_context"]
+__all__ = ["FETCH_MAX_BYTES", "KafkaSecurityError", "connection_kwargs", "ssl_context"]
 
+# What one fetch may bring back, for every consumer (a larger record still comes whole).
+FETCH_MAX_BYTES = 1 << 20
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 
 

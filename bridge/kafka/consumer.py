@@ -19,17 +19,16 @@ from collections.abc import Awaitable, Callable, Hashable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from bridge.kafka.connection import connection_kwargs
+from bridge.config import KafkaSettings, ProcessingSettings
+from bridge.kafka.connection import FETCH_MAX_BYTES, connection_kwargs
+from bridge.kafka.offsets import PartitionOffsets
+from bridge.kafka.ordering import KeyedRunner
 from bridge.kafka.records import Record
-from bridge.offsets import PartitionOffsets
-from bridge.ordering import KeyedRunner
-from bridge.settings import KafkaSettings, ProcessingSettings
 
 __all__ = ["RequestConsumer"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Record], Awaitable[None]]
-FETCH_MAX_BYTES = 1 << 20
 
 
 class _Pulse:

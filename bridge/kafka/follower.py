@@ -16,10 +16,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from bridge.config import KafkaSettings
 from bridge.kafka.admin import create_topics
-from bridge.kafka.connection import connection_kwargs
-from bridge.kafka.consumer import FETCH_MAX_BYTES
-from bridge.settings import KafkaSettings
+from bridge.kafka.connection import FETCH_MAX_BYTES, connection_kwargs
 
 __all__ = ["TopicFollower"]
 

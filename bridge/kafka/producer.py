@@ -13,8 +13,8 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from bridge.config import KafkaSettings
 from bridge.kafka.connection import connection_kwargs
-from bridge.settings import KafkaSettings
 
 __all__ = ["Publisher", "RecordTooLarge"]
 

@@ -28,11 +28,16 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from bridge import __version__
-from bridge.calls import TwilioCall
-from bridge.errors import BridgeError, CallNotSent, CallTimeout, CallTransportError
-from bridge.metrics import TWILIO_REQUEST_SECONDS, TWILIO_REQUESTS, labelled, status_class
-from bridge.outcomes import HttpResult
-from bridge.settings import TwilioSettings
+from bridge.config import TwilioSettings
+from bridge.contract.errors import BridgeError, CallNotSent, CallTimeout, CallTransportError
+from bridge.observability.metrics import (
+    TWILIO_REQUEST_SECONDS,
+    TWILIO_REQUESTS,
+    labelled,
+    status_class,
+)
+from bridge.twilio.calls import TwilioCall
+from bridge.twilio.responses import HttpResult
 
 __all__ = ["TwilioClient", "wire_url"]
 

@@ -12,8 +12,8 @@ from subprocess import Popen
 import pytest
 import pytest_asyncio
 
-from bridge.local.tansu import TansuBroker
-from bridge.local.twilio_mock import PrismMock
+from bridge.tooling.local.tansu import TansuBroker
+from bridge.tooling.local.twilio_mock import PrismMock
 from tests.perf.fast_mock import spawn
 
 HERE = Path(__file__).resolve().parent

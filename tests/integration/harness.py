@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bridge.local.tansu import create_topics, free_port
+from bridge.tooling.local.tansu import create_topics, free_port
 
 __all__ = [
     "ACCOUNT",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re._parser as sre_parse  # type: ignore[import-not-found]  # no stubs; stable since 3.11
 from typing import Any
 
-from bridge.catalog import Operation, Param
+from bridge.twilio.catalog import Operation, Param
 
 __all__ = ["minimal_envelope", "sample_for_pattern", "sample_value"]
 

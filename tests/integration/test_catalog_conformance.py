@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 
-from bridge.catalog import Catalog, Operation
+from bridge.twilio.catalog import Catalog, Operation
 from tests.integration.harness import BridgeProcess, Topics, collect, produce
 from tests.integration.samples import minimal_envelope
 

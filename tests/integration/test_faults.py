@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bridge.local.tansu import TansuBroker
+from bridge.tooling.local.tansu import TansuBroker
 from tests.integration.harness import (
     BridgeProcess,
     Topics,

@@ -25,7 +25,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from twilio.request_validator import RequestValidator
 
-from bridge.local.tansu import create_topics
+from bridge.tooling.local.tansu import create_topics
 from tests.integration.harness import BridgeProcess, Topics, collect, produce
 
 TOKEN = "admin-" + uuid.uuid4().hex

@@ -1,6 +1,6 @@
 """Kafka security end to end: the real bridge process over TLS, mutual TLS and SASL.
 
-Tansu 0.6 can do neither TLS nor SASL (see ``bridge/local/tansu.py``), so a test gateway
+Tansu 0.6 can do neither TLS nor SASL (see ``bridge/tooling/local/tansu.py``), so a test gateway
 (``kafka_gateway.py``) stands in front of a plaintext Tansu and is the TLS server and the SASL
 server; Tansu advertises the gateway, so every client of the bridge (producer, request
 consumer, seen-log admin and consumer, poller admin and consumer) can only reach the broker
@@ -28,11 +28,11 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
+from bridge.config import KafkaSettings
 from bridge.kafka.admin import create_topics
 from bridge.kafka.connection import connection_kwargs
 from bridge.kafka.producer import Publisher
-from bridge.local.tansu import TansuBroker
-from bridge.settings import KafkaSettings
+from bridge.tooling.local.tansu import TansuBroker
 from tests.integration.harness import BridgeProcess, Topics
 from tests.integration.kafka_gateway import KafkaGateway, server_tls
 from tests.integration.tls import Pki, make_pki, openssl_available

@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from bridge.local.tansu import TansuBroker, create_topics
-from bridge.local.twilio_mock import PrismMock, ensure_spec
-from bridge.local.twilio_spec import patch_form_arrays
+from bridge.tooling.local.tansu import TansuBroker, create_topics
+from bridge.tooling.local.twilio_mock import PrismMock, ensure_spec
+from bridge.tooling.local.twilio_spec import patch_form_arrays
 
 ACCOUNT = "AC" + "0" * 32
 AUTH = (ACCOUNT, "test-auth-token")

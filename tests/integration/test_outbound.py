@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from bridge.demo import SAMPLES
+from bridge.tooling.demo import SAMPLES
 from tests.integration.harness import (
     AUTH_TOKEN,
     BridgeProcess,

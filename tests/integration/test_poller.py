@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from bridge.local.tansu import create_topics
+from bridge.tooling.local.tansu import create_topics
 from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, collect
 
 EXAMPLE_SID = "SMded05904ccb347238880ca9264e8fe1c"  # the spec's example message

@@ -20,8 +20,8 @@ import pytest
 import pytest_asyncio
 from twilio.request_validator import RequestValidator
 
-from bridge.local.tansu import TansuBroker, create_topics
-from bridge.settings import WEBHOOK_FAMILIES
+from bridge.config import WEBHOOK_FAMILIES
+from bridge.tooling.local.tansu import TansuBroker, create_topics
 from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, collect
 
 SIGNER = RequestValidator(AUTH_TOKEN)

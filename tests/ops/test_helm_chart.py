@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import bridge
-from bridge.settings import (
+from bridge.config import (
     AdminSettings,
     HttpSettings,
     ProcessingSettings,

@@ -28,7 +28,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from bridge.logs import configure_logging
+from bridge.observability.logs import configure_logging
 from tests.integration.harness import ACCOUNT, AUTH_TOKEN
 
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"

@@ -76,7 +76,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bridge.local.tansu import TansuBroker, create_topics, free_port
+from bridge.tooling.local.tansu import TansuBroker, create_topics, free_port
 from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, produce
 from tests.perf.bench_http import run_client
 from tests.perf.fast_mock import spawn

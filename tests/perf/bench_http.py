@@ -31,9 +31,9 @@ from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script, too
-from bridge.accounts import Account  # noqa: E402
-from bridge.calls import TwilioCall  # noqa: E402
-from bridge.settings import Credential, TwilioSettings  # noqa: E402
+from bridge.config import Credential, TwilioSettings  # noqa: E402
+from bridge.twilio.accounts import Account  # noqa: E402
+from bridge.twilio.calls import TwilioCall  # noqa: E402
 from bridge.twilio.client import TwilioClient  # noqa: E402
 from tests.perf.fast_mock import spawn  # noqa: E402
 

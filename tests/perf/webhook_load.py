@@ -36,8 +36,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
+from bridge.config import HttpSettings
 from bridge.http.server import HttpServer
-from bridge.settings import HttpSettings
 
 FORM = "application/x-www-form-urlencoded"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'

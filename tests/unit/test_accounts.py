@@ -1,4 +1,4 @@
-"""The accounts registry: static credentials plus instances (``bridge.accounts``)."""
+"""The accounts registry: static credentials plus instances (``bridge.twilio.accounts``)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.accounts import Account, Accounts, basic_auth_header
+from bridge.config import Credential, TwilioSettings
+from bridge.instances.accounts import account_of
 from bridge.instances.model import Instance
-from bridge.ratelimit import Limits
-from bridge.retry import RetryPolicy
-from bridge.settings import Credential, TwilioSettings
+from bridge.twilio.accounts import Account, Accounts, basic_auth_header
+from bridge.twilio.ratelimit import Limits
+from bridge.twilio.retry import RetryPolicy
 from tests.unit.instance_factory import stored_instance
 
 STATIC_SID = "AC" + "a" * 32
@@ -27,7 +28,7 @@ def instance(name: str = "acme", sid: str = INSTANCE_SID, **configuration: Any) 
 
 
 def account(name: str = "acme", sid: str = INSTANCE_SID, **configuration: Any) -> Account:
-    return Account.from_instance(instance(name, sid, **configuration), TWILIO)
+    return account_of(instance(name, sid, **configuration), TWILIO)
 
 
 def decoded(auth: str) -> str:

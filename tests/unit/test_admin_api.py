@@ -1,6 +1,6 @@
-"""The instances API (``bridge.http.admin``) over an in-memory store, through the whole app.
+"""The instances API (``bridge.instances.api``) over an in-memory store, through the whole app.
 
-The store stands in for the instances topic (``bridge.kafka.instance_log``), whose Kafka side
+The store stands in for the instances topic (``bridge.instances.log``), whose Kafka side
 is in ``tests/integration``; here it keeps instances in a dict and can be told to time out.
 """
 
@@ -16,17 +16,17 @@ import orjson
 import pytest
 from starlette.routing import Route
 
-from bridge.accounts import Accounts
-from bridge.http.admin import admin_routes
-from bridge.http.app import create_app
+from bridge.app.http import create_app
+from bridge.config import WebhookSettings
+from bridge.contract.events import CloudEvent
+from bridge.inbound.delivery import EventDelivery
+from bridge.inbound.webhooks.receiver import WebhookReceiver
+from bridge.instances.api import admin_routes
 from bridge.instances.changes import Change, Rules
 from bridge.instances.model import MASK, Instance
 from bridge.instances.records import Actor
 from bridge.kafka.producer import Publisher
-from bridge.settings import WebhookSettings
-from bridge.webhooks.delivery import EventDelivery
-from bridge.webhooks.events import CloudEvent
-from bridge.webhooks.receiver import WebhookReceiver
+from bridge.twilio.accounts import Accounts
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 SID = "AC" + "a" * 32

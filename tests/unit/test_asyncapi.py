@@ -19,19 +19,19 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7, DRAFT202012
 
-from bridge.asyncapi import ASYNCAPI_FILE, asyncapi_document, event_data_file, message_id
-from bridge.envelopes import request_adapter
-from bridge.local.cache import cache_dir, run_npm
-from bridge.polling import call_event, message_event
-from bridge.schemas import render_schemas
-from bridge.settings import (
+from bridge.config import (
     WEBHOOK_FAMILIES,
     AdminSettings,
     KafkaSettings,
     PollerSettings,
     WebhookSettings,
 )
-from bridge.webhooks.events import CloudEvent, EventError, event_streams_events, webhook_event
+from bridge.contract.envelopes import request_adapter
+from bridge.contract.events import CloudEvent, EventError, event_streams_events, webhook_event
+from bridge.inbound.polling.state import call_event, message_event
+from bridge.tooling.asyncapi import ASYNCAPI_FILE, asyncapi_document, event_data_file, message_id
+from bridge.tooling.local.cache import cache_dir, run_npm
+from bridge.tooling.schemas import render_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 VALIDATOR = Path(__file__).with_name("asyncapi_validate.mjs")

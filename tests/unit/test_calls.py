@@ -1,4 +1,4 @@
-"""Request building (``bridge.calls``): catalog resolution, validation, encoding, host rules."""
+"""Request building: catalog resolution, validation, encoding, host rules."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from bridge.accounts import Account, Accounts, basic_auth_header
-from bridge.calls import CallBuilder, TwilioCall, origin_for
-from bridge.catalog import Catalog, Operation
-from bridge.envelopes import AdvancedRequest, BasicRequest
-from bridge.errors import RequestInvalid, UnknownOperation
-from bridge.headers import FORBIDDEN_REQUEST_HEADERS
-from bridge.settings import Credential, TwilioSettings
+from bridge.config import Credential, TwilioSettings
+from bridge.contract.envelopes import AdvancedRequest, BasicRequest
+from bridge.contract.errors import RequestInvalid, UnknownOperation
+from bridge.instances.accounts import account_of
+from bridge.twilio.accounts import Account, Accounts, basic_auth_header
+from bridge.twilio.calls import CallBuilder, TwilioCall, origin_for
+from bridge.twilio.catalog import Catalog, Operation
+from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS
 from tests.unit.instance_factory import stored_instance
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
@@ -909,7 +910,7 @@ INSTANCE_MESSAGES = f"/2010-04-01/Accounts/{INSTANCE_ACCOUNT}/Messages.json"
 
 def instance_account(name: str = "acme", **configuration: Any) -> Account:
     instance = stored_instance(name, INSTANCE_ACCOUNT, "acme-token", **configuration)
-    return Account.from_instance(instance, TwilioSettings())
+    return account_of(instance, TwilioSettings())
 
 
 def with_instance(catalog: Catalog, account: Account) -> tuple[CallBuilder, Accounts]:

@@ -3,16 +3,16 @@ from pathlib import Path
 
 import pytest
 
-from bridge import catalog_gen
-from bridge.catalog import (
+from bridge.tooling import catalog_gen
+from bridge.tooling.local.twilio_spec import ensure_spec
+from bridge.twilio.catalog import (
     AmbiguousOperationError,
     Catalog,
     Operation,
     UnknownOperationError,
 )
-from bridge.local.twilio_spec import ensure_spec
 
-PACKAGED = Path(catalog_gen.__file__).parent / "data" / "catalog.json"
+PACKAGED = catalog_gen.DEFAULT_OUT
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_load_is_cached(catalog: Catalog) -> None:
 def test_file_says_it_is_generated() -> None:
     first_line = PACKAGED.read_text(encoding="utf-8").splitlines()[0]
     assert first_line.startswith('{"_generated":')
-    assert "python -m bridge.catalog_gen SPEC_DIR" in first_line
+    assert "python -m bridge.tooling.catalog_gen SPEC_DIR" in first_line
     doc = json.loads(PACKAGED.read_bytes())
     assert list(doc) == ["_generated", "source", "operations"]
     assert doc["source"] == "@twilio-alpha/mcp@0.7.0"

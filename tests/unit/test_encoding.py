@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.encoding import encode_form, format_scalar, parse_form
+from bridge.twilio.encoding import encode_form, format_scalar, parse_form
 
 
 def test_lists_are_repeated_keys_in_order() -> None:

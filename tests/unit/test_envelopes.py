@@ -1,6 +1,6 @@
 import pytest
 
-from bridge.envelopes import AdvancedRequest, BasicRequest, EnvelopeRejected, parse_request
+from bridge.contract.envelopes import AdvancedRequest, BasicRequest, EnvelopeRejected, parse_request
 
 BASIC = (
     b'{"id": "order-1", "mode": "basic", "operation": "CreateMessage",'

@@ -1,4 +1,4 @@
-"""Webhooks as CloudEvents (``bridge.webhooks.events``) and the seen-ids window."""
+"""Webhooks as CloudEvents (``bridge.contract.events``) and the seen-ids window."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from bridge.dedupe import SeenWindow
-from bridge.settings import WEBHOOK_FAMILIES
-from bridge.webhooks.events import (
+from bridge.config import WEBHOOK_FAMILIES
+from bridge.contract.events import (
     FAMILIES,
     EventError,
     event_streams_events,
     form_data,
     webhook_event,
 )
+from bridge.inbound.redelivery.window import SeenWindow
 
 ACCOUNT = "AC" + "0" * 32
 WHEN = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))

@@ -1,4 +1,4 @@
-"""Reply formats (``bridge.formats``): null filtering, Twilio-style XML, CSV, ``render``."""
+"""Reply formats: null filtering, Twilio-style XML, CSV, ``render``."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.formats import (
-    PAGING_FIELDS,
+from bridge.outbound.formats import (
     filter_nulls,
     render,
     resource_name,
     to_csv,
     to_xml,
 )
+from bridge.twilio.pages import PAGING_FIELDS
 
 ACCOUNT = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>'

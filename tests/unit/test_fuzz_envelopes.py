@@ -1,7 +1,7 @@
 """Fuzzing ``Processor.process`` with envelopes: valid, almost valid and hostile.
 
-The contract under test (``bridge.processor``): ``process`` never raises and never stalls, and
-for every record gives exactly
+The contract under test (``bridge.outbound.processor``): ``process`` never raises and never
+stalls, and for every record gives exactly
 
 - a reply when, and only when, the payload is a JSON object whose ``id`` is a string of 1 to
   256 characters, carrying that id (``ok`` or ``error``);
@@ -37,15 +37,15 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from pydantic import SecretStr
 
-from bridge.accounts import Accounts
-from bridge.calls import CallBuilder
-from bridge.catalog import Catalog, Operation
-from bridge.envelopes import MAX_DEPTH
+from bridge.config import Credential, TwilioSettings
+from bridge.contract.envelopes import MAX_DEPTH
 from bridge.kafka.records import Record
-from bridge.processor import Outcome, Processor
-from bridge.retry import RetryPolicy
-from bridge.settings import Credential, TwilioSettings
+from bridge.outbound.processor import Outcome, Processor
+from bridge.twilio.accounts import Accounts
+from bridge.twilio.calls import CallBuilder
+from bridge.twilio.catalog import Catalog, Operation
 from bridge.twilio.client import TwilioClient
+from bridge.twilio.retry import RetryPolicy
 
 ACCOUNT = "AC" + "ab" * 16
 CREDENTIALS = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr("fuzz-token"))}

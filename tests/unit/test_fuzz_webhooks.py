@@ -1,11 +1,11 @@
 """Fuzzing the HTTP app's webhook endpoint in-process: form, JSON, garbage, huge, forged.
 
-The contract under test (``bridge.webhooks.receiver``, ``bridge.http.app``): whatever arrives,
-the answer is one of the documented statuses (200 400 403 404 405 413 415 503), never a 500 and
-never an exception out of the app; events go to Kafka only for a 2xx (or a 503, when Kafka did
-not acknowledge them in time); a webhook validly signed by the official Twilio signer that
-carries its family's fields is published as exactly one event (an Event Streams batch as one
-event per CloudEvent); a missing or forged signature publishes nothing.
+The contract under test (``bridge.inbound.webhooks.receiver``, ``bridge.app.http``): whatever
+arrives, the answer is one of the documented statuses (200 400 403 404 405 413 415 503), never a 500
+and never an exception out of the app; events go to Kafka only for a 2xx (or a 503, when Kafka did
+not acknowledge them in time); a webhook validly signed by the official Twilio signer that carries
+its family's fields is published as exactly one event (an Event Streams batch as one event per
+CloudEvent); a missing or forged signature publishes nothing.
 
 Kafka is a delivery that records what it is given, as in ``test_http_app.py``.
 """
@@ -28,11 +28,11 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
-from bridge.accounts import Accounts
-from bridge.http.app import create_app
-from bridge.settings import WEBHOOK_FAMILIES, Credential, WebhookSettings
-from bridge.webhooks.events import EVENT_STREAMS, FAMILIES
-from bridge.webhooks.receiver import WebhookReceiver
+from bridge.app.http import create_app
+from bridge.config import WEBHOOK_FAMILIES, Credential, WebhookSettings
+from bridge.contract.events import EVENT_STREAMS, FAMILIES
+from bridge.inbound.webhooks.receiver import WebhookReceiver
+from bridge.twilio.accounts import Accounts
 from tests.unit.test_http_app import Recording
 
 ACCOUNT = "AC" + "c" * 32

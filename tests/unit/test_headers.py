@@ -1,6 +1,6 @@
 import pytest
 
-from bridge.headers import FORBIDDEN_REQUEST_HEADERS, select_headers, selection
+from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS, select_headers, selection
 
 HEADERS = [("X-A", "1"), ("x-b", "2"), ("Authorization", "Basic x"), ("X-A", "3")]
 

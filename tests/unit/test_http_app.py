@@ -1,4 +1,4 @@
-"""The HTTP app and webhook receiver (``bridge.http.app``, ``bridge.webhooks.receiver``).
+"""The HTTP app and webhook receiver (``bridge.app.http``, ``bridge.inbound.webhooks.receiver``).
 
 Kafka is replaced by a delivery that records events and answers as told; the real broker is
 in ``tests/integration/test_webhooks.py``.
@@ -15,14 +15,15 @@ import pytest
 from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
-from bridge.accounts import Account, Accounts
-from bridge.http.app import create_app, openapi_document
+from bridge.app.http import create_app, openapi_document
+from bridge.config import WEBHOOK_FAMILIES, Credential, TwilioSettings, WebhookSettings
+from bridge.contract.events import CloudEvent
+from bridge.inbound.delivery import EventDelivery
+from bridge.inbound.webhooks.receiver import WebhookReceiver, public_url
+from bridge.instances.accounts import account_of
 from bridge.kafka.producer import Publisher
-from bridge.metrics import REGISTRY
-from bridge.settings import WEBHOOK_FAMILIES, Credential, TwilioSettings, WebhookSettings
-from bridge.webhooks.delivery import EventDelivery
-from bridge.webhooks.events import CloudEvent
-from bridge.webhooks.receiver import WebhookReceiver, public_url
+from bridge.observability.metrics import REGISTRY
+from bridge.twilio.accounts import Account, Accounts
 from tests.unit.instance_factory import stored_instance
 
 ACCOUNT = "AC" + "0" * 32
@@ -183,7 +184,7 @@ INSTANCE_PARAMS = {**PARAMS, "AccountSid": INSTANCE_ACCOUNT}
 
 def instance_account(name: str = "acme", **configuration: Any) -> Account:
     instance = stored_instance(name, INSTANCE_ACCOUNT, INSTANCE_TOKEN, **configuration)
-    return Account.from_instance(instance, TwilioSettings())
+    return account_of(instance, TwilioSettings())
 
 
 def accounts_client(delivery: Recording, accounts: Accounts) -> httpx.AsyncClient:

@@ -24,13 +24,13 @@ from pydantic import SecretStr
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from twilio.request_validator import RequestValidator
 
-from bridge.accounts import Accounts
-from bridge.http.app import create_app
+from bridge.app.http import create_app
+from bridge.config import Credential, WebhookSettings
+from bridge.contract.events import FAMILIES, CloudEvent
+from bridge.inbound.delivery import EventDelivery
+from bridge.inbound.webhooks.receiver import WebhookReceiver
 from bridge.kafka.producer import Publisher
-from bridge.settings import Credential, WebhookSettings
-from bridge.webhooks.delivery import EventDelivery
-from bridge.webhooks.events import FAMILIES, CloudEvent
-from bridge.webhooks.receiver import WebhookReceiver
+from bridge.twilio.accounts import Accounts
 
 ACCOUNT = "AC" + "d" * 32
 TOKEN = "token-for-schemathesis"

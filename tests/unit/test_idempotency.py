@@ -1,4 +1,4 @@
-"""Outbound dedupe: the index (``bridge.idempotency``) and the processor's use of it.
+"""Outbound dedupe: the index (``bridge.outbound.idempotency.index``) and the processor's use of it.
 
 The outcome store is an in-memory stand-in with the same contract as the Kafka-backed
 ``OutcomeLog``; tests/integration/test_faults.py drives the real one.
@@ -12,11 +12,18 @@ from typing import Any
 
 import httpx
 
-from bridge.accounts import Accounts
-from bridge.calls import CallBuilder
-from bridge.catalog import Catalog
-from bridge.idempotency import Answered, OutcomeIndex, Prior, Started, changes_state, digest
-from bridge.processor import Processor
+from bridge.outbound.idempotency.index import (
+    Answered,
+    OutcomeIndex,
+    Prior,
+    Started,
+    changes_state,
+    digest,
+)
+from bridge.outbound.processor import Processor
+from bridge.twilio.accounts import Accounts
+from bridge.twilio.calls import CallBuilder
+from bridge.twilio.catalog import Catalog
 from bridge.twilio.client import TwilioClient
 from tests.unit.test_processor import (
     CREDENTIALS,

@@ -11,11 +11,11 @@ import base64
 import pytest
 from pydantic import SecretStr
 
-from bridge.accounts import Accounts
+from bridge.config import AdminSettings, KafkaSettings, TwilioSettings
 from bridge.instances.changes import Change
+from bridge.instances.log import InstanceLog
 from bridge.instances.records import Actor
-from bridge.kafka.instance_log import InstanceLog
-from bridge.settings import AdminSettings, KafkaSettings, TwilioSettings
+from bridge.twilio.accounts import Accounts
 from tests.unit.instance_factory import stored_instance
 
 

@@ -17,9 +17,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
+from bridge.config import KafkaSettings, Settings, SettingsError, load_settings
 from bridge.kafka import producer as producer_module
 from bridge.kafka.connection import KafkaSecurityError, connection_kwargs, ssl_context
-from bridge.settings import KafkaSettings, Settings, SettingsError, load_settings
 from tests.integration.kafka_gateway import server_tls
 from tests.integration.tls import Pki, make_pki, openssl_available
 

@@ -1,4 +1,4 @@
-"""Log lines (``bridge.logs``): one JSON object per line, personal data and tokens masked."""
+"""Log lines: one JSON object per line, personal data and tokens masked."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bridge.logs import MASK, JsonFormatter, Masker, configure_logging
+from bridge.observability.logs import MASK, JsonFormatter, Masker, configure_logging
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 SID = "SM0123456789abcdef0123456789abcdef"

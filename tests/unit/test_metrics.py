@@ -1,4 +1,4 @@
-"""The metric definitions (``bridge.metrics``): names, units and labels per Prometheus rules."""
+"""The metric definitions: names, units and labels per Prometheus rules."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge import metrics
-from bridge.metrics import REGISTRY, exposition, labelled, status_class
+from bridge.observability import metrics
+from bridge.observability.metrics import REGISTRY, exposition, labelled, status_class
 
 # Labels whose values are unbounded (SIDs, numbers, ids, URLs) must never exist.
 FORBIDDEN_LABELS = {"sid", "account_sid", "to", "from", "phone", "id", "request_id", "url", "path"}

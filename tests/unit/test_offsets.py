@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from bridge.offsets import PartitionOffsets
+from bridge.kafka.offsets import PartitionOffsets
 
 
 def test_commit_waits_for_the_lowest_unfinished_offset() -> None:

@@ -1,7 +1,7 @@
 import asyncio
 import random
 
-from bridge.ordering import KeyedRunner
+from bridge.kafka.ordering import KeyedRunner
 
 
 async def test_order_is_kept_per_key_and_keys_overlap() -> None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bridge.idempotency import Answered, OutcomeIndex, Started, digest
-from bridge.kafka.outcome_log import OutcomeLog
-from bridge.outcomes import reply_bytes
-from bridge.settings import DedupeSettings, KafkaSettings
+from bridge.config import DedupeSettings, KafkaSettings
+from bridge.outbound.idempotency.index import Answered, OutcomeIndex, Started, digest
+from bridge.outbound.idempotency.log import OutcomeLog
+from bridge.outbound.replies import reply_bytes
 from tests.unit.test_idempotency import CREATED, Store, _processor
 from tests.unit.test_processor import ENVELOPE, answering, record
 

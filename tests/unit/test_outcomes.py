@@ -1,4 +1,4 @@
-"""Classifying Twilio's answers (``bridge.outcomes``) into reply envelopes."""
+"""Classifying Twilio's answers (``bridge.outbound.replies``) into reply envelopes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bridge.accounts import Account
-from bridge.calls import TwilioCall
-from bridge.envelopes import Reply
-from bridge.errors import (
+from bridge.config import Credential
+from bridge.contract.envelopes import Reply
+from bridge.contract.errors import (
     BridgeError,
     CallNotSent,
     CallTimeout,
@@ -21,8 +20,10 @@ from bridge.errors import (
     TwilioCallFailed,
     UnknownOutcome,
 )
-from bridge.outcomes import HttpResult, error_reply, failure_from_response, reply_for_response
-from bridge.settings import Credential
+from bridge.outbound.replies import error_reply, reply_for_response
+from bridge.twilio.accounts import Account
+from bridge.twilio.calls import TwilioCall
+from bridge.twilio.responses import HttpResult, failure_from_response
 
 PATH = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json"
 CALL = TwilioCall(
@@ -364,8 +365,8 @@ def test_error_reply_before_any_call() -> None:
 
 
 def test_a_reply_too_large_or_too_deep_still_arrives_saying_what_was_left_out() -> None:
-    from bridge.envelopes import Reply
-    from bridge.outcomes import reply_bytes
+    from bridge.contract.envelopes import Reply
+    from bridge.outbound.replies import reply_bytes
 
     big = Reply(id="r", status="ok", body={"x": "y" * 5000}, metadata={"m": "z" * 5000})
     assert json.loads(reply_bytes(big, 100_000))["body"] == {"x": "y" * 5000}
@@ -382,8 +383,8 @@ def test_a_reply_too_large_or_too_deep_still_arrives_saying_what_was_left_out() 
 
 
 def test_an_error_record_too_large_keeps_where_its_request_is() -> None:
-    from bridge.envelopes import ErrorInfo, ErrorRecord, SourceRef
-    from bridge.outcomes import error_record_bytes
+    from bridge.contract.envelopes import ErrorInfo, ErrorRecord, SourceRef
+    from bridge.outbound.replies import error_record_bytes
 
     record = ErrorRecord(
         id="e",

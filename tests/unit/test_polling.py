@@ -1,4 +1,4 @@
-"""What the poller publishes and remembers (``bridge.polling``)."""
+"""What the poller publishes and remembers (``bridge.inbound.polling.state``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.polling import PollState, call_event, message_event, parse_twilio_time
-from bridge.webhooks.events import webhook_event
+from bridge.contract.events import webhook_event
+from bridge.inbound.polling.state import PollState, call_event, message_event, parse_twilio_time
 
 ACCOUNT = "AC" + "0" * 32
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

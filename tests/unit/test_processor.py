@@ -1,4 +1,4 @@
-"""From record to outcome (``bridge.processor``), with the real client over a mock transport."""
+"""From record to outcome, with the real client over a mock transport."""
 
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bridge.accounts import Account, Accounts, basic_auth_header
-from bridge.calls import CallBuilder
-from bridge.catalog import Catalog
-from bridge.envelopes import parse_request
+from bridge.config import Credential, TwilioSettings
+from bridge.contract.envelopes import parse_request
+from bridge.instances.accounts import account_of
 from bridge.kafka.records import Record
-from bridge.processor import Outcome, Processor
-from bridge.ratelimit import Limiter, Limits
-from bridge.retry import RetryPolicy
-from bridge.settings import Credential, TwilioSettings
+from bridge.outbound.processor import Outcome, Processor
+from bridge.twilio.accounts import Accounts, basic_auth_header
+from bridge.twilio.calls import CallBuilder
+from bridge.twilio.catalog import Catalog
 from bridge.twilio.client import TwilioClient
+from bridge.twilio.ratelimit import Limiter, Limits
+from bridge.twilio.retry import RetryPolicy
 from tests.unit.instance_factory import stored_instance
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
@@ -683,7 +684,7 @@ INSTANCE_TOKEN = "acme-token-5e4d3c2b1a"
 def instance_accounts(**configuration: Any) -> Accounts:
     instance = stored_instance("acme", INSTANCE_ACCOUNT, INSTANCE_TOKEN, **configuration)
     accounts = Accounts(CREDENTIALS)
-    accounts.put(Account.from_instance(instance, SETTINGS))
+    accounts.put(account_of(instance, SETTINGS))
     return accounts
 
 

@@ -1,4 +1,4 @@
-"""Rate limits and concurrency caps per credential (``bridge.ratelimit``)."""
+"""Rate limits and concurrency caps per credential (``bridge.twilio.ratelimit``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from bridge.ratelimit import ConcurrencyGate, Limiter, Limits, TokenBucket, next_cap
-from bridge.retry import Attempt
+from bridge.twilio.ratelimit import ConcurrencyGate, Limiter, Limits, TokenBucket, next_cap
+from bridge.twilio.retry import Attempt
 
 OK = Attempt(status=201)
 TOO_MANY = Attempt(status=429, twilio_code=20429)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from bridge.settings import ENV_PREFIX, Settings
+from bridge.config import ENV_PREFIX, Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 NAME = "<NAME>"

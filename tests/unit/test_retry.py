@@ -3,9 +3,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.envelopes import RetryOptions
-from bridge.errors import CallNotSent, CallTimeout, CallTransportError
-from bridge.retry import Attempt, RetryPolicy, parse_retry_after
+from bridge.contract.envelopes import RetryOptions
+from bridge.contract.errors import CallNotSent, CallTimeout, CallTransportError
+from bridge.twilio.retry import Attempt, RetryPolicy, parse_retry_after
 
 POLICY = RetryPolicy(max_attempts=5, base_delay_s=1.0, max_delay_s=8.0)
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import jsonschema
 
-from bridge.schemas import render_schemas
+from bridge.tooling.schemas import render_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 

@@ -1,13 +1,13 @@
-"""The service's publishing (``bridge.service.Bridge``) with Kafka replaced by a recorder."""
+"""The service's publishing (``bridge.app.service.Bridge``) with Kafka replaced by a recorder."""
 
 from __future__ import annotations
 
 import json
 
+from bridge.app.service import Bridge
+from bridge.config import Settings
 from bridge.kafka.producer import RecordTooLarge
 from bridge.kafka.records import Record
-from bridge.service import Bridge
-from bridge.settings import Settings
 
 
 async def test_an_outcome_kafka_refuses_leaves_a_minimal_error_record_not_a_stuck_partition() -> (

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.settings import KafkaSettings, SettingsError, encryption_key, load_settings
+from bridge.config import KafkaSettings, SettingsError, encryption_key, load_settings
 
 SID = "AC" + "a" * 32
 

@@ -10,7 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
-from bridge.webhooks.signature import SignatureInvalid, sign, verify_signature
+from bridge.inbound.webhooks.signature import SignatureInvalid, sign, verify_signature
 
 TOKEN = "a3f5c0de9b8a7f6e5d4c3b2a1f0e9d8c"
 OTHER_TOKEN = "0000c0de9b8a7f6e5d4c3b2a1f0e9d8c"

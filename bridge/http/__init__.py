@@ -1,0 +1,1 @@
+"""The HTTP server adapter (uvicorn) and what every route needs from it."""

@@ -1,0 +1,1 @@
+"""Inbound: Twilio webhooks and the poller, published to Kafka as CloudEvents."""

@@ -1,0 +1,1 @@
+"""Twilio webhooks: signature checks and the receiver that turns one into CloudEvents."""

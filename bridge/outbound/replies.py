@@ -1,0 +1,117 @@
+"""The reply envelope for Twilio's answer, or for a failure to get one. Pure, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic_core import PydanticSerializationError
+
+from bridge.contract.envelopes import ErrorRecord, Reply, error_info
+from bridge.contract.errors import BridgeError
+from bridge.twilio.calls import TwilioCall
+from bridge.twilio.headers import select_headers
+from bridge.twilio.pages import next_page
+from bridge.twilio.responses import HttpResult, failure_from_response, parse_body
+
+__all__ = ["error_record_bytes", "error_reply", "reply_bytes", "reply_for_response"]
+
+
+def reply_for_response(
+    request_id: str,
+    call: TwilioCall,
+    result: HttpResult,
+    *,
+    response_headers: list[str] | str | None,
+    metadata: dict[str, Any] | None,
+    attempts: int,
+    duration_ms: float,
+    wait_ms: float = 0.0,
+) -> Reply:
+    """The reply for Twilio's answer: ``ok`` for 2xx/3xx, otherwise an error from its body."""
+    body = parse_body(result)
+    error = (
+        None if result.status < 400 else error_info(failure_from_response(result, body).to_detail())
+    )
+    return Reply(
+        id=request_id,
+        status="ok" if error is None else "error",
+        http_status=result.status,
+        api=call.api,
+        operation=call.operation,
+        method=call.method,
+        path=call.path,
+        body=body,
+        content_type=result.content_type,
+        headers=select_headers(result.headers, response_headers),
+        pages=1,
+        next_page_uri=next_page(body),
+        attempts=attempts,
+        duration_ms=round(duration_ms, 3),
+        wait_ms=round(wait_ms, 3),
+        metadata=metadata,
+        error=error,
+        warnings=list(call.warnings),
+    )
+
+
+def error_reply(
+    request_id: str,
+    error: BridgeError,
+    *,
+    call: TwilioCall | None = None,
+    metadata: dict[str, Any] | None = None,
+    attempts: int = 0,
+    duration_ms: float = 0.0,
+    wait_ms: float = 0.0,
+    warnings: Iterable[str] = (),
+) -> Reply:
+    """The reply for a request that failed before or while calling Twilio."""
+    return Reply(
+        id=request_id,
+        status="error",
+        api=call.api if call else None,
+        operation=call.operation if call else None,
+        method=call.method if call else None,
+        path=call.path if call else None,
+        attempts=attempts,
+        duration_ms=round(duration_ms, 3),
+        wait_ms=round(wait_ms, 3),
+        metadata=metadata,
+        error=error_info(error.to_detail()),
+        warnings=[*(call.warnings if call else ()), *warnings],
+    )
+
+
+def reply_bytes(reply: Reply, limit: int) -> bytes:
+    """The reply as JSON within ``limit`` bytes: without its body, then its metadata, if need be.
+
+    A reply always arrives, saying what was left out and why: a body too large for the broker,
+    or one nested too deeply to be written again.
+    """
+    try:
+        value = reply.model_dump_json().encode()
+    except PydanticSerializationError:
+        why = "the reply body is nested too deeply to be serialised"
+    else:
+        if len(value) <= limit:
+            return value
+        why = f"the reply ({len(value)} bytes) exceeds the broker's message limit"
+    slim = reply.model_copy(
+        update={"body": None, "warnings": [*reply.warnings, f"body omitted: {why}"]}
+    )
+    value = slim.model_dump_json().encode()
+    if len(value) <= limit:
+        return value
+    note = "metadata omitted: still too large without the body"
+    bare = slim.model_copy(update={"metadata": None, "warnings": [*slim.warnings, note]})
+    return bare.model_dump_json().encode()
+
+
+def error_record_bytes(record: ErrorRecord, limit: int) -> bytes:
+    """The error record as JSON within ``limit`` bytes; past it, the request copy is left out
+    (``source`` still says where the request is, for a replay)."""
+    value = record.model_dump_json().encode()
+    if len(value) <= limit:
+        return value
+    return record.model_copy(update={"request": None, "raw": None}).model_dump_json().encode()

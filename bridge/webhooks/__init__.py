@@ -1,1 +1,0 @@
-"""Twilio webhooks: signature checks and CloudEvents."""
