@@ -32,7 +32,8 @@ __all__ = [
     "run_through_mock",
 ]
 
-ACCOUNT = "AC" + "0" * 32
+from tests.helpers import ACCOUNT
+
 AUTH_TOKEN = "test-auth-token-not-a-secret-value"
 
 

@@ -16,12 +16,11 @@ from typing import Any
 import jsonschema
 
 from bridge.twilio.catalog import Catalog, Operation
+from tests.helpers import SCHEMAS
 from tests.integration.harness import BridgeProcess, Topics, collect, produce
 from tests.integration.samples import minimal_envelope
 
-REPLY_SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "schemas" / "reply.schema.json").read_text()
-)
+REPLY_SCHEMA = json.loads((SCHEMAS / "reply.schema.json").read_text())
 
 # The catalog records parameters one level deep; these bodies have required fields inside
 # their array items, taken from the spec's own request example.

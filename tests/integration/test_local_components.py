@@ -21,8 +21,8 @@ from aiokafka.errors import KafkaError
 from bridge.tooling.local.tansu import TansuBroker, create_topics
 from bridge.tooling.local.twilio_mock import PrismMock, ensure_spec
 from bridge.tooling.local.twilio_spec import patch_form_arrays
+from tests.helpers import ACCOUNT
 
-ACCOUNT = "AC" + "0" * 32
 AUTH = (ACCOUNT, "test-auth-token")
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
 SMS = {"From": "+14155552671", "To": "+919876543210", "Body": "Your order has shipped"}

@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 
 from bridge.tooling.demo import SAMPLES
+from tests.helpers import SCHEMAS
 from tests.integration.harness import (
     AUTH_TOKEN,
     BridgeProcess,
@@ -25,7 +26,6 @@ from tests.integration.harness import (
     produce,
 )
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 REPLY_SCHEMA = json.loads((SCHEMAS / "reply.schema.json").read_text())
 ERROR_SCHEMA = json.loads((SCHEMAS / "error-record.schema.json").read_text())
 

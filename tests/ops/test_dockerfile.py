@@ -29,8 +29,8 @@ from packaging.utils import canonicalize_name
 
 import bridge
 from bridge.config import HttpSettings
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 HADOLINT = Path(sys.executable).parent / "hadolint"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import typing
-from pathlib import Path
 
 from pydantic import BaseModel
 
 from bridge.config import ENV_PREFIX, Settings
+from tests.helpers import ROOT
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = ROOT / "README.md"
 NAME = "<NAME>"
 
 

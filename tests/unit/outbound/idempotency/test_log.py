@@ -18,8 +18,8 @@ from bridge.config import DedupeSettings, KafkaSettings
 from bridge.outbound.idempotency.index import Answered, OutcomeIndex, Started, digest
 from bridge.outbound.idempotency.log import OutcomeLog
 from bridge.outbound.replies import reply_bytes
-from tests.unit.test_idempotency import CREATED, Store, _processor
-from tests.unit.test_processor import ENVELOPE, answering, record
+from tests.unit.outbound.idempotency.test_index import CREATED, Store, _processor
+from tests.unit.outbound.test_processor import ENVELOPE, answering, record
 
 # --- the index -----------------------------------------------------------------------------
 

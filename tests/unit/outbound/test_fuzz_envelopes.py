@@ -26,7 +26,6 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,12 +45,12 @@ from bridge.twilio.calls import CallBuilder
 from bridge.twilio.catalog import Catalog, Operation
 from bridge.twilio.client import TwilioClient
 from bridge.twilio.retry import RetryPolicy
+from tests.helpers import ACCOUNT, SCHEMAS
 
-ACCOUNT = "AC" + "ab" * 16
 CREDENTIALS = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr("fuzz-token"))}
 SETTINGS = TwilioSettings(transport="httpx")
 TOPIC, PARTITION = "twilio.requests", 5
-SCHEMAS = Path(__file__).parents[2] / "schemas"
+
 REPLY_SCHEMA = Draft202012Validator(json.loads((SCHEMAS / "reply.schema.json").read_text()))
 ERROR_SCHEMA = Draft202012Validator(json.loads((SCHEMAS / "error-record.schema.json").read_text()))
 # "Never stalls": every record, however hostile, is answered within this.
@@ -59,7 +58,7 @@ PER_RECORD_S = 5.0
 # Retries without waiting; an envelope may still ask for (bounded, tiny) waits of its own.
 POLICY = RetryPolicy(max_attempts=2, base_delay_s=0, max_delay_s=0)
 # No example database: the suite must not leave files in the checkout. More examples for a
-# longer hunt: BRIDGE_FUZZ_EXAMPLES=5000 pytest tests/unit/test_fuzz_envelopes.py
+# longer hunt: BRIDGE_FUZZ_EXAMPLES=5000 pytest tests/unit/outbound/test_fuzz_envelopes.py
 PROPERTY = settings(
     database=None,
     max_examples=int(os.environ.get("BRIDGE_FUZZ_EXAMPLES", "250")),

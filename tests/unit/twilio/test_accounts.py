@@ -13,7 +13,7 @@ from bridge.instances.model import Instance
 from bridge.twilio.accounts import Account, Accounts, basic_auth_header
 from bridge.twilio.ratelimit import Limits
 from bridge.twilio.retry import RetryPolicy
-from tests.unit.instance_factory import stored_instance
+from tests.helpers import stored_instance
 
 STATIC_SID = "AC" + "a" * 32
 INSTANCE_SID = "AC" + "c" * 32

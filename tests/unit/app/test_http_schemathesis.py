@@ -31,8 +31,8 @@ from bridge.inbound.delivery import EventDelivery
 from bridge.inbound.webhooks.receiver import WebhookReceiver
 from bridge.kafka.producer import Publisher
 from bridge.twilio.accounts import Accounts
+from tests.helpers import ACCOUNT
 
-ACCOUNT = "AC" + "d" * 32
 TOKEN = "token-for-schemathesis"
 PUBLIC = "https://hooks.example.com"
 FORM = "application/x-www-form-urlencoded"

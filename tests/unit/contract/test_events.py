@@ -17,8 +17,8 @@ from bridge.contract.events import (
     webhook_event,
 )
 from bridge.inbound.redelivery.window import SeenWindow
+from tests.helpers import ACCOUNT
 
-ACCOUNT = "AC" + "0" * 32
 WHEN = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
 
 

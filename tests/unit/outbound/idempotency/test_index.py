@@ -25,7 +25,7 @@ from bridge.twilio.accounts import Accounts
 from bridge.twilio.calls import CallBuilder
 from bridge.twilio.catalog import Catalog
 from bridge.twilio.client import TwilioClient
-from tests.unit.test_processor import (
+from tests.unit.outbound.test_processor import (
     CREDENTIALS,
     ENVELOPE,
     SETTINGS,

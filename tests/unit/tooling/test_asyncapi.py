@@ -32,12 +32,12 @@ from bridge.inbound.polling.state import call_event, message_event
 from bridge.tooling.asyncapi import ASYNCAPI_FILE, asyncapi_document, event_data_file, message_id
 from bridge.tooling.local.cache import cache_dir, run_npm
 from bridge.tooling.schemas import render_schemas
+from tests.helpers import ACCOUNT, SCHEMAS
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 VALIDATOR = Path(__file__).with_name("asyncapi_validate.mjs")
 PARSER_PACKAGE = "@asyncapi/parser@3.6.3"
 DOC = asyncapi_document()
-ACCOUNT = "AC" + "1" * 32
+
 NOW = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
 

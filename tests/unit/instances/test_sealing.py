@@ -17,7 +17,7 @@ from bridge.instances.records import (
     encode_instance,
 )
 from bridge.instances.sealing import Sealer, SealError
-from tests.unit.instance_factory import stored_instance
+from tests.helpers import stored_instance
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

@@ -24,9 +24,8 @@ from bridge.instances.accounts import account_of
 from bridge.kafka.producer import Publisher
 from bridge.observability.metrics import REGISTRY
 from bridge.twilio.accounts import Account, Accounts
-from tests.unit.instance_factory import stored_instance
+from tests.helpers import ACCOUNT, INSTANCE_ACCOUNT, stored_instance
 
-ACCOUNT = "AC" + "0" * 32
 TOKEN = "token-for-unit-tests"
 PARAMS = {"AccountSid": ACCOUNT, "MessageSid": "SM1", "Body": "hi"}
 
@@ -177,7 +176,7 @@ async def test_refusals_and_deliveries_are_counted_by_family_and_outcome() -> No
 
 # --- instances: accounts added at runtime --------------------------------------------------------
 
-INSTANCE_ACCOUNT = "AC" + "c" * 32
+
 INSTANCE_TOKEN = "acme-token-for-unit-tests"
 INSTANCE_PARAMS = {**PARAMS, "AccountSid": INSTANCE_ACCOUNT}
 

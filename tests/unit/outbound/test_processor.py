@@ -27,9 +27,8 @@ from bridge.twilio.catalog import Catalog
 from bridge.twilio.client import TwilioClient
 from bridge.twilio.ratelimit import Limiter, Limits
 from bridge.twilio.retry import RetryPolicy
-from tests.unit.instance_factory import stored_instance
+from tests.helpers import ACCOUNT, INSTANCE_ACCOUNT, stored_instance
 
-ACCOUNT = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "tok-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 CREDENTIAL = Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))
 CREDENTIALS = {"default": CREDENTIAL}
@@ -677,7 +676,7 @@ async def test_twilio_concurrent_requests_lowers_the_credentials_cap() -> None:
 
 # --- instances: each account's own defaults ----------------------------------------------------
 
-INSTANCE_ACCOUNT = "AC" + "c" * 32
+
 INSTANCE_TOKEN = "acme-token-5e4d3c2b1a"
 
 

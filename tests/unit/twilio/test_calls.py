@@ -18,9 +18,8 @@ from bridge.twilio.accounts import Account, Accounts, basic_auth_header
 from bridge.twilio.calls import CallBuilder, TwilioCall, origin_for
 from bridge.twilio.catalog import Catalog, Operation
 from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS
-from tests.unit.instance_factory import stored_instance
+from tests.helpers import ACCOUNT, INSTANCE_ACCOUNT, stored_instance
 
-ACCOUNT = "AC0123456789abcdef0123456789abcdef"
 OTHER_ACCOUNT = "ACfedcba9876543210fedcba9876543210"
 FORM = "application/x-www-form-urlencoded"
 CREDENTIALS = {
@@ -904,7 +903,7 @@ def test_sender_is_the_messaging_service_or_the_from_number(
 
 # --- instances: accounts added at runtime ------------------------------------------------------
 
-INSTANCE_ACCOUNT = "AC" + "c" * 32
+
 INSTANCE_MESSAGES = f"/2010-04-01/Accounts/{INSTANCE_ACCOUNT}/Messages.json"
 
 

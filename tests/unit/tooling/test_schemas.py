@@ -1,11 +1,9 @@
 import json
-from pathlib import Path
 
 import jsonschema
 
 from bridge.tooling.schemas import render_schemas
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+from tests.helpers import SCHEMAS
 
 
 def test_committed_schemas_match_the_models() -> None:

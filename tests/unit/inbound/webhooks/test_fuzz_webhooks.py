@@ -33,9 +33,9 @@ from bridge.config import WEBHOOK_FAMILIES, Credential, WebhookSettings
 from bridge.contract.events import EVENT_STREAMS, FAMILIES
 from bridge.inbound.webhooks.receiver import WebhookReceiver
 from bridge.twilio.accounts import Accounts
-from tests.unit.test_http_app import Recording
+from tests.helpers import ACCOUNT
+from tests.unit.app.test_http import Recording
 
-ACCOUNT = "AC" + "c" * 32
 TOKEN = "token-for-webhook-fuzzing"
 SHARED_KEY_ID, SHARED_SECRET = "KS" + "1" * 32, "shared-secret-for-fuzzing"
 ORIGIN = "http://testserver"

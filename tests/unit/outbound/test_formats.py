@@ -22,8 +22,8 @@ from bridge.outbound.formats import (
     to_xml,
 )
 from bridge.twilio.pages import PAGING_FIELDS
+from tests.helpers import ACCOUNT
 
-ACCOUNT = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>'
 # No example database: the suite must not leave files in the checkout.
 # What XML 1.0 cannot carry, as the module replaces it.

@@ -8,8 +8,8 @@ import pytest
 
 from bridge.contract.events import webhook_event
 from bridge.inbound.polling.state import PollState, call_event, message_event, parse_twilio_time
+from tests.helpers import ACCOUNT
 
-ACCOUNT = "AC" + "0" * 32
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 MESSAGE = {
     "account_sid": ACCOUNT,

@@ -1,10 +1,19 @@
-"""A stored instance for unit tests, built like the instances topic would give it."""
+"""What many tests share: the project's root, a Twilio account SID, a stored instance."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bridge.instances.model import Instance
+
+__all__ = ["ACCOUNT", "INSTANCE_ACCOUNT", "ROOT", "SCHEMAS", "stored_instance"]
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT / "schemas"
+# Test account SIDs: any 32 hex digits will do; an instance's differs from the settings' one.
+ACCOUNT = "AC" + "0" * 32
+INSTANCE_ACCOUNT = "AC" + "c" * 32
 
 
 def stored_instance(

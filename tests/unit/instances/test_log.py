@@ -16,7 +16,7 @@ from bridge.instances.changes import Change
 from bridge.instances.log import InstanceLog
 from bridge.instances.records import Actor
 from bridge.twilio.accounts import Accounts
-from tests.unit.instance_factory import stored_instance
+from tests.helpers import stored_instance
 
 
 class Published:
