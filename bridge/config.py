@@ -44,7 +44,7 @@ __all__ = [
     "SID_PATTERN",
     "AdminSettings",
     "Credential",
-    "DedupeSettings",
+    "IdempotencySettings",
     "HttpSettings",
     "KafkaSettings",
     "PollerSettings",
@@ -335,13 +335,15 @@ class PollerSettings(_Section):
     partitions: int = Field(default=12, ge=1)
 
 
-class DedupeSettings(_Section):
-    """Outbound requests that change something at Twilio are sent once per id and window."""
+class IdempotencySettings(_Section):
+    """``BRIDGE_DEDUPE__*``: outbound idempotency. A request that changes something at Twilio
+    is sent once per id and window (``bridge.outbound.idempotency``); not the webhooks'
+    ``BRIDGE_WEBHOOK__DEDUPE_*``, which recognise Twilio's redeliveries."""
 
     window_s: float = Field(
         default=86_400.0,
         ge=0,
-        description="How long a request id is remembered; 0 turns outbound dedupe off.",
+        description="How long a request id is remembered; 0 turns outbound idempotency off.",
     )
     topic: str = "twilio.requests.outcomes"
     partitions: int = Field(default=12, ge=1)
@@ -427,7 +429,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     poller: PollerSettings = Field(default_factory=PollerSettings)
-    dedupe: DedupeSettings = Field(default_factory=DedupeSettings)
+    dedupe: IdempotencySettings = Field(default_factory=IdempotencySettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field(

@@ -24,9 +24,9 @@ from bridge.contract.envelopes import ErrorInfo, ErrorRecord, Reply, SourceRef, 
 from bridge.http.server import HttpServer
 from bridge.inbound.delivery import EventDelivery
 from bridge.inbound.polling.poller import Poller
-from bridge.inbound.redelivery.log import SeenLog
+from bridge.inbound.redelivery.log import RedeliveryLog
 from bridge.inbound.webhooks.receiver import WebhookReceiver
-from bridge.instances.api import admin_routes
+from bridge.instances.api import instances_routes
 from bridge.instances.changes import Rules
 from bridge.instances.log import InstanceLog
 from bridge.kafka.consumer import RequestConsumer
@@ -41,7 +41,7 @@ from bridge.observability.metrics import (
     TWILIO_IN_FLIGHT,
     labelled,
 )
-from bridge.outbound.idempotency.log import OutcomeLog
+from bridge.outbound.idempotency.log import IdempotencyLog
 from bridge.outbound.processor import Outcome, Processor
 from bridge.outbound.replies import error_record_bytes, reply_bytes
 from bridge.twilio.accounts import Accounts
@@ -78,8 +78,8 @@ class Bridge:
             if admin.enabled
             else None
         )
-        self.outcomes = (
-            OutcomeLog(settings.kafka, settings.dedupe, self.publisher)
+        self.idempotency = (
+            IdempotencyLog(settings.kafka, settings.dedupe, self.publisher)
             if settings.dedupe.window_s
             else None
         )
@@ -92,7 +92,7 @@ class Bridge:
             # Room for the envelope around the items, within the producer's limit.
             reply_budget=settings.kafka.max_request_size // 2,
             record_limit=self.publisher.max_record_bytes,
-            outcomes=self.outcomes,
+            idempotency=self.idempotency,
             resend_unknown=settings.dedupe.on_unknown_outcome == "resend",
             refresh_accounts=self.instances.latest if self.instances is not None else None,
         )
@@ -100,17 +100,19 @@ class Bridge:
             settings.kafka,
             settings.processing,
             self.handle,
-            on_assigned=self.outcomes.resync if self.outcomes is not None else None,
+            on_assigned=self.idempotency.resync if self.idempotency is not None else None,
         )
         IN_FLIGHT.set_function(lambda: self.consumer.in_flight)
         TWILIO_IN_FLIGHT.set_function(lambda: self.client.in_flight)
         webhook = settings.webhook
-        self.seen = (
-            SeenLog(settings.kafka, webhook.dedupe_topic, webhook.dedupe_window_s, self.publisher)
+        self.redeliveries = (
+            RedeliveryLog(
+                settings.kafka, webhook.dedupe_topic, webhook.dedupe_window_s, self.publisher
+            )
             if webhook.dedupe_window_s
             else None
         )
-        self.delivery = EventDelivery(self.publisher, self.seen, webhook.ack_timeout_s)
+        self.delivery = EventDelivery(self.publisher, self.redeliveries, webhook.ack_timeout_s)
         receiver = WebhookReceiver(
             webhook, self.accounts, self.delivery, self.publisher.max_record_bytes
         )
@@ -148,7 +150,7 @@ class Bridge:
             default_refresh_interval_s=poller.refresh_interval_s,
             max_refresh_interval_s=self.settings.webhook.dedupe_window_s - poller.lookback_s,
         )
-        return admin_routes(
+        return instances_routes(
             self.instances,
             admin.token.get_secret_value(),
             rules,
@@ -196,7 +198,7 @@ class Bridge:
 
     async def publish(self, record: Record, outcome: Outcome) -> None:
         """Publish the reply and the error record of one outcome, concurrently; returns once
-        they and the outcome log's answer (``outcome.recorded``) are acknowledged."""
+        they and the idempotency log's answer (``outcome.recorded``) are acknowledged."""
         kafka = self.settings.kafka
         sends: list[Awaitable[object]] = []
         if outcome.recorded is not None:
@@ -266,10 +268,10 @@ class Bridge:
         await self.publisher.start()
         if self.instances is not None:
             await self.instances.start()
-        if self.seen is not None:
-            await self.seen.start()
-        if self.outcomes is not None:
-            await self.outcomes.start()
+        if self.redeliveries is not None:
+            await self.redeliveries.start()
+        if self.idempotency is not None:
+            await self.idempotency.start()
         await self.http.start()
         await self.consumer.start()
         if self.poller is not None:
@@ -309,10 +311,10 @@ class Bridge:
         await self.consumer.stop()
         if self.poller is not None:
             await self.poller.stop()
-        if self.seen is not None:
-            await self.seen.stop()
-        if self.outcomes is not None:
-            await self.outcomes.stop()
+        if self.redeliveries is not None:
+            await self.redeliveries.stop()
+        if self.idempotency is not None:
+            await self.idempotency.stop()
         if self.instances is not None:
             await self.instances.stop()
         await self.publisher.stop()

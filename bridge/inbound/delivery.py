@@ -3,7 +3,7 @@
 A publish that outlives the deadline is not abandoned: aiokafka would deliver it anyway once
 the broker is back, so it keeps running, and a retry of the same delivery (same event ids)
 waits for it instead of publishing a second copy. Ids that were published go into the shared
-``SeenLog``, so a retry after that is acknowledged without publishing again.
+``RedeliveryLog``, so a retry after that is acknowledged without publishing again.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from bridge.contract.events import CloudEvent
-from bridge.inbound.redelivery.log import SeenLog
+from bridge.inbound.redelivery.log import RedeliveryLog
 from bridge.kafka.producer import Publisher
 from bridge.observability.metrics import EVENTS_PUBLISHED
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class EventDelivery:
     """Publishes events once each and waits for Kafka's acknowledgement up to a deadline."""
 
-    def __init__(self, publisher: Publisher, seen: SeenLog | None, timeout_s: float) -> None:
+    def __init__(self, publisher: Publisher, seen: RedeliveryLog | None, timeout_s: float) -> None:
         self._publisher = publisher
         self._seen = seen
         self._timeout_s = timeout_s

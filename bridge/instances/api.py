@@ -27,7 +27,7 @@ from bridge.instances.model import Instance, InstanceSpec, Problem, masked
 from bridge.instances.records import Actor
 from bridge.observability.metrics import ADMIN_REQUESTS
 
-__all__ = ["InstanceStore", "admin_routes", "instances_openapi"]
+__all__ = ["InstanceStore", "instances_routes", "instances_openapi"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class InstanceStore(Protocol):
     async def write(self, change: Change, actor: Actor) -> None: ...
 
 
-def admin_routes(
+def instances_routes(
     store: InstanceStore, token: str, rules: Rules, *, trust_proxy: bool = False
 ) -> list[Route]:
     """The ``/instances`` routes over ``store``, for requests bearing ``token``."""

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 OnRecord = Callable[[Any], None]
 _FETCH_MAX_WAIT_MS = 100
 # Records handed over per fetch: each is an object with its whole value (a reply, for the
-# outcome log) until handled, so a large backlog is read a slice at a time.
+# idempotency log) until handled, so a large backlog is read a slice at a time.
 _MAX_RECORDS = 1_000
 
 

@@ -45,7 +45,7 @@ from bridge.observability.metrics import (
     status_class,
 )
 from bridge.outbound.formats import filter_nulls, render, resource_name
-from bridge.outbound.idempotency.index import Answered, Outcomes, Started, changes_state
+from bridge.outbound.idempotency.index import Answered, IdempotencyStore, Started, changes_state
 from bridge.outbound.replies import error_reply, reply_bytes, reply_for_response
 from bridge.twilio.calls import CallBuilder, TwilioCall
 from bridge.twilio.client import TwilioClient
@@ -76,10 +76,10 @@ class Outcome:
 
     reply: Reply | None
     error: ErrorRecord | None
-    # The reply as published, when it was already serialised (for the outcome log): once is
+    # The reply as published, when it was already serialised (for the idempotency log): once is
     # enough, a large body costs as much to write as the rest of the envelope.
     reply_value: bytes | None = None
-    # The outcome log's write of the answer, under way: the record counts as done only once
+    # The idempotency log's write of the answer, under way: the record counts as done only once
     # it is acknowledged too. Sent beside the reply rather than before it, both ride in one
     # produce request: one acknowledgement to wait for instead of two in a row.
     recorded: asyncio.Future[None] | None = None
@@ -126,7 +126,7 @@ class Processor:
         filter_nulls: bool = False,
         reply_budget: int = 512 * 1024,
         record_limit: int = 1_032_192,
-        outcomes: Outcomes | None = None,
+        idempotency: IdempotencyStore | None = None,
         resend_unknown: bool = False,
         refresh_accounts: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -137,7 +137,7 @@ class Processor:
         self._filter_nulls = filter_nulls
         self._reply_budget = reply_budget
         self._record_limit = record_limit
-        self._outcomes = outcomes
+        self._idempotency = idempotency
         self._resend_unknown = resend_unknown
         # Reads the instances topic to its end, before an unknown credential is final.
         self._refresh_accounts = refresh_accounts
@@ -174,32 +174,32 @@ class Processor:
     async def _call(
         self, request: BasicRequest | AdvancedRequest, record: Record
     ) -> tuple[Reply, bytes | None, asyncio.Future[None] | None]:
-        """The reply; with the outcome log, also its bytes and the write of the answer."""
+        """The reply; with the idempotency log, also its bytes and the write of the answer."""
         started = time.perf_counter()
         try:
             call = await self._build(request, record)
         except BridgeError as exc:
             return error_reply(request.id, exc, metadata=request.metadata), None, None
-        outcomes = self._outcomes
-        if outcomes is None or not changes_state(call.method):
+        idempotency = self._idempotency
+        if idempotency is None or not changes_state(call.method):
             return await self._send_and_reply(request, record, call, started), None, None
-        prior = await outcomes.check(request.id)
+        prior = await idempotency.check(request.id)
         if isinstance(prior, Answered):
-            first = await outcomes.first_reply(request.id, prior)
+            first = await idempotency.first_reply(request.id, prior)
             if first is not None:
                 return _duplicate(first, prior), None, None
         elif isinstance(prior, Started) and not self._resend_unknown:
             unknown = error_reply(request.id, _unknown(prior), call=call, metadata=request.metadata)
             return unknown, None, None
-        await outcomes.begin(request.id)
+        await idempotency.begin(request.id)
         try:
             reply = await self._send_and_reply(request, record, call, started)
             value = reply_bytes(reply, self._record_limit)
         except BaseException:
-            outcomes.release(request.id)
+            idempotency.release(request.id)
             raise
         # finish releases the id once the answer is acknowledged (or failed to be).
-        return reply, value, outcomes.finish(request.id, value)
+        return reply, value, idempotency.finish(request.id, value)
 
     async def _build(self, request: BasicRequest | AdvancedRequest, record: Record) -> TwilioCall:
         headers = record.text_headers()

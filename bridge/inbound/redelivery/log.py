@@ -15,16 +15,16 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.config import KafkaSettings
-from bridge.inbound.redelivery.window import SeenWindow
+from bridge.inbound.redelivery.window import RedeliveryWindow
 from bridge.kafka.follower import TopicFollower
 from bridge.kafka.producer import Publisher
 
-__all__ = ["SeenLog"]
+__all__ = ["RedeliveryLog"]
 
 log = logging.getLogger(__name__)
 
 
-class SeenLog:
+class RedeliveryLog:
     """The ids of the last ``window_s`` seconds, local and shared through ``topic``."""
 
     def __init__(
@@ -36,7 +36,7 @@ class SeenLog:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.topic = topic
-        self._window = SeenWindow(window_s)
+        self._window = RedeliveryWindow(window_s)
         self._publisher = publisher
         self._clock = clock
         self._follower = TopicFollower(settings, topic, self._read)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-__all__ = ["SeenWindow"]
+__all__ = ["RedeliveryWindow"]
 
 
-class SeenWindow:
+class RedeliveryWindow:
     """A set of ids that forgets each one ``window_s`` after it was added."""
 
     def __init__(self, window_s: float) -> None:

@@ -18,8 +18,8 @@ from typing import Protocol
 
 __all__ = [
     "Answered",
-    "OutcomeIndex",
-    "Outcomes",
+    "IdempotencyIndex",
+    "IdempotencyStore",
     "Prior",
     "Started",
     "changes_state",
@@ -77,7 +77,7 @@ _BUCKET_MASK = (1 << _BUCKET_BITS) - 1
 _MASK_64 = (1 << 64) - 1
 
 
-class OutcomeIndex:
+class IdempotencyIndex:
     """Request ids of the last ``window_s`` seconds and what became of each.
 
     Entries sit in their bucket in about the order they were recorded, so the expired ones
@@ -196,7 +196,7 @@ class OutcomeIndex:
         self._count -= cut // _SIZE
 
 
-class Outcomes(Protocol):
+class IdempotencyStore(Protocol):
     """Where outcomes are recorded and looked up (``bridge.outbound.idempotency.log``)."""
 
     async def check(self, request_id: str) -> Prior | None:

@@ -28,13 +28,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from bridge.config import DedupeSettings, KafkaSettings
+from bridge.config import IdempotencySettings, KafkaSettings
 from bridge.kafka.connection import connection_kwargs
 from bridge.kafka.follower import TopicFollower
 from bridge.kafka.producer import Publisher
-from bridge.outbound.idempotency.index import Answered, OutcomeIndex, Prior, digest
+from bridge.outbound.idempotency.index import Answered, IdempotencyIndex, Prior, digest
 
-__all__ = ["OutcomeLog"]
+__all__ = ["IdempotencyLog"]
 
 log = logging.getLogger(__name__)
 _STATE = "state"
@@ -63,13 +63,13 @@ class _Batch:
         self.sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
-class OutcomeLog:
+class IdempotencyLog:
     """Records starts and answers of state-changing requests; tells a duplicate what happened."""
 
     def __init__(
         self,
         kafka: KafkaSettings,
-        settings: DedupeSettings,
+        settings: IdempotencySettings,
         publisher: Publisher,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -81,7 +81,7 @@ class OutcomeLog:
         # call back. They are batched per loop turn already, so no linger either.
         self._starts_publisher: Publisher | None = None  # made by start()
         self._clock = clock
-        self._index = OutcomeIndex(settings.window_s)
+        self._index = IdempotencyIndex(settings.window_s)
         self._follower = TopicFollower(kafka, settings.topic, self._read)
         # Requests with a given id being sent by this process right now; the future is made
         # only when a duplicate has to wait for one.
@@ -107,7 +107,7 @@ class OutcomeLog:
         self._starts_publisher = Publisher(self._kafka, linger_ms=0)
         await self._starts_publisher.start()
         log.info(
-            "outbound dedupe: %d request ids of the last %.0f s",
+            "idempotency: %d request ids of the last %.0f s",
             len(self),
             self._settings.window_s,
         )
@@ -127,9 +127,7 @@ class OutcomeLog:
                 await self._follower.catch_up()
                 return
             except KafkaError as exc:
-                log.warning(
-                    "outbound dedupe: catching up failed (%s); retrying", type(exc).__name__
-                )
+                log.warning("idempotency: catching up failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1)
 
     async def check(self, request_id: str) -> Prior | None:
@@ -250,7 +248,7 @@ class OutcomeLog:
                     break
                 except KafkaError as exc:
                     # Never "not found" for a read that failed: that would send again.
-                    log.warning("outbound dedupe: reading a reply failed (%s)", type(exc).__name__)
+                    log.warning("idempotency: reading a reply failed (%s)", type(exc).__name__)
                     await asyncio.sleep(1)
         records = batch.get(tp, [])
         if not records or records[0].offset != answered.offset:

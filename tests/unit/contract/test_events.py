@@ -16,7 +16,7 @@ from bridge.contract.events import (
     form_data,
     webhook_event,
 )
-from bridge.inbound.redelivery.window import SeenWindow
+from bridge.inbound.redelivery.window import RedeliveryWindow
 from tests.helpers import ACCOUNT
 
 WHEN = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
@@ -165,7 +165,7 @@ def test_bad_event_streams_deliveries_are_refused(body: bytes, problem: str) -> 
 
 
 def test_seen_window_forgets_after_the_window() -> None:
-    seen = SeenWindow(10)
+    seen = RedeliveryWindow(10)
     seen.add("a", 100)
     assert seen.contains("a", 109.9) and not seen.contains("b", 105)
     assert not seen.contains("a", 110)
@@ -173,7 +173,7 @@ def test_seen_window_forgets_after_the_window() -> None:
 
 
 def test_seen_window_checks_late_arrivals_by_their_own_time() -> None:
-    seen = SeenWindow(10)
+    seen = RedeliveryWindow(10)
     seen.add("new", 100)
     seen.add("old", 50)  # from another replica, read late
     assert not seen.contains("old", 100)

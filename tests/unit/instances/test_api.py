@@ -21,7 +21,7 @@ from bridge.config import WebhookSettings
 from bridge.contract.events import CloudEvent
 from bridge.inbound.delivery import EventDelivery
 from bridge.inbound.webhooks.receiver import WebhookReceiver
-from bridge.instances.api import admin_routes
+from bridge.instances.api import instances_routes
 from bridge.instances.changes import Change, Rules
 from bridge.instances.model import MASK, Instance
 from bridge.instances.records import Actor
@@ -93,7 +93,9 @@ class NoDelivery(EventDelivery):
 def app_client(store: MemoryStore | None, **kw: Any) -> httpx.AsyncClient:
     settings = WebhookSettings()
     receiver = WebhookReceiver(settings, Accounts(), NoDelivery(), max_record_bytes=10_000)
-    routes: list[Route] = admin_routes(store, ADMIN_TOKEN, RULES, **kw) if store is not None else []
+    routes: list[Route] = (
+        instances_routes(store, ADMIN_TOKEN, RULES, **kw) if store is not None else []
+    )
     app = create_app(receiver, settings, lambda: {"started": True}, routes)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver")
 

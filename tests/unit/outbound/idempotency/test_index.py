@@ -1,7 +1,7 @@
 """Outbound dedupe: the index (``bridge.outbound.idempotency.index``) and the processor's use of it.
 
 The outcome store is an in-memory stand-in with the same contract as the Kafka-backed
-``OutcomeLog``; tests/integration/test_faults.py drives the real one.
+``IdempotencyLog``; tests/integration/test_faults.py drives the real one.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import httpx
 
 from bridge.outbound.idempotency.index import (
     Answered,
-    OutcomeIndex,
+    IdempotencyIndex,
     Prior,
     Started,
     changes_state,
@@ -42,7 +42,7 @@ GET = {"id": "fetch-1", "mode": "basic", "operation": "FetchBalance"}
 
 
 def test_an_answer_wins_over_a_start_and_both_expire_with_the_window() -> None:
-    index = OutcomeIndex(window_s=100)
+    index = IdempotencyIndex(window_s=100)
     assert index.prior("a", now=0) is None
     index.record_started(digest("a"), at=10)
     assert index.prior("a", now=20) == Started(10)
@@ -73,10 +73,10 @@ def test_ids_are_kept_as_64_bit_digests() -> None:
 
 
 class Store:
-    """In-memory outcomes with OutcomeLog's contract."""
+    """In-memory outcomes with IdempotencyLog's contract."""
 
     def __init__(self) -> None:
-        self.index = OutcomeIndex(3600)
+        self.index = IdempotencyIndex(3600)
         self.replies: dict[int, bytes] = {}
         self.running: dict[str, asyncio.Event] = {}
         self.now = 1000.0
@@ -111,7 +111,7 @@ class Store:
 def _processor(twilio: Twilio, store: Store, resend: bool = False) -> Processor:
     client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
     builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
-    return Processor(builder, client, SINGLE, outcomes=store, resend_unknown=resend)
+    return Processor(builder, client, SINGLE, idempotency=store, resend_unknown=resend)
 
 
 CREATED = {"sid": "SM" + "1" * 32, "status": "queued"}
@@ -144,7 +144,7 @@ async def test_the_same_id_twice_at_once_is_sent_once() -> None:
 
     client = TwilioClient(SETTINGS, transport=httpx.MockTransport(handler))
     builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
-    processor = Processor(builder, client, SINGLE, outcomes=Store())
+    processor = Processor(builder, client, SINGLE, idempotency=Store())
     both = asyncio.gather(*(processor.process(record(ENVELOPE)) for _ in range(2)))
     await asyncio.sleep(0.05)
     release.set()

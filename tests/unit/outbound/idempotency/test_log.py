@@ -1,4 +1,4 @@
-"""The outcome index's compact storage, the outcome log's batched starts and answers, and the
+"""The outcome index's compact storage, the idempotency log's batched starts and answers, and the
 processor handing the reply's bytes and the answer's write to the service.
 
 No broker here: the log's publisher is a stand-in; tests/integration/test_faults.py drives the
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bridge.config import DedupeSettings, KafkaSettings
-from bridge.outbound.idempotency.index import Answered, OutcomeIndex, Started, digest
-from bridge.outbound.idempotency.log import OutcomeLog
+from bridge.config import IdempotencySettings, KafkaSettings
+from bridge.outbound.idempotency.index import Answered, IdempotencyIndex, Started, digest
+from bridge.outbound.idempotency.log import IdempotencyLog
 from bridge.outbound.replies import reply_bytes
 from tests.unit.outbound.idempotency.test_index import CREATED, Store, _processor
 from tests.unit.outbound.test_processor import ENVELOPE, answering, record
@@ -25,7 +25,7 @@ from tests.unit.outbound.test_processor import ENVELOPE, answering, record
 
 
 def test_ids_sharing_a_bucket_keep_their_own_entries() -> None:
-    index = OutcomeIndex(window_s=100)
+    index = IdempotencyIndex(window_s=100)
     index._spread = 1  # a digest's top 16 bits pick its bucket
     keys = [7 << 48 | n for n in range(1, 50)]  # one bucket
     for n, key in enumerate(keys):
@@ -40,7 +40,7 @@ def test_ids_sharing_a_bucket_keep_their_own_entries() -> None:
 
 
 def test_a_digest_that_appears_inside_another_entry_is_not_taken_for_it() -> None:
-    index = OutcomeIndex(window_s=100)
+    index = IdempotencyIndex(window_s=100)
     index._spread = 1  # a digest's top 16 bits pick its bucket
     # An answer at partition 5, offset 0x1233 is stored as 5 << 48 | 0x1234: the same 8 bytes
     # as the digest below, which falls in the same bucket.
@@ -53,7 +53,7 @@ def test_a_digest_that_appears_inside_another_entry_is_not_taken_for_it() -> Non
 
 
 def test_expired_ids_leave_memory_as_the_sweep_passes() -> None:
-    index = OutcomeIndex(window_s=100)
+    index = IdempotencyIndex(window_s=100)
     for n in range(10):
         index.record_answered(digest(f"old-{n}"), at=0, partition=0, offset=n)
     index.tick(200)
@@ -64,7 +64,7 @@ def test_expired_ids_leave_memory_as_the_sweep_passes() -> None:
 
 
 def test_another_replicas_clock_running_ahead_expires_nothing_early() -> None:
-    index = OutcomeIndex(window_s=100)
+    index = IdempotencyIndex(window_s=100)
     index.record_answered(digest("a"), at=10, partition=1, offset=2)
     index.record_started(digest("b"), at=10_000)  # a record stamped by a clock far ahead
     for n in range(1 << 16):
@@ -73,7 +73,7 @@ def test_another_replicas_clock_running_ahead_expires_nothing_early() -> None:
 
 
 def test_an_id_costs_well_under_a_hundred_bytes() -> None:
-    index = OutcomeIndex(window_s=86_400)
+    index = IdempotencyIndex(window_s=86_400)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -127,8 +127,8 @@ class FakeRecord:
     offset: int = 0
 
 
-def _log(publisher: FakePublisher, now: float = 10.0) -> OutcomeLog:
-    log = OutcomeLog(KafkaSettings(), DedupeSettings(), publisher, clock=lambda: now)  # type: ignore[arg-type]
+def _log(publisher: FakePublisher, now: float = 10.0) -> IdempotencyLog:
+    log = IdempotencyLog(KafkaSettings(), IdempotencySettings(), publisher, clock=lambda: now)  # type: ignore[arg-type]
     log._starts_publisher = publisher  # type: ignore[assignment]
     return log
 
@@ -140,7 +140,7 @@ async def test_starts_of_one_turn_share_one_record_and_wait_for_its_acknowledgem
     await asyncio.sleep(0.01)
     assert len(publisher.sent) == 1
     topic, key, value, headers = publisher.sent[0]
-    assert topic == DedupeSettings().topic and key is not None
+    assert topic == IdempotencySettings().topic and key is not None
     assert headers == [("state", b"starts")]
     assert value == b"".join(struct.pack(">Q", digest(f"req-{n}")) for n in range(3))
     # Not acknowledged yet: nobody may call Twilio.
@@ -335,7 +335,7 @@ async def test_a_duplicate_waits_until_the_answer_is_written() -> None:
 
 @pytest.mark.parametrize("window_s", [0.001, 3600.0])
 def test_a_start_never_replaces_a_live_answer(window_s: float) -> None:
-    index = OutcomeIndex(window_s)
+    index = IdempotencyIndex(window_s)
     index.record_answered(digest("a"), at=10, partition=0, offset=1)
     index.record_started(digest("a"), at=10 + window_s / 2)
     assert index.prior("a", now=10 + window_s / 2) == Answered(10, 0, 1)
