@@ -21,6 +21,7 @@ from bridge.http.body import BodyTooLarge, read_body
 from bridge.inbound.webhooks.receiver import WebhookReceiver, WebhookRequest, public_url
 from bridge.instances.api import instances_openapi
 from bridge.observability.metrics import CONTENT_TYPE, WEBHOOKS, exposition
+from bridge.twilio.encoding import FORM
 
 __all__ = ["create_app", "openapi_document"]
 
@@ -149,7 +150,7 @@ def openapi_document(*, instances: bool = False) -> dict[str, Any]:
                     "summary": "Receive a Twilio webhook and publish it as a CloudEvent",
                     "requestBody": {
                         "content": {
-                            "application/x-www-form-urlencoded": form,
+                            FORM: form,
                             "application/json": {"schema": {}},
                         }
                     },

@@ -10,8 +10,9 @@
     ├── UnknownOutcome          kind=unknown_outcome  in flight when a process died
     └── InternalError           kind=internal    a bug in the bridge; the message says so
 
-httpx, aiohttp and aiokafka exceptions are translated into these at the shell that calls them,
-so nothing above the shells sees a third-party exception. ``to_info()`` gives the reply's
+httpx and aiohttp exceptions are translated into these at the shell that calls them
+(``bridge.twilio.client``), aiokafka's into ``bridge.kafka.errors.BrokerError`` in ``bridge.kafka``,
+so nothing above the adapters sees a third-party exception. ``to_info()`` gives the reply's
 ``error`` object; messages never contain secrets because they are built from names, not values.
 """
 

@@ -8,7 +8,6 @@ bad message can never stop its partition.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,13 +21,10 @@ from bridge.contract.envelopes import (
     AdvancedRequest,
     BasicRequest,
     EnvelopeRejected,
-    ErrorInfo,
     ErrorRecord,
     Reply,
-    SourceRef,
     error_info,
     parse_request,
-    utc_timestamp,
 )
 from bridge.contract.errors import (
     BridgeError,
@@ -46,7 +42,7 @@ from bridge.observability.metrics import (
 )
 from bridge.outbound.formats import filter_nulls, render, resource_name
 from bridge.outbound.idempotency.index import Answered, IdempotencyStore, Started, changes_state
-from bridge.outbound.replies import error_reply, reply_bytes, reply_for_response
+from bridge.outbound.replies import error_record, error_reply, reply_bytes, reply_for_response
 from bridge.twilio.calls import CallBuilder, TwilioCall
 from bridge.twilio.client import TwilioClient
 from bridge.twilio.pages import next_page, split_page
@@ -85,34 +81,6 @@ class Outcome:
     recorded: asyncio.Future[None] | None = None
 
 
-def _b64(data: bytes | None) -> str | None:
-    return base64.b64encode(data).decode() if data is not None else None
-
-
-def _error_record(
-    record: Record,
-    error: ErrorInfo,
-    *,
-    request_id: str | None,
-    document: dict[str, Any] | None,
-) -> ErrorRecord:
-    """The error-topic record for a failure, with the request (or its raw bytes) for replay."""
-    return ErrorRecord(
-        id=request_id,
-        error=error,
-        source=SourceRef(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=_b64(record.key),
-            timestamp_ms=record.timestamp_ms,
-        ),
-        request=document,
-        raw=None if document is not None else _b64(record.value),
-        time=utc_timestamp(),
-    )
-
-
 class Processor:
     """Turns records into outcomes using a call builder and a Twilio client."""
 
@@ -149,7 +117,7 @@ class Processor:
         except EnvelopeRejected as exc:
             reply = error_reply(exc.request_id, exc) if exc.request_id is not None else None
             info = error_info(exc.to_detail())
-            error = _error_record(record, info, request_id=exc.request_id, document=exc.document)
+            error = error_record(record, info, request_id=exc.request_id, document=exc.document)
             return Outcome(reply, error)
         value: bytes | None = None
         recorded: asyncio.Future[None] | None = None
@@ -168,7 +136,7 @@ class Processor:
         assert reply.error is not None
         # The request exactly as it came (it parsed once already), so a replay sends the same.
         document = orjson.loads(record.value or b"{}")
-        error = _error_record(record, reply.error, request_id=request.id, document=document)
+        error = error_record(record, reply.error, request_id=request.id, document=document)
         return Outcome(reply, error, value, recorded)
 
     async def _call(

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
 
-from bridge.contract.envelopes import ErrorRecord, Reply, error_info
+from bridge.contract.envelopes import (
+    ErrorInfo,
+    ErrorRecord,
+    Reply,
+    SourceRef,
+    error_info,
+    utc_timestamp,
+)
 from bridge.contract.errors import BridgeError
+from bridge.kafka.records import Record
 from bridge.twilio.calls import TwilioCall
 from bridge.twilio.headers import select_headers
 from bridge.twilio.pages import next_page
 from bridge.twilio.responses import HttpResult, failure_from_response, parse_body
 
-__all__ = ["error_record_bytes", "error_reply", "reply_bytes", "reply_for_response"]
+__all__ = [
+    "error_record",
+    "error_record_bytes",
+    "error_reply",
+    "reply_bytes",
+    "reply_for_response",
+]
 
 
 def reply_for_response(
@@ -115,3 +130,32 @@ def error_record_bytes(record: ErrorRecord, limit: int) -> bytes:
     if len(value) <= limit:
         return value
     return record.model_copy(update={"request": None, "raw": None}).model_dump_json().encode()
+
+
+def _b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode() if data is not None else None
+
+
+def error_record(
+    record: Record,
+    error: ErrorInfo,
+    *,
+    request_id: str | None,
+    document: dict[str, Any] | None,
+) -> ErrorRecord:
+    """The error-topic record for a failure of ``record``, with the request (or, when it did not
+    parse, its raw bytes) for replay; without either, ``source`` still says where it is."""
+    return ErrorRecord(
+        id=request_id,
+        error=error,
+        source=SourceRef(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=_b64(record.key),
+            timestamp_ms=record.timestamp_ms,
+        ),
+        request=document,
+        raw=None if document is not None else _b64(record.value),
+        time=utc_timestamp(),
+    )

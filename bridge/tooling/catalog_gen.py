@@ -38,6 +38,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge.twilio.encoding import FORM
+
 __all__ = ["SOURCE", "api_name", "generate", "main", "render", "write"]
 
 SOURCE = "@twilio-alpha/mcp@0.7.0"
@@ -45,7 +47,6 @@ DEFAULT_OUT = Path(__file__).parents[1] / "data" / "catalog.json"
 
 _METHODS = ("get", "post", "put", "patch", "delete")
 _LOCATION_RANK = {"path": 0, "query": 1, "header": 2, "body": 3}
-_FORM = "application/x-www-form-urlencoded"
 _SUMMARY_MAX = 120
 _COLLAPSIBLE = "prefixed-collapsible-map-"
 
@@ -137,7 +138,7 @@ def _operation_params(spec: _Spec, path_item: Json, op: Json) -> tuple[list[Json
         required = set(schema.get("required", []))
         for prop, sub in schema.get("properties", {}).items():
             params.append(
-                _param(spec, prop, "body", sub, prop in required, encoded=content_type == _FORM)
+                _param(spec, prop, "body", sub, prop in required, encoded=content_type == FORM)
             )
     params.sort(key=lambda p: (_LOCATION_RANK[p["in"]], p["name"]))
     return params, content_type

@@ -30,6 +30,7 @@ from bridge.inbound.webhooks.signature import sign
 from bridge.observability.logs import configure_logging
 from bridge.tooling.local.tansu import TansuBroker, create_topics
 from bridge.tooling.local.twilio_mock import PrismMock
+from bridge.twilio.encoding import FORM
 
 __all__ = ["SAMPLES", "demo"]
 
@@ -133,7 +134,7 @@ async def _inbound(bootstrap: str, http_url: str) -> bool:
     """Send a signed inbound-SMS webhook as Twilio would and show the CloudEvent on Kafka."""
     url = f"{http_url}/webhooks/twilio/messages"
     headers = {
-        "content-type": "application/x-www-form-urlencoded",
+        "content-type": FORM,
         "x-twilio-signature": sign(url, list(INBOUND_SMS.items()), DEMO_TOKEN),
     }
     async with httpx.AsyncClient() as http:

@@ -20,12 +20,11 @@ from bridge.contract.envelopes import AdvancedRequest, BasicRequest
 from bridge.contract.errors import RequestInvalid, UnknownCredential, UnknownOperation
 from bridge.twilio.accounts import Account, Accounts
 from bridge.twilio.catalog import AmbiguousOperationError, Catalog, Operation, UnknownOperationError
-from bridge.twilio.encoding import encode_form, parse_form
+from bridge.twilio.encoding import FORM, encode_form, parse_form
 from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS, select_headers
 
 __all__ = ["CallBuilder", "TwilioCall", "origin_for"]
 
-FORM = "application/x-www-form-urlencoded"
 _DEFAULT_HOST = "https://api.twilio.com"
 _TEMPLATE_FIELD = re.compile(r"\{(\w+)\}")
 # Control characters, whitespace and backslashes have no place in a Twilio path and are the

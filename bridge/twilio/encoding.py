@@ -15,7 +15,10 @@ from urllib.parse import unquote
 
 import orjson
 
-__all__ = ["encode_form", "form_pairs", "format_scalar", "parse_form"]
+__all__ = ["FORM", "encode_form", "form_pairs", "format_scalar", "parse_form"]
+
+# The content type of a form body, Twilio's usual request encoding and its webhooks'.
+FORM = "application/x-www-form-urlencoded"
 
 
 def format_scalar(value: Any) -> str:

@@ -29,13 +29,12 @@ from bridge.inbound.delivery import EventDelivery
 from bridge.inbound.webhooks.signature import SignatureInvalid, verify_signature
 from bridge.observability.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
 from bridge.twilio.accounts import Account, Accounts, event_topic
-from bridge.twilio.encoding import parse_form
+from bridge.twilio.encoding import FORM, parse_form
 
 __all__ = ["WebhookAnswer", "WebhookReceiver", "WebhookRequest", "public_url"]
 
 log = logging.getLogger(__name__)
 
-FORM = "application/x-www-form-urlencoded"
 _JSON_TYPES = (
     "application/json",
     "application/cloudevents+json",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.tooling.local.cache import cache_dir, run_npm
+from bridge.twilio.encoding import FORM
 
 __all__ = [
     "SPEC_PACKAGE",
@@ -37,7 +38,6 @@ __all__ = [
 
 SPEC_PACKAGE = "@twilio-alpha/mcp@0.7.0"
 SPEC_MEMBER = "package/twilio-oai/spec/json/"
-FORM = "application/x-www-form-urlencoded"
 # Bump when the output of patching or merging changes, so stale cached copies are not reused.
 FORMAT = "3"
 DOMAINS = "x-twilio-domains"
