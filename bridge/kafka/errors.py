@@ -26,6 +26,7 @@ class BrokerError(Exception):
         super().__init__(f"{what}: {reason}" + (f": {detail}" if detail else ""))
         self.what = what
         self.reason = reason
+        self.detail = detail
         self.retriable = retriable
 
 

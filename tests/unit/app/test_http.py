@@ -271,3 +271,10 @@ async def test_an_instance_changed_to_polling_stops_taking_webhooks_at_once() ->
     accounts.put(instance_account(events={"mechanism": "polling"}))
     assert (await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)).status_code == 403
     assert len(delivery.events) == 1
+
+
+async def test_a_trailing_slash_is_not_found_not_redirected() -> None:
+    async with client(Recording(), validate_signatures=False) as http:
+        assert (await http.get("/webhooks/twilio/0%2F")).status_code == 404
+        assert (await http.get("/webhooks/twilio/messages/")).status_code == 404
+        assert (await http.get("/healthz/")).status_code == 404
