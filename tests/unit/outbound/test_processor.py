@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -711,14 +712,24 @@ async def test_the_reply_budget_stops_the_walk_before_the_reply_outgrows_kafka()
 
 
 async def test_replies_report_the_time_spent_waiting_for_the_senders_pace() -> None:
-    limiter = Limiter(Limits.of(per_sender_per_second=20, per_sender_burst=1))
+    reads: list[float] = []
+
+    def clock() -> float:
+        reads.append(time.monotonic())
+        return reads[-1]
+
+    limiter = Limiter(Limits.of(per_sender_per_second=20, per_sender_burst=1), clock=clock)
     async with processor_for(answering(201, {"sid": "SM1"}), limiter=limiter) as processor:
         first = await processor.process(record(ENVELOPE))
+        read_before_second = len(reads)
         second = await processor.process(record(ENVELOPE))
     assert first.reply is not None and second.reply is not None
     assert first.reply.wait_ms == 0
-    # One message every 50 ms from one number: the limiter guarantees this lower bound.
-    assert second.reply.wait_ms >= 49
+    # One message every 50 ms from one number: the second waits what is left of the 50 ms
+    # after the first took its turn (each call's first clock read is its sender's turn), however
+    # long the first took to process.
+    turns_apart_ms = (reads[read_before_second] - reads[0]) * 1000
+    assert second.reply.wait_ms >= 50 - turns_apart_ms - 0.01
     assert second.reply.duration_ms >= second.reply.wait_ms
 
 
