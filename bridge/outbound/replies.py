@@ -1,4 +1,5 @@
-"""The reply envelope for Twilio's answer, or for a failure to get one. Pure, no I/O."""
+"""The reply envelope for Twilio's answer, or for a failure to get one, and its shape (nulls
+filtered out, body in the asked format). Pure, no I/O."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from bridge.contract.envelopes import (
 )
 from bridge.contract.errors import BridgeError
 from bridge.kafka.records import Record
+from bridge.outbound.formats import ReplyFormat, filter_nulls, render, resource_name
 from bridge.twilio.calls import TwilioCall
 from bridge.twilio.headers import select_headers
 from bridge.twilio.pages import next_page
@@ -29,6 +31,7 @@ __all__ = [
     "error_reply",
     "reply_bytes",
     "reply_for_response",
+    "shaped",
 ]
 
 
@@ -96,6 +99,22 @@ def error_reply(
         error=error_info(error.to_detail()),
         warnings=[*(call.warnings if call else ()), *warnings],
     )
+
+
+def shaped(reply: Reply, response_format: ReplyFormat, strip_nulls: bool) -> Reply:
+    """The reply with its body's nulls left out when ``strip_nulls``, in ``response_format``.
+
+    A body that cannot be written in that format stays JSON, with a warning saying why.
+    """
+    if not isinstance(reply.body, dict | list) or (response_format == "json" and not strip_nulls):
+        return reply
+    body = filter_nulls(reply.body) if strip_nulls else reply.body
+    try:
+        body, content_type = render(body, response_format, resource_name(reply.path or ""))
+    except ValueError as exc:
+        warning = f"response_format '{response_format}' not applied: {exc}"
+        return reply.model_copy(update={"body": body, "warnings": [*reply.warnings, warning]})
+    return reply.model_copy(update={"body": body, "content_type": content_type})
 
 
 def reply_bytes(reply: Reply, limit: int) -> bytes:

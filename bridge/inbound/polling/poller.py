@@ -35,7 +35,7 @@ from bridge.observability.metrics import POLLER_ITEMS, POLLER_RUNS
 from bridge.twilio.accounts import Account, Accounts, event_topic
 from bridge.twilio.calls import CallBuilder
 from bridge.twilio.client import TwilioClient
-from bridge.twilio.pages import next_page, split_page
+from bridge.twilio.pages import Page, PageFailed, page_of, sid_of, walk
 from bridge.twilio.responses import parse_body
 
 __all__ = ["Poller"]
@@ -203,32 +203,28 @@ class Poller:
             credential=credential,
             query={date_filter: since.isoformat(), "PageSize": self._settings.page_size},
         )
-        found: dict[str, dict[str, Any]] = {}
-        for _ in range(self._settings.max_pages):
+
+        async def fetch(uri: str | None, number: int) -> Page | PageFailed:
+            paged = request if uri is None else request.model_copy(update={"next_page_uri": uri})
             try:
-                result = await self._client.send(self._builder.build(request))
+                result = await self._client.send(self._builder.build(paged))
             except BridgeError as exc:
                 log.warning("poller %s: %s failed: %s", credential, operation, exc.message)
-                return None
-            body = parse_body(result)
-            page = split_page(body) if result.status < 400 and isinstance(body, dict) else None
+                return PageFailed(exc.message)
+            page = page_of(parse_body(result), len(result.content)) if result.status < 400 else None
             if page is None:
                 log.warning("poller %s: %s answered %s", credential, operation, result.status)
-                return None
-            fresh = {
-                item["sid"]: item
-                for item in page[1]
-                if isinstance(item, dict)
-                and isinstance(item.get("sid"), str)
-                and item["sid"] not in found
-            }
-            found |= fresh
-            uri = next_page(body)
-            # A page with nothing new means the server is repeating itself: stop there.
-            if not uri or not fresh:
-                break
-            request = request.model_copy(update={"next_page_uri": uri})
-        return [r for r in found.values() if _updated_since(r, state.since)]
+                return PageFailed(f"HTTP {result.status}")
+            return page
+
+        first = await fetch(None, 1)
+        if isinstance(first, PageFailed):
+            return None
+        # A page with nothing new means the server is repeating itself: the walk stops there.
+        walked = await walk(first, fetch, max_pages=self._settings.max_pages, identity=sid_of)
+        if walked.failed is not None:
+            return None
+        return [r for r in walked.items if _updated_since(r, state.since)]
 
 
 def _updated_since(resource: Mapping[str, Any], since: datetime) -> bool:

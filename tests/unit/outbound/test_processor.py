@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -17,10 +18,20 @@ import pytest
 from pydantic import SecretStr
 
 from bridge.config import Credential, TwilioSettings
-from bridge.contract.envelopes import parse_request
+from bridge.contract.envelopes import BasicRequest, Reply, parse_request
+from bridge.contract.errors import UnknownCredential
 from bridge.instances.accounts import account_of
 from bridge.kafka.records import Record
-from bridge.outbound.processor import Outcome, Processor
+from bridge.outbound.idempotency.gate import Guarded
+from bridge.outbound.processor import (
+    Outcome,
+    Processor,
+    ProcessorOptions,
+    build_call,
+    outcome_of,
+    parse,
+)
+from bridge.outbound.replies import error_reply
 from bridge.twilio.accounts import Accounts, basic_auth_header
 from bridge.twilio.calls import CallBuilder
 from bridge.twilio.catalog import Catalog
@@ -98,12 +109,15 @@ SINGLE = RetryPolicy(max_attempts=1)
 
 @asynccontextmanager
 async def processor_for(
-    twilio: Twilio, policy: RetryPolicy = SINGLE, limiter: Limiter | None = None
+    twilio: Twilio,
+    policy: RetryPolicy = SINGLE,
+    limiter: Limiter | None = None,
+    options: ProcessorOptions | None = None,
 ) -> AsyncIterator[Processor]:
     client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
     builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
     try:
-        yield Processor(builder, client, policy, limiter)
+        yield Processor(builder, client, policy, limiter, options=options)
     finally:
         await client.aclose()
 
@@ -127,9 +141,10 @@ async def process(
     twilio: Twilio,
     value: bytes | dict[str, Any] | None,
     policy: RetryPolicy = SINGLE,
+    options: ProcessorOptions | None = None,
     **kw: Any,
 ) -> Outcome:
-    async with processor_for(twilio, policy) as processor:
+    async with processor_for(twilio, policy, options=options) as processor:
         return await processor.process(record(value, **kw))
 
 
@@ -443,6 +458,30 @@ async def test_one_processor_handles_many_records() -> None:
     assert len(twilio.requests) == 2
 
 
+def test_parse_gives_the_request_or_the_outcome_of_a_rejected_envelope() -> None:
+    request = parse(record(ENVELOPE))
+    assert isinstance(request, BasicRequest) and request.id == ENVELOPE["id"]
+    rejected = parse(record({"id": "bad-1", "mode": "basic"}))
+    assert isinstance(rejected, Outcome)
+    assert rejected.reply is not None and rejected.reply.id == "bad-1"
+    assert rejected.error is not None and rejected.error.error.missing == ["operation"]
+    junk = parse(record(b"junk"))
+    assert isinstance(junk, Outcome) and junk.reply is None and junk.error is not None
+
+
+def test_outcome_of_adds_an_error_record_to_a_failure_only() -> None:
+    request = parse(record(ENVELOPE))
+    assert isinstance(request, BasicRequest)
+    ok = Reply(id=request.id, status="ok", body={"sid": "SM1"})
+    outcome = outcome_of(record(ENVELOPE), request, Guarded(ok, b"{}"))
+    assert outcome == Outcome(ok, None, b"{}", None)
+    failed = error_reply(request.id, UnknownCredential("unknown credential 'x'"))
+    outcome = outcome_of(record(ENVELOPE), request, Guarded(failed))
+    assert outcome.reply is failed and outcome.error is not None
+    assert outcome.error.error == failed.error and outcome.error.request == ENVELOPE
+    assert_source(outcome)
+
+
 # --- retries -----------------------------------------------------------------------------------
 
 FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_s=0, max_delay_s=0)
@@ -589,6 +628,16 @@ async def test_xml_of_a_single_resource_is_wrapped_like_twilios() -> None:
     )
 
 
+async def test_the_bridges_filter_nulls_applies_when_the_envelope_does_not_say() -> None:
+    options = ProcessorOptions(filter_nulls=True)
+    twilio = answering_in_turn((200, PAGE, {}))
+    stripped = await process(twilio, FETCH, options=options)
+    kept = await process(twilio, {**FETCH, "filter_nulls": False}, options=options)
+    assert stripped.reply is not None and kept.reply is not None
+    assert stripped.reply.body["messages"] == [{"sid": "SM1", "body": "hi"}]
+    assert kept.reply.body["messages"][0]["error_code"] is None
+
+
 # --- following pages ---------------------------------------------------------------------------
 
 LIST = {"id": "req-list", "mode": "basic", "operation": "ListMessage", "follow_pages": True}
@@ -649,18 +698,38 @@ async def test_a_failing_page_keeps_what_was_gathered() -> None:
     assert any("stopped after 2 pages" in w and "HTTP 500" in w for w in reply.warnings)
 
 
+async def test_the_reply_budget_stops_the_walk_before_the_reply_outgrows_kafka() -> None:
+    twilio = paged(5)
+    outcome = await process(twilio, LIST, options=ProcessorOptions(reply_budget=10))
+    reply = outcome.reply
+    assert reply is not None and reply.status == "ok" and reply.pages == 1
+    assert reply.next_page_uri is not None and reply.next_page_uri.endswith("Page=1")
+    assert reply.warnings == ["stopped after 1 pages: the reply would outgrow Kafka"]
+    assert len(twilio.requests) == 1
+
+
 # --- rate limits -------------------------------------------------------------------------------
 
 
 async def test_replies_report_the_time_spent_waiting_for_the_senders_pace() -> None:
-    limiter = Limiter(Limits.of(per_sender_per_second=20, per_sender_burst=1))
+    reads: list[float] = []
+
+    def clock() -> float:
+        reads.append(time.monotonic())
+        return reads[-1]
+
+    limiter = Limiter(Limits.of(per_sender_per_second=20, per_sender_burst=1), clock=clock)
     async with processor_for(answering(201, {"sid": "SM1"}), limiter=limiter) as processor:
         first = await processor.process(record(ENVELOPE))
+        read_before_second = len(reads)
         second = await processor.process(record(ENVELOPE))
     assert first.reply is not None and second.reply is not None
     assert first.reply.wait_ms == 0
-    # One message every 50 ms from one number: the limiter guarantees this lower bound.
-    assert second.reply.wait_ms >= 49
+    # One message every 50 ms from one number: the second waits what is left of the 50 ms
+    # after the first took its turn (each call's first clock read is its sender's turn), however
+    # long the first took to process.
+    turns_apart_ms = (reads[read_before_second] - reads[0]) * 1000
+    assert second.reply.wait_ms >= 50 - turns_apart_ms - 0.01
     assert second.reply.duration_ms >= second.reply.wait_ms
 
 
@@ -753,6 +822,31 @@ async def test_an_unknown_credential_reads_the_instances_again_before_failing() 
     assert missing.reply is not None and missing.reply.error is not None
     assert "unknown credential 'nobody'" in missing.reply.error.message
     assert refreshes == 2 and len(twilio.requests) == 1
+
+
+async def test_build_call_reads_the_instances_again_only_for_an_unknown_credential() -> None:
+    accounts, ready = Accounts(CREDENTIALS), instance_accounts()
+    refreshes: list[str] = []
+
+    async def refresh() -> None:
+        refreshes.append("read")
+        accounts.put(ready.get("acme"))  # type: ignore[arg-type]
+
+    builder = CallBuilder(Catalog.load(), accounts, SETTINGS)
+    known = parse(record(ENVELOPE))
+    acme = parse(record(as_acme(ENVELOPE)))
+    nobody = parse(record({**ENVELOPE, "credential": "nobody"}))
+    assert isinstance(known, BasicRequest) and isinstance(acme, BasicRequest)
+    assert isinstance(nobody, BasicRequest)
+    assert (await build_call(builder, known, [], refresh)).account.name == "default"
+    assert refreshes == []
+    assert (await build_call(builder, acme, [], refresh)).account.name == "acme"
+    assert refreshes == ["read"]
+    with pytest.raises(UnknownCredential, match="nobody"):
+        await build_call(builder, nobody, [], refresh)
+    assert refreshes == ["read", "read"]
+    with pytest.raises(UnknownCredential, match="nobody"):
+        await build_call(builder, nobody, [], None)
 
 
 async def test_an_unknown_credential_stays_unknown_when_the_instances_cannot_be_read() -> None:

@@ -20,7 +20,7 @@ from bridge.contract.errors import (
     TwilioCallFailed,
     UnknownOutcome,
 )
-from bridge.outbound.replies import error_reply, reply_for_response
+from bridge.outbound.replies import error_reply, reply_for_response, shaped
 from bridge.twilio.accounts import Account
 from bridge.twilio.calls import TwilioCall
 from bridge.twilio.responses import HttpResult, failure_from_response
@@ -396,3 +396,58 @@ def test_an_error_record_too_large_keeps_where_its_request_is() -> None:
     assert json.loads(error_record_bytes(record, 100_000))["request"] is not None
     small = json.loads(error_record_bytes(record, 2000))
     assert small["request"] is None and small["source"]["offset"] == 7
+
+
+# --- the shape asked for -----------------------------------------------------------------------
+
+MESSAGE = {"sid": "SM1", "status": "queued", "error_code": None}
+
+
+def shaped_reply(body: Any, fmt: str, strip: bool) -> Reply:
+    path = PATH.removesuffix(".json") + f"/SM{'a' * 32}.json"
+    reply = Reply(id="r", status="ok", path=path, body=body, content_type=JSON)
+    return shaped(reply, fmt, strip)  # type: ignore[arg-type]
+
+
+def test_json_without_filtering_is_the_reply_as_it_was() -> None:
+    reply = Reply(id="r", status="ok", body=MESSAGE, content_type=JSON)
+    assert shaped(reply, "json", False) is reply
+
+
+def test_filtering_leaves_nulls_out_and_keeps_json() -> None:
+    reply = shaped_reply({"messages": [MESSAGE], "next_page_uri": None}, "json", True)
+    assert reply.body == {"messages": [{"sid": "SM1", "status": "queued"}]}
+    assert reply.content_type == "application/json" and reply.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "strip", "body", "content_type"),
+    [
+        (
+            "xml",
+            False,
+            '<?xml version="1.0" encoding="UTF-8"?><TwilioResponse><Message><Sid>SM1</Sid>'
+            "<Status>queued</Status><ErrorCode/></Message></TwilioResponse>",
+            "application/xml",
+        ),
+        ("csv", True, "sid,status\r\nSM1,queued\r\n", "text/csv"),
+    ],
+)
+def test_other_formats_are_rendered_from_the_json_body(
+    fmt: str, strip: bool, body: str, content_type: str
+) -> None:
+    reply = shaped_reply(MESSAGE, fmt, strip)
+    assert (reply.body, reply.content_type) == (body, content_type)
+
+
+def test_a_body_that_is_not_json_is_left_as_it_is() -> None:
+    reply = shaped_reply("plain text", "xml", True)
+    assert (reply.body, reply.content_type) == ("plain text", JSON)
+
+
+def test_a_format_that_cannot_be_applied_leaves_json_with_a_warning() -> None:
+    reply = shaped_reply(MESSAGE, "yaml", True)
+    assert reply.body == {"sid": "SM1", "status": "queued"} and reply.content_type == JSON
+    assert reply.warnings == [
+        "response_format 'yaml' not applied: unknown reply format 'yaml': expected json, xml or csv"
+    ]

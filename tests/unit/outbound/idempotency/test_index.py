@@ -20,7 +20,7 @@ from bridge.outbound.idempotency.index import (
     changes_state,
     digest,
 )
-from bridge.outbound.processor import Processor
+from bridge.outbound.processor import Processor, ProcessorOptions
 from bridge.twilio.accounts import Accounts
 from bridge.twilio.calls import CallBuilder
 from bridge.twilio.catalog import Catalog
@@ -111,7 +111,8 @@ class Store:
 def _processor(twilio: Twilio, store: Store, resend: bool = False) -> Processor:
     client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
     builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
-    return Processor(builder, client, SINGLE, idempotency=store, resend_unknown=resend)
+    options = ProcessorOptions(resend_unknown=resend)
+    return Processor(builder, client, SINGLE, options=options, idempotency=store)
 
 
 CREATED = {"sid": "SM" + "1" * 32, "status": "queued"}
