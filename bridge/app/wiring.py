@@ -24,7 +24,7 @@ from bridge.kafka.producer import Publisher
 from bridge.observability.metrics import IN_FLIGHT, TWILIO_IN_FLIGHT
 from bridge.outbound.handler import RequestHandler
 from bridge.outbound.idempotency.log import IdempotencyLog
-from bridge.outbound.processor import Processor
+from bridge.outbound.processor import Processor, ProcessorOptions
 from bridge.twilio.accounts import Accounts
 from bridge.twilio.calls import CallBuilder
 from bridge.twilio.catalog import Catalog
@@ -56,12 +56,14 @@ class Outbound:
             client,
             RetryPolicy(**settings.retry.model_dump()),
             Limiter(Limits.of(**settings.rate_limit.model_dump())),
-            filter_nulls=settings.processing.filter_nulls,
-            # Room for the envelope around the items, within the producer's limit.
-            reply_budget=kafka.max_request_size // 2,
-            record_limit=publisher.max_record_bytes,
+            options=ProcessorOptions(
+                filter_nulls=settings.processing.filter_nulls,
+                # Room for the envelope around the items, within the producer's limit.
+                reply_budget=kafka.max_request_size // 2,
+                record_limit=publisher.max_record_bytes,
+                resend_unknown=dedupe.on_unknown_outcome == "resend",
+            ),
             idempotency=self.idempotency,
-            resend_unknown=dedupe.on_unknown_outcome == "resend",
             refresh_accounts=refresh_accounts,
         )
         self.handler = RequestHandler(
