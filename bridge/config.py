@@ -274,8 +274,8 @@ class HttpSettings(_Section):
     )
 
 
-# The webhook families of design.md §2, as the event mapping defines them; each is published
-# to its own topic.
+# The webhook families (``/webhooks/twilio/{family}``), as the event mapping defines them; each
+# is published to its own topic.
 WEBHOOK_FAMILIES = (*FAMILIES, EVENT_STREAMS)
 
 
