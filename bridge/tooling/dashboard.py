@@ -7,6 +7,9 @@ committed file drifts from this code. Every query reads the bridge's own metrics
 (``bridge.observability.metrics``), filtered by the ``namespace`` and ``pod`` variables, or the
 standard Kubernetes series of kube-state-metrics (``kube_pod_*``) and the kubelet's cAdvisor
 (``container_*``): the bridge exposes no ``process_*`` series of its own.
+
+The SDK is a development dependency, imported only while a dashboard is built: the module
+itself loads in the runtime image, which has every module of the package but not the SDK.
 """
 
 from __future__ import annotations
@@ -16,19 +19,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from grafana_foundation_sdk.builders import dashboard, prometheus, stat, timeseries
-from grafana_foundation_sdk.cog import builder as cogbuilder
-from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import (
-    DashboardCursorSync,
-    DataSourceRef,
-    VariableModel,
-    VariableOption,
-    VariableRefresh,
-    VariableSort,
-)
+if TYPE_CHECKING:
+    from grafana_foundation_sdk.cog.builder import Builder
+    from grafana_foundation_sdk.models.dashboard import DataSourceRef, Panel, VariableModel
 
 __all__ = ["DASHBOARD_FILE", "UID", "dashboard_json", "main", "render_dashboard"]
 
@@ -38,7 +33,6 @@ UID = "twilio-kafka-bridge"
 # The container of the chart's Deployment, for the kubelet's per-container series.
 CONTAINER = "bridge"
 
-_DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 _PODS = 'namespace=~"$namespace", pod=~"$pod"'
 _NOT_OK = 'outcome!="ok"'
 _UNAVAILABLE = 'outcome="unavailable"'
@@ -347,21 +341,37 @@ def _rows() -> list[tuple[str, list[Graph]]]:
     ]
 
 
-def _panel(graph: Graph, panel_id: int) -> timeseries.Panel | stat.Panel:
+def _datasource() -> DataSourceRef:
+    """The data source the ``datasource`` variable names."""
+    from grafana_foundation_sdk.models.dashboard import DataSourceRef
+
+    return DataSourceRef(type_val="prometheus", uid="${datasource}")
+
+
+def _panel(graph: Graph, panel_id: int) -> Builder[Panel]:
+    from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+
     panel = timeseries.Panel() if graph.kind == "timeseries" else stat.Panel()
     panel.id(panel_id).title(graph.title).description(graph.description)
-    panel.datasource(_DATASOURCE).unit(graph.unit).span(graph.width).height(8)
+    panel.datasource(_datasource()).unit(graph.unit).span(graph.width).height(8)
     for ref, (expr, legend) in zip("ABCDEFGH", graph.queries, strict=False):
         query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref)
-        panel.with_target(query.datasource(_DATASOURCE))
+        panel.with_target(query.datasource(_datasource()))
     return panel
 
 
-def _variables() -> list[cogbuilder.Builder[VariableModel]]:
+def _variables() -> list[Builder[VariableModel]]:
     """datasource, namespace and pod (every pod exposing the bridge's metrics), and the
     account's concurrency limit the cap panel draws."""
+    from grafana_foundation_sdk.builders import dashboard
+    from grafana_foundation_sdk.models.dashboard import (
+        VariableOption,
+        VariableRefresh,
+        VariableSort,
+    )
+
     every = VariableOption(selected=True, text="All", value="$__all")
-    selections: list[cogbuilder.Builder[VariableModel]] = []
+    selections: list[Builder[VariableModel]] = []
     for name, query in (
         ("namespace", "label_values(twilio_bridge_build_info, namespace)"),
         ("pod", 'label_values(twilio_bridge_build_info{namespace=~"$namespace"}, pod)'),
@@ -369,7 +379,7 @@ def _variables() -> list[cogbuilder.Builder[VariableModel]]:
         selections.append(
             dashboard.QueryVariable(name)
             .label(name.capitalize())
-            .datasource(_DATASOURCE)
+            .datasource(_datasource())
             .query(query)
             .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(VariableSort.ALPHABETICAL_ASC)
@@ -392,6 +402,10 @@ def _variables() -> list[cogbuilder.Builder[VariableModel]]:
 
 def dashboard_json() -> dict[str, Any]:
     """The dashboard as Grafana's JSON model."""
+    from grafana_foundation_sdk.builders import dashboard
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import DashboardCursorSync
+
     board = (
         dashboard.Dashboard("Twilio Kafka bridge")
         .uid(UID)
