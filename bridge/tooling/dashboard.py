@@ -79,30 +79,35 @@ class Graph:
     kind: Literal["timeseries", "stat"] = "timeseries"
 
 
+def _per_second(
+    title: str, description: str, counter: str, by: str, matchers: str = "", width: int = 6
+) -> Graph:
+    """A panel of one counter's rate, a series for each value of the ``by`` labels."""
+    legend = " ".join("{{" + label.strip() + "}}" for label in by.split(","))
+    return Graph(title, description, [(_rate(counter, by, matchers), legend)], "reqps", width)
+
+
 def _rows() -> list[tuple[str, list[Graph]]]:
     """Every row and panel of the dashboard (a declarative document: long by nature)."""
     return [
         (
             "Traffic",
             [
-                Graph(
+                _per_second(
                     "Requests finished, by outcome",
                     "Request envelopes finished per second: ok, error (a reply with an error), "
                     "rejected (not an envelope, no reply possible).",
-                    [(_rate("twilio_bridge_requests_total", "outcome"), "{{outcome}}")],
-                    "reqps",
+                    "twilio_bridge_requests_total",
+                    "outcome",
+                    width=8,
                 ),
-                Graph(
+                _per_second(
                     "Twilio calls, by operation and status",
                     "Every HTTP request to Twilio (attempts, pages, polls) by operationId and "
                     "status class; none: no answer came.",
-                    [
-                        (
-                            _rate("twilio_bridge_twilio_requests_total", "operation, status_class"),
-                            "{{operation}} {{status_class}}",
-                        )
-                    ],
-                    "reqps",
+                    "twilio_bridge_twilio_requests_total",
+                    "operation, status_class",
+                    width=8,
                 ),
                 Graph(
                     "Replies published",
@@ -110,11 +115,11 @@ def _rows() -> list[tuple[str, list[Graph]]]:
                     [(_rate("twilio_bridge_reply_publish_duration_seconds_count"), "replies")],
                     "reqps",
                 ),
-                Graph(
+                _per_second(
                     "Errors, by kind",
                     "Failed requests per second by error kind; each is also on the error topic.",
-                    [(_rate("twilio_bridge_errors_total", "kind"), "{{kind}}")],
-                    "reqps",
+                    "twilio_bridge_errors_total",
+                    "kind",
                     width=12,
                 ),
                 Graph(
@@ -228,64 +233,43 @@ def _rows() -> list[tuple[str, list[Graph]]]:
                     ],
                     width=6,
                 ),
-                Graph(
+                _per_second(
                     "Events published, by topic",
                     "CloudEvents acknowledged by Kafka per second, from webhooks and the poller.",
-                    [(_rate("twilio_bridge_events_published_total", "topic"), "{{topic}}")],
-                    "reqps",
-                    width=6,
+                    "twilio_bridge_events_published_total",
+                    "topic",
                 ),
             ],
         ),
         (
             "Inbound",
             [
-                Graph(
+                _per_second(
                     "Webhooks, by family and outcome",
                     "Webhook deliveries per second: published (duplicates too), forbidden, "
                     "malformed, unavailable (503), ...",
-                    [
-                        (
-                            _rate("twilio_bridge_webhooks_total", "family, outcome"),
-                            "{{family}} {{outcome}}",
-                        )
-                    ],
-                    "reqps",
-                    width=6,
+                    "twilio_bridge_webhooks_total",
+                    "family, outcome",
                 ),
-                Graph(
+                _per_second(
                     "Signature failures",
                     "Webhooks refused for a missing or invalid Twilio signature, by family.",
-                    [
-                        (
-                            _rate("twilio_bridge_webhook_signature_failures_total", "family"),
-                            "{{family}}",
-                        )
-                    ],
-                    "reqps",
-                    width=6,
+                    "twilio_bridge_webhook_signature_failures_total",
+                    "family",
                 ),
-                Graph(
+                _per_second(
                     "Webhooks answered 503",
                     "Kafka did not acknowledge within BRIDGE_WEBHOOK__ACK_TIMEOUT_S; Twilio "
                     "retries them.",
-                    [
-                        (
-                            _rate(
-                                "twilio_bridge_webhooks_total", "family", 'outcome="unavailable"'
-                            ),
-                            "{{family}}",
-                        )
-                    ],
-                    "reqps",
-                    width=6,
+                    "twilio_bridge_webhooks_total",
+                    "family",
+                    _UNAVAILABLE,
                 ),
-                Graph(
+                _per_second(
                     "Poller runs, by outcome",
                     "Polls of a credential per second (accounts that cannot receive webhooks).",
-                    [(_rate("twilio_bridge_poller_runs_total", "outcome"), "{{outcome}}")],
-                    "reqps",
-                    width=6,
+                    "twilio_bridge_poller_runs_total",
+                    "outcome",
                 ),
             ],
         ),

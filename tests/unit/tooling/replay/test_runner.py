@@ -9,25 +9,17 @@ from bridge.tooling.replay.runner import Pacer, Progress
 from bridge.tooling.replay.selection import Replay, Skip, Tally
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_pacer_spaces_sends_evenly() -> None:
-    clock = Clock()
-    pacer = Pacer(4, clock)
+    now = [100.0]
+    pacer = Pacer(4, lambda: now[0])
     assert [pacer.delay() for _ in range(3)] == [0.0, 0.25, 0.5]
-    clock.now += 2  # a slow stretch does not earn a burst beyond the pace
+    now[0] += 2  # a slow stretch does not earn a burst beyond the pace
     assert pacer.delay() == 0.0
     assert pacer.delay() == 0.25
 
 
 def test_no_rate_never_waits() -> None:
-    pacer = Pacer(None, Clock())
+    pacer = Pacer(None, lambda: 0.0)
     assert {pacer.delay() for _ in range(100)} == {0.0}
 
 
