@@ -1,4 +1,4 @@
-"""The ``twilio-bridge`` command: run, demo, catalog, schemas."""
+"""The ``twilio-bridge`` command: run, demo, catalog, schemas, replay."""
 
 from __future__ import annotations
 
@@ -94,6 +94,90 @@ def _schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from bridge.config import SettingsError, load_settings
+    from bridge.kafka.errors import BrokerError
+    from bridge.tooling.replay.runner import Progress, ReplayError, ReplayOptions, replay
+    from bridge.tooling.replay.selection import build_selection
+
+    try:
+        selection = build_selection(
+            kinds=args.kind,
+            since=args.since,
+            until=args.until,
+            ids=args.id,
+            source_topics=args.source_topic,
+            now=datetime.now(UTC),
+        )
+        kafka = load_settings().kafka
+    except (ValueError, SettingsError) as exc:
+        print(f"twilio-bridge replay: {exc}", file=sys.stderr)
+        return 2
+    options = ReplayOptions(
+        error_topic=args.error_topic or kafka.error_topic,
+        group=args.group or f"{kafka.group_id}.replay",
+        selection=selection,
+        new_ids=args.new_ids,
+        to=args.to,
+        rate=args.rate,
+        dry_run=args.dry_run,
+    )
+    try:
+        tally = asyncio.run(replay(kafka, options, out=sys.stdout, progress=Progress(sys.stderr)))
+    except (BrokerError, ReplayError, SettingsError) as exc:
+        print(f"twilio-bridge replay: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: the batches acknowledged are committed; run again to go on")
+        return 130
+    print(tally.summary(dry_run=args.dry_run))
+    return 0
+
+
+def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = commands.add_parser(
+        "replay",
+        help="publish the requests of the error topic again",
+        description="Publish the original requests of the error topic again, from where the "
+        "last run stopped (a consumer group of its own), then print what was read, replayed "
+        "and skipped. Kafka is configured by the BRIDGE_KAFKA__* variables.",
+    )
+    replay.add_argument(
+        "--kind",
+        action="append",
+        help="error kinds to replay, repeated or comma-separated (validation only when named "
+        "here); default: the errors marked retryable (429, Twilio 5xx, timeouts, transport)",
+    )
+    for name, when in (("--since", "at or after"), ("--until", "before")):
+        replay.add_argument(
+            name,
+            metavar="TIME",
+            help=f"only errors recorded {when} TIME: ISO 8601 (UTC unless it names an offset) "
+            "or a duration ago (30m, 2h, 1d)",
+        )
+    replay.add_argument("--id", action="append", help="only these request ids (repeatable)")
+    replay.add_argument(
+        "--source-topic", action="append", help="only requests read from this topic"
+    )
+    replay.add_argument(
+        "--new-ids",
+        action="store_true",
+        help="send as <id>~replay-<n>, so outbound dedupe lets them through (default: the "
+        "same ids, which dedupe answers with their first reply where there was one)",
+    )
+    replay.add_argument("--to", metavar="TOPIC", help="publish here, not to the source topic")
+    replay.add_argument("--rate", type=float, help="records per second at most")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent; send and commit nothing"
+    )
+    replay.add_argument("--error-topic", help="default: BRIDGE_KAFKA__ERROR_TOPIC")
+    replay.add_argument(
+        "--group", help="the replay's consumer group (default: <BRIDGE_KAFKA__GROUP_ID>.replay)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``twilio-bridge`` console script."""
     parser = argparse.ArgumentParser(prog="twilio-bridge", description=__doc__)
@@ -109,8 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schemas", help="write the JSON Schemas and the AsyncAPI document"
     )
     schemas.add_argument("--out", default="schemas", help="directory (default: schemas)")
+    _add_replay(commands)
     args = parser.parse_args(argv)
-    handlers = {"run": _run, "demo": _demo, "catalog": _catalog, "schemas": _schemas}
+    handlers = {
+        "run": _run,
+        "demo": _demo,
+        "catalog": _catalog,
+        "schemas": _schemas,
+        "replay": _replay,
+    }
     return handlers[args.command](args)
 
 

@@ -7,10 +7,12 @@ from typing import Any
 
 from bridge.instances.model import Instance
 
-__all__ = ["ACCOUNT", "INSTANCE_ACCOUNT", "ROOT", "SCHEMAS", "stored_instance"]
+__all__ = ["ACCOUNT", "CHART", "INSTANCE_ACCOUNT", "README", "ROOT", "SCHEMAS", "stored_instance"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
+CHART = ROOT / "helm" / "twilio-kafka-bridge"
+README = ROOT / "README.md"
 # Test account SIDs: any 32 hex digits will do; an instance's differs from the settings' one.
 ACCOUNT = "AC" + "0" * 32
 INSTANCE_ACCOUNT = "AC" + "c" * 32

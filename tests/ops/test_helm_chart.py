@@ -28,14 +28,20 @@ from bridge.config import (
     WebhookSettings,
     load_settings,
 )
+from bridge.tooling.dashboard import DASHBOARD_FILE
+from tests.helpers import CHART, ROOT
 
-CHART = Path(__file__).resolve().parents[2] / "helm" / "twilio-kafka-bridge"
 KUBE_VERSION = "1.30.0"
 # Custom resources: kubernetes-validate has no schema for them, and only for them.
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("keda.sh/v1alpha1", "ScaledObject")}
+CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+}
 OPTIONAL_KINDS = {
     "Ingress",
     "ServiceMonitor",
+    "PrometheusRule",
     "HorizontalPodAutoscaler",
     "ScaledObject",
     "NetworkPolicy",
@@ -121,10 +127,21 @@ def container(manifests: list[Manifest]) -> Manifest:
     return dict(bridge_container)
 
 
+def settings_configmap(manifests: list[Manifest]) -> Manifest:
+    """The ConfigMap of the bridge's settings (the dashboard has one too)."""
+    (found,) = [
+        m
+        for m in manifests
+        if m["kind"] == "ConfigMap"
+        and m["metadata"]["name"] == one(manifests, "Deployment")["metadata"]["name"]
+    ]
+    return found
+
+
 def environment(manifests: list[Manifest]) -> dict[str, str]:
     """The container's literal environment: the ConfigMap, then ``env`` (which wins)."""
     c = container(manifests)
-    configmap = one(manifests, "ConfigMap")
+    configmap = settings_configmap(manifests)
     assert c["envFrom"] == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
     env = dict(configmap["data"])
     env.update({e["name"]: e["value"] for e in c["env"] if "value" in e})
@@ -328,7 +345,7 @@ def test_config_renders_into_the_configmap(chart: helm.Chart) -> None:
         },
         "webhook": {"publicUrl": "https://hooks.example.com"},
     }
-    data = one(render(chart, values), "ConfigMap")["data"]
+    data = settings_configmap(render(chart, values))["data"]
     assert data == {
         "BRIDGE_KAFKA__MAX_REQUEST_SIZE": "10485760",  # not 1.048576e+07
         "BRIDGE_RATE_LIMIT__REQUESTS_PER_SECOND": "12.5",
@@ -351,7 +368,7 @@ def test_secrets_are_refused_in_the_configmap(chart: helm.Chart, name: str) -> N
 
 def test_secrets_are_only_referenced(chart: helm.Chart) -> None:
     manifests = render(chart, ci_values("all-on-values.yaml"))
-    data = one(manifests, "ConfigMap")["data"]
+    data = settings_configmap(manifests)["data"]
     secretish = ("AUTH_TOKEN", "API_KEY_SECRET", "SASL_PASSWORD", "SHARED_KEYS")
     assert not [name for name in data if any(s in name for s in secretish)]
     env = {e["name"]: e for e in container(manifests)["env"]}
@@ -530,7 +547,7 @@ def test_template_refuses_contradictions(
 
 def test_admin_is_off_by_default_and_leaves_no_trace(chart: helm.Chart) -> None:
     base = render(chart, {})
-    assert not [name for name in one(base, "ConfigMap")["data"] if "ADMIN" in name]
+    assert not [name for name in settings_configmap(base)["data"] if "ADMIN" in name]
     # The admin block's other values mean nothing while it is off: no roll on upgrade.
     off = {"admin": {"topic": "other", "existingSecret": "bridge-admin"}}
     assert render(chart, off) == base
@@ -669,3 +686,71 @@ def test_notes_tell_how_to_call_the_admin_api(chart: helm.Chart) -> None:
     assert "WARNING: service.type" not in notes
     exposed = chart.render(with_values(values, **{"service.type": "LoadBalancer"}), name="b")
     assert "WARNING: service.type is LoadBalancer" in exposed[NOTES]
+
+
+RULES_FILE = CHART / "rules" / "alerts.yaml"
+RUNBOOK_BASE = "https://github.com/twilio-kafka-bridge/twilio-kafka-bridge/blob/main/README.md"
+
+
+def test_dashboard_and_rules_are_off_by_default(chart: helm.Chart) -> None:
+    manifests = render(chart, {})
+    assert [m["metadata"]["name"] for m in manifests if m["kind"] == "ConfigMap"] == [
+        "bridge-twilio-kafka-bridge"
+    ]
+    assert chart.values["grafanaDashboard"]["enabled"] is False
+    assert chart.values["prometheusRule"]["enabled"] is False
+    assert chart.values["prometheusRule"]["runbookBaseUrl"] == RUNBOOK_BASE
+
+
+def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar(chart: helm.Chart) -> None:
+    manifests = render(chart, {"grafanaDashboard": {"enabled": True}})
+    (dashboard,) = [m for m in manifests if m["metadata"]["name"].endswith("-dashboard")]
+    assert dashboard["kind"] == "ConfigMap"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "annotations" not in dashboard["metadata"]
+    assert "namespace" not in dashboard["metadata"]  # the release's
+    shipped = json.loads((ROOT / DASHBOARD_FILE).read_text())
+    assert json.loads(dashboard["data"]["twilio-kafka-bridge.json"]) == shipped
+    # The bridge's settings are still the Deployment's one ConfigMap.
+    assert environment(manifests)["BRIDGE_HTTP__PORT"] == "8080"
+
+
+def test_dashboard_label_folder_and_namespace_follow_the_values(chart: helm.Chart) -> None:
+    values = {
+        "grafanaDashboard": {
+            "enabled": True,
+            "label": "dashboards.example.com/grafana",
+            "labelValue": "bridge",
+            "folder": "Messaging",
+            "folderAnnotation": "k8s-sidecar-target-directory",
+            "namespace": "monitoring",
+        }
+    }
+    (dashboard,) = [
+        m for m in render(chart, values) if m["metadata"]["name"].endswith("-dashboard")
+    ]
+    metadata = dashboard["metadata"]
+    assert metadata["labels"]["dashboards.example.com/grafana"] == "bridge"
+    assert "grafana_dashboard" not in metadata["labels"]
+    assert metadata["annotations"] == {"k8s-sidecar-target-directory": "Messaging"}
+    assert metadata["namespace"] == "monitoring"
+
+
+def test_prometheus_rule_holds_the_tested_rule_file(chart: helm.Chart) -> None:
+    values = {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}}
+    rule = one(render(chart, values), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    # The very groups promtool checks and tests, nothing added or lost.
+    assert rule["spec"] == yaml.safe_load(RULES_FILE.read_text())
+
+
+def test_prometheus_rule_rebases_the_runbook_links(chart: helm.Chart) -> None:
+    base = "https://git.example.com/ops/bridge/-/blob/v1/README.md"
+    values = {"prometheusRule": {"enabled": True, "runbookBaseUrl": base}}
+    rule = one(render(chart, values), "PrometheusRule")
+    alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert alerts
+    for alert in alerts:
+        anchor = alert["annotations"]["runbook_url"].removeprefix(base)
+        assert anchor == "#" + alert["alert"].lower(), alert["alert"]
+    assert RUNBOOK_BASE not in json.dumps(rule)

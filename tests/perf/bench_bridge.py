@@ -79,6 +79,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bridge.tooling.local.tansu import TansuBroker, create_topics, free_port
 from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, produce
 from tests.perf.bench_http import run_client
+from tests.perf.chart import write_chart
 from tests.perf.fast_mock import spawn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -911,6 +912,9 @@ async def main_async(ns: argparse.Namespace) -> None:
         finally:
             lab.close()
     print_targets(report, list(roots))
+    if ns.chart is not None:
+        write_chart(report.runs, ns.chart)
+        print(f"chart in {ns.chart}")
     took = time.monotonic() - started
     print(f"load average {load_average()}; {took:.0f} s in all; logs in {workdir}")
 
@@ -1162,6 +1166,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--bridge-env", type=_setting, nargs="+", help="BRIDGE_X=1 ...: settings for every bridge"
     )
+    p.add_argument("--chart", type=Path, help="also draw the figures into this PNG file")
     p.add_argument("--profile", type=Path, help="py-spy raw profiles of each run into this dir")
     p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
     ns = p.parse_args(argv)

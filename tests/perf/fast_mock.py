@@ -15,10 +15,14 @@ Like Twilio, every answer carries ``Twilio-Concurrent-Requests``: the requests i
 it arrived, plus ``--others`` held by the account's other clients. With ``--account-limit`` a
 request arriving over that many in flight is answered 429 (20429) at once.
 
+With ``--post-status 503`` every POST is answered 503 (Twilio error 20503) instead, as in an
+outage that refuses new messages; ``POST /__config?post_status=0`` (any field of ``Config``)
+changes the configuration of the running mock, so a test can make it recover.
+
 ``GET /__stats`` returns request counts (total, by method, by ``"METHOD /path"``, by
 ``I-Request-Id`` and ``X-Test-Id`` header, faults injected), the peak in flight, the first and
 last arrival time (seconds) of each ``X-Test-Id`` and the mock's CPU seconds; ``POST /__reset``
-zeroes the counts. Those two paths are never delayed, faulted or counted.
+zeroes the counts. Those three paths are never delayed, faulted or counted.
 
 It is a plain ``asyncio.Protocol`` with a minimal HTTP/1.1 parser: keep-alive,
 ``Content-Length`` bodies, ``Connection: close``; requests on one connection are answered in
@@ -40,6 +44,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request"}
 REASONS |= {411: "Length Required", 429: "Too Many Requests", 500: "Internal Server Error"}
@@ -57,6 +62,13 @@ class Config:
     reset_rate: float = 0.0
     account_limit: int = 0  # 0: no concurrency limit
     others: int = 0  # requests the account's other clients keep in flight
+    post_status: int = 0  # answer every POST with this status (500 or 503); 0: as usual
+
+    def update(self, query: str) -> None:
+        """Set fields from a query string (``post_status=0&latency=0.1``), cast to their type."""
+        for name, value in parse_qsl(query):
+            if name in self.__dataclass_fields__:
+                setattr(self, name, type(getattr(self, name))(value))
 
 
 @dataclass
@@ -164,6 +176,10 @@ class MockProtocol(asyncio.Protocol):
             stats.reset()
             self._send(200, b'{"ok": true}', close)
             return
+        if path == "/__config":
+            self.config.update(target.partition("?")[2])
+            self._send(200, b'{"ok": true}', close)
+            return
         stats.total += 1
         stats.by_method[method] += 1
         stats.by_route[f"{method} {path}"] += 1
@@ -199,7 +215,10 @@ class MockProtocol(asyncio.Protocol):
             self._reset()
             return
         r -= cfg.reset_rate
-        if r < cfg.error_rate:
+        if method == "POST" and cfg.post_status:
+            stats.faults[f"{cfg.post_status} for POST"] += 1
+            self._send(cfg.post_status, SERVER_ERRORS[cfg.post_status], close, concurrent)
+        elif r < cfg.error_rate:
             status = 500 if r < cfg.error_rate / 2 else 503
             stats.faults[str(status)] += 1
             self._send(status, SERVER_ERRORS[status], close, concurrent)
@@ -280,6 +299,7 @@ async def _main(ns: argparse.Namespace) -> None:
         ns.reset_rate,
         ns.account_limit,
         ns.others,
+        ns.post_status,
     )
     server = await serve(config, ns.host, ns.port)
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
@@ -301,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reset-rate", type=float, default=0.0, help="share reset unanswered")
     p.add_argument("--account-limit", type=int, default=0, help="429 past this many in flight")
     p.add_argument("--others", type=int, default=0, help="in flight from other clients")
+    p.add_argument("--post-status", type=int, default=0, choices=(0, *SERVER_ERRORS))
     p.add_argument("--seed", type=int, default=None)
     ns = p.parse_args(argv)
     random.seed(ns.seed)

@@ -153,3 +153,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The base of the runbook links written in rules/alerts.yaml (the default of
+prometheusRule.runbookBaseUrl). */}}
+{{- define "twilio-kafka-bridge.runbookBase" -}}
+https://github.com/twilio-kafka-bridge/twilio-kafka-bridge/blob/main/README.md
+{{- end }}
