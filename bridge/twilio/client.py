@@ -1,12 +1,12 @@
 """Send ``TwilioCall``s over pooled HTTP connections with their account's Basic auth.
 
-Two transports, chosen by ``BRIDGE_TWILIO__TRANSPORT``: ``aiohttp`` (the default) calls
-aiohttp's ``ClientSession`` directly, and ``httpx`` uses httpx's ``AsyncClient`` with its own
-transport (whose connection pool collapses under concurrency: an eighth of aiohttp's requests/s
-or less at 64 in flight, README "Dependencies and why"; kept for tests, which inject an
-``httpx.MockTransport``, and as a fallback). aiohttp is called directly rather than through
-httpx (``httpx-aiohttp``): building httpx's request and response models cost more CPU than
-aiohttp spent sending, twice the client's CPU per call (tests/perf/README.md). Both send the same request: the URL exactly as httpx would (its
+Two transports, chosen by ``BRIDGE_TWILIO__TRANSPORT``: ``aiohttp`` (the default) calls aiohttp's
+``ClientSession`` directly, and ``httpx`` uses httpx's ``AsyncClient`` with its own transport (whose
+connection pool collapses under concurrency: an eighth of aiohttp's requests/s or less at 64 in
+flight, README "Dependencies and why"; kept for tests, which inject an ``httpx.MockTransport``, and
+as a fallback). aiohttp is called directly rather than through httpx (``httpx-aiohttp``): building
+httpx's request and response models cost more CPU than aiohttp spent sending, twice the client's CPU
+per call (tests/perf/README.md). Both send the same request: the URL exactly as httpx would (its
 percent-encoding, no re-quoting), the same headers, no cookies, no redirects, no retries but
 aiohttp's own single retry of an idempotent request on a stale keep-alive connection.
 
