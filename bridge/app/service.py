@@ -15,7 +15,6 @@ import signal
 import time
 from collections.abc import Awaitable
 
-from aiokafka.errors import KafkaError
 from starlette.routing import Route
 
 from bridge.app.http import create_app
@@ -30,6 +29,7 @@ from bridge.instances.api import instances_routes
 from bridge.instances.changes import Rules
 from bridge.instances.log import InstanceLog
 from bridge.kafka.consumer import RequestConsumer
+from bridge.kafka.errors import BrokerError
 from bridge.kafka.producer import Publisher
 from bridge.kafka.records import Record
 from bridge.observability.metrics import (
@@ -249,8 +249,8 @@ class Bridge:
             self.broker_reachable = await self.publisher.reachable(_WATCH_INTERVAL_S)
             try:
                 lag = await self.consumer.lag() if self.broker_reachable else None
-            except KafkaError as exc:
-                log.warning("consumer lag not measured (%s)", type(exc).__name__)
+            except BrokerError as exc:
+                log.warning("consumer lag not measured (%s)", exc.reason)
                 lag = None
             if lag is not None:
                 labels = {(tp.topic, str(tp.partition)): n for tp, n in lag.items()}
@@ -341,7 +341,7 @@ async def run(settings: Settings) -> int:
     try:
         try:
             await bridge.start()
-        except (KafkaError, OSError, RuntimeError) as exc:
+        except (BrokerError, OSError, RuntimeError) as exc:
             # Broker unreachable, TLS or SASL refused, port taken: one line, no traceback.
             log.error("start-up failed: %s: %s", type(exc).__name__, exc)
             await bridge.close()
