@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bridge.aio import TaskSet
 from bridge.config import IdempotencySettings, KafkaSettings
 from bridge.kafka.follower import TopicFollower
 from bridge.kafka.lookup import RecordLookup
@@ -87,7 +88,7 @@ class IdempotencyLog:
         # The batches filling during this turn of the loop.
         self._starts: _Batch | None = None
         self._answers: _Batch | None = None
-        self._sending: set[asyncio.Future[tuple[int, int]]] = set()
+        self._sending = TaskSet("idempotency log")
         self._replies = RecordLookup(kafka, settings.topic)
         self._synced: asyncio.Task[None] | None = None
 
@@ -201,9 +202,7 @@ class IdempotencyLog:
         # A compacted topic needs a key; one of its own keeps every batch until the window ends.
         key = b"\0" + headers[0][1] + b"/" + os.urandom(8)
         publish = publisher.publish(self._settings.topic, key, bytes(batch.value), headers)
-        task = asyncio.ensure_future(publish)
-        self._sending.add(task)  # the loop keeps only a weak reference to a task
-        task.add_done_callback(self._sending.discard)
+        task = self._sending.add(publish)
 
         def settle(done: asyncio.Future[tuple[int, int]]) -> None:
             # Everything waiting on the batch gets its acknowledgement, or why there is none.
