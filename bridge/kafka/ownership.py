@@ -26,12 +26,14 @@ log = logging.getLogger(__name__)
 
 
 class OwnedPartitions:
-    """This replica's share of ``topic``'s partitions, as a member of ``group_id``."""
+    """This replica's share of ``topic``'s partitions, as a member of ``group_id``; ``owner``
+    says whose share it is in the log."""
 
-    def __init__(self, settings: KafkaSettings, topic: str, group_id: str) -> None:
+    def __init__(self, settings: KafkaSettings, topic: str, group_id: str, owner: str) -> None:
         self._settings = settings
         self.topic = topic
         self._group_id = group_id
+        self.owner = owner
         self._consumer: AIOKafkaConsumer | None = None
         self._ends: dict[int, int] = {}  # partition → end offset to read before owning it
 
@@ -94,9 +96,8 @@ class _Reread(ConsumerRebalanceListener):  # type: ignore[misc]
             self._owner._ends.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info(
-            "%s: owns partitions %s", self._owner.topic, sorted(tp.partition for tp in assigned)
-        )
+        owned = sorted(tp.partition for tp in assigned)
+        log.info("%s: owns state partitions %s", self._owner.owner, owned)
         if not assigned:
             return
         await self._consumer.seek_to_beginning(*assigned)

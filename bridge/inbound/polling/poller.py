@@ -70,7 +70,9 @@ class Poller:
         self._delivery = delivery
         self._states: dict[str, PollState] = {}
         self._last_poll: dict[str, float] = {}
-        self._owned = OwnedPartitions(kafka, settings.state_topic, f"{kafka.group_id}.poller")
+        self._owned = OwnedPartitions(
+            kafka, settings.state_topic, f"{kafka.group_id}.poller", owner="poller"
+        )
 
     def partition_of(self, credential: str) -> int:
         """The state partition (and so the owner) of a credential: stable across restarts."""

@@ -3,6 +3,8 @@ caught up once read to where it ended then; broker failures are BrokerErrors."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
@@ -21,12 +23,16 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeConsumer:
     return use_fake_consumer(monkeypatch, ownership_module, FakeConsumer(ends={P0: 4, P1: 0}))
 
 
-async def test_assigned_partitions_are_reread_and_caught_up_once_read(fake: FakeConsumer) -> None:
-    owned = OwnedPartitions(KafkaSettings(), "state", "g.poller")
+async def test_assigned_partitions_are_reread_and_caught_up_once_read(
+    fake: FakeConsumer, caplog: pytest.LogCaptureFixture
+) -> None:
+    owned = OwnedPartitions(KafkaSettings(), "state", "g.poller", "poller")
     await owned.start(2, {"cleanup.policy": "compact"})
     assert fake.calls[:2] == ["subscribe", "start"]
     fake.assign([P0, P1])
-    await fake.listener.on_partitions_assigned([P0, P1])
+    with caplog.at_level(logging.INFO, "bridge.kafka.ownership"):
+        await fake.listener.on_partitions_assigned([P0, P1])
+    assert caplog.messages == ["poller: owns state partitions [0, 1]"]
     assert fake.seeks == [(P0, 0), (P1, 0)]
     assert owned.owned() == {0, 1}
     assert not await owned.caught_up(0)  # four records to read first
@@ -41,7 +47,7 @@ async def test_assigned_partitions_are_reread_and_caught_up_once_read(fake: Fake
 
 
 async def test_broker_failures_are_broker_errors(fake: FakeConsumer) -> None:
-    owned = OwnedPartitions(KafkaSettings(), "state", "g.poller")
+    owned = OwnedPartitions(KafkaSettings(), "state", "g.poller", "poller")
     fake.failures["start"] = [KafkaConnectionError("Unable to bootstrap")]
     with pytest.raises(BrokerError, match="joining the group of state: KafkaConnectionError"):
         await owned.start(1, {})
