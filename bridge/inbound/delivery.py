@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from bridge.aio import TaskSet
 from bridge.contract.events import CloudEvent
 from bridge.inbound.redelivery.log import RedeliveryLog
 from bridge.kafka.producer import Publisher
@@ -29,7 +30,7 @@ class EventDelivery:
         self._publisher = publisher
         self._seen = seen
         self._timeout_s = timeout_s
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._pending = TaskSet("event delivery")  # by event id
 
     @property
     def pending(self) -> int:
@@ -43,7 +44,7 @@ class EventDelivery:
     async def deliver(self, events: Sequence[tuple[str, CloudEvent]]) -> bool:
         """Publish each (topic, event) not seen before; True once Kafka acknowledged them all."""
         tasks = [
-            self._pending.get(event.id) or self._start(topic, event)
+            self._pending.get(event.id) or self._pending.add(self._publish(topic, event), event.id)
             for topic, event in events
             if not self.seen(event)
         ]
@@ -56,18 +57,9 @@ class EventDelivery:
 
     async def drain(self, grace_s: float) -> bool:
         """Wait for publishes still running (at shutdown); False if some did not finish."""
-        if not self._pending:
-            return True
-        _, running = await asyncio.wait(list(self._pending.values()), timeout=grace_s)
-        for task in running:
-            task.cancel()
-        return not running
-
-    def _start(self, topic: str, event: CloudEvent) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._publish(topic, event))
-        self._pending[event.id] = task
-        task.add_done_callback(lambda _: self._pending.pop(event.id, None))
-        return task
+        finished = await self._pending.wait(grace_s)
+        self._pending.cancel()
+        return finished
 
     async def _publish(self, topic: str, event: CloudEvent) -> None:
         await self._publisher.publish(topic, event.key, event.value(), event.headers())

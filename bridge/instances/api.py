@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
-from aiokafka.errors import KafkaError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -25,6 +24,7 @@ from bridge.instances import changes
 from bridge.instances.changes import Change, Refusal, Rules
 from bridge.instances.model import Instance, InstanceSpec, Problem, masked
 from bridge.instances.records import Actor
+from bridge.kafka.errors import BrokerError
 from bridge.observability.metrics import ADMIN_REQUESTS
 
 __all__ = ["InstanceStore", "instances_routes", "instances_openapi"]
@@ -88,7 +88,7 @@ class _Guard:
             return response
         try:
             return await handler(request)
-        except (TimeoutError, KafkaError) as exc:
+        except (TimeoutError, BrokerError) as exc:
             log.warning("instances: Kafka did not answer in time (%s)", type(exc).__name__)
             return _error(
                 503,

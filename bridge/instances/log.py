@@ -26,8 +26,7 @@ from bridge.instances.records import (
     encode_instance,
 )
 from bridge.instances.sealing import Sealer
-from bridge.kafka.admin import create_topics
-from bridge.kafka.connection import connection_kwargs
+from bridge.kafka.admin import create_topic
 from bridge.kafka.follower import TopicFollower
 from bridge.kafka.producer import Publisher
 from bridge.observability.metrics import INSTANCE_CHANGES, INSTANCES
@@ -76,11 +75,7 @@ class InstanceLog:
 
     async def start(self) -> None:
         """Create the topics if needed and read every instance before serving."""
-        await create_topics(
-            self._kafka.bootstrap_servers,
-            [self._admin.audit_topic],
-            **connection_kwargs(self._kafka),
-        )
+        await create_topic(self._kafka, self._admin.audit_topic)
         await self._follower.start(1, {"cleanup.policy": "compact"})
         log.info(
             "instances: %d read from %s (%d unreadable)",

@@ -17,10 +17,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 
 from bridge.config import KafkaSettings, ProcessingSettings
 from bridge.kafka.connection import FETCH_MAX_BYTES, connection_kwargs
+from bridge.kafka.errors import BrokerError, kafka_errors
 from bridge.kafka.offsets import PartitionOffsets
 from bridge.kafka.ordering import KeyedRunner
 from bridge.kafka.records import Record
@@ -108,12 +108,17 @@ class RequestConsumer:
         return self._in_flight
 
     async def start(self) -> None:
-        """Connect and join the consumer group."""
-        await self._consumer.start()
-        self._consumer.subscribe(self._kafka.request_topics, listener=_Listener(self))
+        """Connect and join the consumer group; raises ``BrokerError`` when it cannot."""
+        with kafka_errors("starting the request consumer"):
+            await self._consumer.start()
+            self._consumer.subscribe(self._kafka.request_topics, listener=_Listener(self))
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Fetch and dispatch until ``stopping`` is set; commits finished offsets as it goes."""
+        """Fetch and dispatch until ``stopping`` is set; commits finished offsets as it goes.
+
+        Raises ``BrokerError`` when a fetch fails; a failed commit is only logged (retried at
+        the next interval).
+        """
         interval = self._kafka.commit_interval_s
         next_commit = time.monotonic() + interval
         while not stopping.is_set():
@@ -121,7 +126,8 @@ class RequestConsumer:
             if free <= 0:
                 await self._pulse.wait(interval)
             else:
-                batch = await self._consumer.getmany(timeout_ms=100, max_records=free)
+                with kafka_errors("fetching requests"):
+                    batch = await self._consumer.getmany(timeout_ms=100, max_records=free)
                 for tp, records in batch.items():
                     for record in records:
                         self._dispatch(tp, record)
@@ -130,29 +136,25 @@ class RequestConsumer:
                 next_commit = time.monotonic() + interval
 
     async def lag(self) -> dict[TopicPartition, int]:
-        """Per assigned partition: its end offset minus the group's committed offset."""
+        """Per assigned partition: its end offset minus the group's committed offset.
+
+        Raises ``BrokerError`` when the broker does not tell.
+        """
         tps = list(self._consumer.assignment())
         if not tps:
             return {}
-        ends = await self._consumer.end_offsets(tps)
-        committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in tps))
-        never = [tp for tp, c in zip(tps, committed, strict=True) if c is None]
-        starts = await self._consumer.beginning_offsets(never) if never else {}
+        with kafka_errors("measuring consumer lag"):
+            ends = await self._consumer.end_offsets(tps)
+            committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in tps))
+            never = [tp for tp, c in zip(tps, committed, strict=True) if c is None]
+            starts = await self._consumer.beginning_offsets(never) if never else {}
         return {
             tp: max(0, ends[tp] - (c if c is not None else starts[tp]))
             for tp, c in zip(tps, committed, strict=True)
         }
 
     def _dispatch(self, tp: TopicPartition, raw: object) -> None:
-        record = Record(
-            topic=tp.topic,
-            partition=tp.partition,
-            offset=raw.offset,  # type: ignore[attr-defined]
-            key=raw.key,  # type: ignore[attr-defined]
-            value=raw.value,  # type: ignore[attr-defined]
-            headers=tuple(raw.headers or ()),  # type: ignore[attr-defined]
-            timestamp_ms=raw.timestamp,  # type: ignore[attr-defined]
-        )
+        record = Record.of(raw)
         offsets = self._offsets.setdefault(tp, PartitionOffsets())
         offsets.add(record.offset)
         self._unfinished[tp] += 1
@@ -189,10 +191,11 @@ class RequestConsumer:
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:
+            with kafka_errors("committing offsets"):
+                await self._consumer.commit(offsets)
+        except BrokerError as exc:
             # Not fatal: the same offsets are committed next time, or re-read by the next owner.
-            log.warning("commit failed (%s); will retry", type(exc).__name__)
+            log.warning("commit failed (%s); will retry", exc.reason)
             return
         for tp, off in offsets.items():
             self._offsets[tp].committed(off)
@@ -218,4 +221,5 @@ class RequestConsumer:
     async def stop(self) -> None:
         """Cancel anything left and leave the group."""
         await self._runner.cancel()
-        await self._consumer.stop()
+        with kafka_errors("stopping the request consumer"):
+            await self._consumer.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,12 +16,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bridge.config import KafkaSettings
-from bridge.kafka.admin import create_topics
+from bridge.kafka.admin import create_topic
 from bridge.kafka.connection import FETCH_MAX_BYTES, connection_kwargs
+from bridge.kafka.errors import kafka_errors
+from bridge.kafka.retry import until_taken
 
 __all__ = ["TopicFollower"]
 
-log = logging.getLogger(__name__)
 OnRecord = Callable[[Any], None]
 _FETCH_MAX_WAIT_MS = 100
 # Records handed over per fetch: each is an object with its whole value (a reply, for the
@@ -42,14 +42,11 @@ class TopicFollower:
         self._progress = asyncio.Event()
 
     async def start(self, partitions: int, configs: Mapping[str, str]) -> None:
-        """Create the topic if missing, assign all of it, read it to its end, then follow."""
-        await create_topics(
-            self._settings.bootstrap_servers,
-            [self.topic],
-            partitions=partitions,
-            configs=configs,
-            **connection_kwargs(self._settings),
-        )
+        """Create the topic if missing, assign all of it, read it to its end, then follow.
+
+        Raises ``BrokerError`` when any of it fails.
+        """
+        await create_topic(self._settings, self.topic, partitions, configs)
         consumer = AIOKafkaConsumer(
             **connection_kwargs(self._settings),
             group_id=None,
@@ -60,24 +57,29 @@ class TopicFollower:
             fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
             fetch_max_bytes=FETCH_MAX_BYTES,
         )
-        await consumer.start()
-        self._consumer = consumer
-        assigned = [TopicPartition(self.topic, p) for p in await self._partitions(consumer)]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
+        with kafka_errors(f"starting to follow {self.topic}"):
+            await consumer.start()
+            self._consumer = consumer
+            assigned = [TopicPartition(self.topic, p) for p in await self._partitions(consumer)]
+            consumer.assign(assigned)
+            await consumer.seek_to_beginning(*assigned)
         self._task = asyncio.create_task(self._follow(consumer))
         await self.catch_up()
 
     async def catch_up(self) -> None:
-        """Return once every record written before this call has been handed over."""
+        """Return once every record written before this call has been handed over.
+
+        Raises ``BrokerError`` when the broker does not tell where the topic ends.
+        """
         consumer = self._consumer
         assert consumer is not None, "start() first"
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-        for tp, end in ends.items():
-            while await consumer.position(tp) < end:
-                self._progress.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), 1.0)
+        with kafka_errors(f"catching up with {self.topic}"):
+            ends = await consumer.end_offsets(list(consumer.assignment()))
+            for tp, end in ends.items():
+                while await consumer.position(tp) < end:
+                    self._progress.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._progress.wait(), 1.0)
 
     async def stop(self) -> None:
         """Stop following and disconnect."""
@@ -86,7 +88,8 @@ class TopicFollower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._consumer is not None:
-            await self._consumer.stop()
+            with kafka_errors(f"stopping to follow {self.topic}"):
+                await self._consumer.stop()
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
         for _ in range(50):  # metadata for a topic just created takes a moment
@@ -99,13 +102,15 @@ class TopicFollower:
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=500, max_records=_MAX_RECORDS)
-            except KafkaError as exc:
-                log.warning("reading %s failed (%s); retrying", self.topic, type(exc).__name__)
-                await asyncio.sleep(1)
-                continue
+            batches = await until_taken(lambda: self._fetch(consumer), f"reading {self.topic}")
             for records in batches.values():
                 for record in records:
                     self._on_record(record)
             self._progress.set()
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        with kafka_errors(f"reading {self.topic}"):
+            batches: dict[TopicPartition, list[Any]] = await consumer.getmany(
+                timeout_ms=500, max_records=_MAX_RECORDS
+            )
+        return batches

@@ -11,10 +11,12 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError
 
 from bridge.config import KafkaSettings
 from bridge.kafka.connection import connection_kwargs
+from bridge.kafka.errors import BrokerError, kafka_errors
+from bridge.kafka.retry import until_taken
 
 __all__ = ["Publisher", "RecordTooLarge"]
 
@@ -52,7 +54,8 @@ class Publisher:
         from the first fetch drops out of the cluster view: a batch waiting for that topic
         then waits forever (seen with Tansu when a new topic was created at start-up).
         """
-        await self._producer.client.add_topic(topic)
+        with kafka_errors(f"listing topic {topic}"):
+            await self._producer.client.add_topic(topic)
 
     @property
     def max_record_bytes(self) -> int:
@@ -60,14 +63,16 @@ class Publisher:
         return self._settings.max_request_size - 16_384
 
     async def start(self) -> None:
-        """Connect to the broker."""
-        await self._producer.start()
+        """Connect to the broker; raises ``BrokerError`` when it cannot."""
+        with kafka_errors("starting the producer"):
+            await self._producer.start()
 
     async def reachable(self, timeout_s: float) -> bool:
-        """True when a broker answers a metadata request within ``timeout_s``."""
+        """True when a broker answers a metadata request within ``timeout_s``; never raises."""
         try:
-            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s)
-        except (KafkaError, OSError, TimeoutError):
+            with kafka_errors("fetching metadata"):
+                await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s)
+        except (BrokerError, OSError, TimeoutError):
             return False
         return True
 
@@ -78,7 +83,8 @@ class Publisher:
         counted as done (its offset is not committed, its webhook was not answered 2xx).
         """
         try:
-            await asyncio.wait_for(self._producer.stop(), timeout_s)
+            with kafka_errors("stopping the producer"):
+                await asyncio.wait_for(self._producer.stop(), timeout_s)
         except TimeoutError:
             log.warning(
                 "producer did not flush within %.0f s; unacknowledged records dropped", timeout_s
@@ -93,30 +99,41 @@ class Publisher:
         partition: int | None = None,
     ) -> tuple[int, int]:
         """Send one record (to ``partition``, else the key's; ``None`` is a tombstone); its
-        (partition, offset) once acknowledged."""
+        (partition, offset) once acknowledged.
+
+        Retried until the broker acknowledges it; raises ``RecordTooLarge`` when the record is
+        too large to send, and ``BrokerError`` only when the client cannot list the topic.
+        """
         listed = self._listed.get(topic)
         if listed is None:
             listed = self._listed[topic] = asyncio.ensure_future(self._list(topic))
         if not listed.done():
             # Every record sent meanwhile waits for the same listing: their order is kept.
             await asyncio.shield(listed)
-        backoff = 0.1
-        while True:
+        what = f"publish to {topic}"
+        return await until_taken(
+            lambda: self._send(what, topic, key, value, headers, partition),
+            what,
+            first_s=0.1,
+            max_s=self._max_backoff_s,
+        )
+
+    async def _send(
+        self,
+        what: str,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None,
+    ) -> tuple[int, int]:
+        with kafka_errors(what):
             try:
                 sent = await self._producer.send_and_wait(
                     topic, value, key=key, headers=headers, partition=partition
                 )
-                return sent.partition, sent.offset
             except MessageSizeTooLargeError:
                 raise RecordTooLarge(
                     f"{len(value or b'')} bytes exceed the producer limit"
                 ) from None
-            except KafkaError as exc:
-                log.warning(
-                    "publish to %s not acknowledged (%s); retrying in %.1fs",
-                    topic,
-                    type(exc).__name__,
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff_s)
+        return sent.partition, sent.offset

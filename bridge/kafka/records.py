@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Record"]
 
@@ -18,6 +19,19 @@ class Record:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int | None = None
+
+    @classmethod
+    def of(cls, raw: Any) -> Record:
+        """The plain data of a record as aiokafka hands it over (its ``ConsumerRecord``)."""
+        return cls(
+            topic=raw.topic,
+            partition=raw.partition,
+            offset=raw.offset,
+            key=raw.key,
+            value=raw.value,
+            headers=tuple(raw.headers or ()),
+            timestamp_ms=raw.timestamp,
+        )
 
     def text_headers(self) -> list[tuple[str, str]]:
         """Headers whose values are UTF-8, as text (others cannot be forwarded over HTTP)."""

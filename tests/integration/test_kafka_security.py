@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
 
 from bridge.config import KafkaSettings
 from bridge.kafka.admin import create_topics
 from bridge.kafka.connection import connection_kwargs
+from bridge.kafka.errors import BrokerError
 from bridge.kafka.producer import Publisher
 from bridge.tooling.local.tansu import TansuBroker
 from tests.integration.harness import BridgeProcess, Topics
@@ -301,9 +301,10 @@ async def test_mutual_tls_refuses_a_client_without_a_trusted_certificate(
         else:
             fields |= {"ssl_certfile": pki.rogue_client_cert, "ssl_keyfile": pki.rogue_client_key}
         publisher = Publisher(KafkaSettings(bootstrap_servers=gateway.address, **fields))
-        with pytest.raises(KafkaConnectionError):
+        with pytest.raises(BrokerError) as raised:
             await asyncio.wait_for(publisher.start(), 10)
         await publisher.stop()
+    assert raised.value.reason == "KafkaConnectionError"
     assert not gateway.client_certs
 
 
@@ -317,9 +318,10 @@ async def test_a_wrong_sasl_password_is_refused_and_never_shown(
         fields = _fields(case, pki, bridge=True) | {"sasl_password": wrong}
         publisher = Publisher(KafkaSettings(bootstrap_servers=gateway.address, **fields))
         with caplog.at_level(logging.ERROR, "aiokafka"):
-            with pytest.raises(KafkaConnectionError) as raised:
+            with pytest.raises(BrokerError) as raised:
                 await asyncio.wait_for(publisher.start(), 10)
         await publisher.stop()
+    assert raised.value.reason == "KafkaConnectionError"
     assert "SaslAuthenticationFailed" in caplog.text, caplog.text
     assert wrong not in caplog.text and wrong not in str(raised.value)
     assert not gateway.authenticated

@@ -19,18 +19,16 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
-
 from bridge.config import KafkaSettings, PollerSettings, WebhookSettings
 from bridge.contract.envelopes import BasicRequest
 from bridge.contract.errors import BridgeError
 from bridge.contract.events import CloudEvent
 from bridge.inbound.delivery import EventDelivery
 from bridge.inbound.polling.state import PollState, call_event, message_event, parse_twilio_time
-from bridge.kafka.admin import create_topics
-from bridge.kafka.connection import connection_kwargs
+from bridge.kafka.errors import BrokerError
+from bridge.kafka.ownership import OwnedPartitions
 from bridge.kafka.producer import Publisher
+from bridge.kafka.retry import pause
 from bridge.observability.metrics import POLLER_ITEMS, POLLER_RUNS
 from bridge.twilio.accounts import Account, Accounts, event_topic
 from bridge.twilio.calls import CallBuilder
@@ -64,7 +62,6 @@ class Poller:
         delivery: EventDelivery,
     ) -> None:
         self._settings = settings
-        self._kafka = kafka
         self._webhook = webhook
         self._accounts = accounts
         self._builder = builder
@@ -72,9 +69,10 @@ class Poller:
         self._publisher = publisher
         self._delivery = delivery
         self._states: dict[str, PollState] = {}
-        self._caught_up: dict[int, int] = {}  # partition → end offset to read before owning it
         self._last_poll: dict[str, float] = {}
-        self._consumer: AIOKafkaConsumer | None = None
+        self._owned = OwnedPartitions(
+            kafka, settings.state_topic, f"{kafka.group_id}.poller", owner="poller"
+        )
 
     def partition_of(self, credential: str) -> int:
         """The state partition (and so the owner) of a credential: stable across restarts."""
@@ -82,41 +80,22 @@ class Poller:
 
     async def start(self) -> None:
         """Create the state topic if needed and join the pollers' group."""
-        await create_topics(
-            self._kafka.bootstrap_servers,
-            [self._settings.state_topic],
-            partitions=self._settings.partitions,
-            configs={"cleanup.policy": "compact"},
-            **connection_kwargs(self._kafka),
-        )
-        self._consumer = AIOKafkaConsumer(
-            **connection_kwargs(self._kafka),
-            group_id=f"{self._kafka.group_id}.poller",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=self._kafka.session_timeout_ms,
-        )
-        self._consumer.subscribe([self._settings.state_topic], listener=_Reread(self))
-        await self._consumer.start()
+        await self._owned.start(self._settings.partitions, {"cleanup.policy": "compact"})
 
     async def stop(self) -> None:
         """Leave the group."""
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._owned.stop()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Follow the state topic and poll owned credentials until ``stopping`` is set."""
-        assert self._consumer is not None
         while not stopping.is_set():
             try:
-                batches = await self._consumer.getmany(timeout_ms=500)
-            except KafkaError as exc:
-                log.warning("poller: reading state failed (%s)", type(exc).__name__)
-                await asyncio.sleep(1)
+                records = await self._owned.fetch(timeout_ms=500)
+            except BrokerError as exc:
+                await pause("poller: reading state", exc, 1.0)
                 continue
-            for records in batches.values():
-                for record in records:
-                    self._remember(record.key, record.value)
+            for record in records:
+                self._remember(record.key, record.value)
             for account in await self._due():
                 if self._accounts.get(account.name) is account:  # not changed meanwhile
                     await self._poll(account)
@@ -131,8 +110,7 @@ class Poller:
 
     async def _due(self) -> list[Account]:
         """Owned polling accounts whose partition was read to its end and whose turn has come."""
-        assert self._consumer is not None
-        owned = {tp.partition for tp in self._consumer.assignment()}
+        owned = self._owned.owned()
         now = time.monotonic()
         due = []
         # A copy: instances may come and go while a poll awaits.
@@ -140,16 +118,13 @@ class Poller:
             partition = self.partition_of(account.name)
             last = self._last_poll.get(account.name, float("-inf"))
             interval = account.refresh_interval_s or self._settings.refresh_interval_s
-            if partition in owned and now - last >= interval and await self._read_to_end(partition):
+            if (
+                partition in owned
+                and now - last >= interval
+                and await self._owned.caught_up(partition)
+            ):
                 due.append(account)
         return due
-
-    async def _read_to_end(self, partition: int) -> bool:
-        """True once the state records that were there when it was assigned have been read."""
-        assert self._consumer is not None
-        end = self._caught_up.get(partition)
-        tp = TopicPartition(self._settings.state_topic, partition)
-        return end is not None and await self._consumer.position(tp) >= end
 
     async def _poll(self, account: Account) -> None:
         credential = account.name
@@ -230,25 +205,3 @@ class Poller:
 def _updated_since(resource: Mapping[str, Any], since: datetime) -> bool:
     updated = parse_twilio_time(resource.get("date_updated"))
     return updated is None or updated >= since
-
-
-class _Reread(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On assignment, read each partition from the start: that is where the watermarks are."""
-
-    def __init__(self, poller: Poller) -> None:
-        self._poller = poller
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        for tp in revoked:
-            self._poller._caught_up.pop(tp.partition, None)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        consumer = self._poller._consumer
-        assert consumer is not None
-        log.info("poller: owns state partitions %s", sorted(tp.partition for tp in assigned))
-        if not assigned:
-            return
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        for tp in assigned:
-            self._poller._caught_up[tp.partition] = ends[tp]

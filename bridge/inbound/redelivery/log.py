@@ -8,12 +8,12 @@ missing, with time retention equal to the window.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from bridge.aio import TaskSet
 from bridge.config import KafkaSettings
 from bridge.inbound.redelivery.window import RedeliveryWindow
 from bridge.kafka.follower import TopicFollower
@@ -40,7 +40,7 @@ class RedeliveryLog:
         self._publisher = publisher
         self._clock = clock
         self._follower = TopicFollower(settings, topic, self._read)
-        self._sharing: set[asyncio.Task[tuple[int, int]]] = set()
+        self._sharing = TaskSet("redelivery log")
 
     def __len__(self) -> int:
         return len(self._window)
@@ -52,9 +52,7 @@ class RedeliveryLog:
     def add(self, key: str) -> None:
         """Remember ``key`` here at once, and tell the other replicas in the background."""
         self._window.add(key, self._clock())
-        task = asyncio.create_task(self._publisher.publish(self.topic, key.encode(), b"", []))
-        self._sharing.add(task)
-        task.add_done_callback(self._sharing.discard)
+        self._sharing.add(self._publisher.publish(self.topic, key.encode(), b"", []))
 
     async def start(self) -> None:
         """Create the topic if needed, read what it holds, then follow it in the background."""
@@ -64,10 +62,8 @@ class RedeliveryLog:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Finish telling the others what was seen (within ``grace_s``), stop following."""
-        if self._sharing:
-            await asyncio.wait(self._sharing, timeout=grace_s)
-        for task in self._sharing:
-            task.cancel()
+        await self._sharing.wait(grace_s)
+        self._sharing.cancel()
         await self._follower.stop()
 
     def _read(self, record: Any) -> None:

@@ -25,13 +25,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
-
+from bridge.aio import TaskSet
 from bridge.config import IdempotencySettings, KafkaSettings
-from bridge.kafka.connection import connection_kwargs
 from bridge.kafka.follower import TopicFollower
+from bridge.kafka.lookup import RecordLookup
 from bridge.kafka.producer import Publisher
+from bridge.kafka.retry import until_taken
 from bridge.outbound.idempotency.index import Answered, IdempotencyIndex, Prior, digest
 
 __all__ = ["IdempotencyLog"]
@@ -89,9 +88,8 @@ class IdempotencyLog:
         # The batches filling during this turn of the loop.
         self._starts: _Batch | None = None
         self._answers: _Batch | None = None
-        self._sending: set[asyncio.Future[tuple[int, int]]] = set()
-        self._reader: AIOKafkaConsumer | None = None
-        self._reading = asyncio.Lock()
+        self._sending = TaskSet("idempotency log")
+        self._replies = RecordLookup(kafka, settings.topic)
         self._synced: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -122,13 +120,7 @@ class IdempotencyLog:
 
     async def _catch_up(self) -> None:
         # A broker outage delays requests here; it must not turn into a wrong answer.
-        while True:
-            try:
-                await self._follower.catch_up()
-                return
-            except KafkaError as exc:
-                log.warning("idempotency: catching up failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(1)
+        await until_taken(self._follower.catch_up, "idempotency: catching up")
 
     async def check(self, request_id: str) -> Prior | None:
         """What became of ``request_id`` before, once any send of it here has finished."""
@@ -210,9 +202,7 @@ class IdempotencyLog:
         # A compacted topic needs a key; one of its own keeps every batch until the window ends.
         key = b"\0" + headers[0][1] + b"/" + os.urandom(8)
         publish = publisher.publish(self._settings.topic, key, bytes(batch.value), headers)
-        task = asyncio.ensure_future(publish)
-        self._sending.add(task)  # the loop keeps only a weak reference to a task
-        task.add_done_callback(self._sending.discard)
+        task = self._sending.add(publish)
 
         def settle(done: asyncio.Future[tuple[int, int]]) -> None:
             # Everything waiting on the batch gets its acknowledgement, or why there is none.
@@ -237,40 +227,21 @@ class IdempotencyLog:
 
     async def first_reply(self, request_id: str, answered: Answered) -> bytes | None:
         """The reply recorded for an answered id, read back from Kafka (None if gone)."""
-        tp = TopicPartition(self._settings.topic, answered.partition)
-        async with self._reading:
-            while True:
-                try:
-                    reader = await self._started_reader()
-                    reader.assign([tp])
-                    reader.seek(tp, answered.offset)
-                    batch = await reader.getmany(tp, timeout_ms=5000, max_records=1)
-                    break
-                except KafkaError as exc:
-                    # Never "not found" for a read that failed: that would send again.
-                    log.warning("idempotency: reading a reply failed (%s)", type(exc).__name__)
-                    await asyncio.sleep(1)
-        records = batch.get(tp, [])
-        if not records or records[0].offset != answered.offset:
+        # Never "not found" for a read that failed: that would send again.
+        record = await until_taken(
+            lambda: self._replies.read(answered.partition, answered.offset),
+            "idempotency: reading a reply",
+        )
+        if record is None:
             return None  # compacted away or expired meanwhile
-        record = records[0]
         value: bytes = record.value or b""
-        if dict(record.headers or ()).get(_STATE) != _ANSWERS:
+        if dict(record.headers).get(_STATE) != _ANSWERS:
             return value  # a single answer, as written before
         wanted = digest(request_id)
         for key, start, end in _answers(value):
             if key == wanted:
                 return value[start:end]
         return None
-
-    async def _started_reader(self) -> AIOKafkaConsumer:
-        if self._reader is None:
-            reader = AIOKafkaConsumer(
-                **connection_kwargs(self._kafka), group_id=None, enable_auto_commit=False
-            )
-            await reader.start()
-            self._reader = reader
-        return self._reader
 
     async def stop(self) -> None:
         """Stop following; release anything still waiting."""
@@ -281,8 +252,7 @@ class IdempotencyLog:
         await self._follower.stop()
         if self._starts_publisher is not None:
             await self._starts_publisher.stop()
-        if self._reader is not None:
-            await self._reader.stop()
+        await self._replies.stop()
 
     def _read(self, record: Any) -> None:
         key = record.key

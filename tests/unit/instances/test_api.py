@@ -25,6 +25,7 @@ from bridge.instances.api import instances_routes
 from bridge.instances.changes import Change, Rules
 from bridge.instances.model import MASK, Instance
 from bridge.instances.records import Actor
+from bridge.kafka.errors import BrokerError
 from bridge.kafka.producer import Publisher
 from bridge.twilio.accounts import Accounts
 
@@ -44,13 +45,15 @@ RULES = Rules(
 
 
 class MemoryStore:
-    """An ``InstanceStore`` in a dict; ``fail`` makes reads or writes time out."""
+    """An ``InstanceStore`` in a dict; ``fail`` makes reads or writes time out (or ``failure``
+    makes them raise that instead)."""
 
     def __init__(self) -> None:
         self.instances: dict[str, Instance] = {}
         self.broken: dict[str, str] = {}
         self.writes: list[tuple[Change, Actor]] = []
         self.fail: str | None = None  # "latest" or "write"
+        self.failure: Exception = TimeoutError()
         self._lock = asyncio.Lock()
 
     def get(self, name: str) -> Instance | None:
@@ -68,13 +71,13 @@ class MemoryStore:
     async def latest(self) -> None:
         await asyncio.sleep(0)  # as reading Kafka would, let other requests run
         if self.fail == "latest":
-            raise TimeoutError
+            raise self.failure
 
     async def write(self, change: Change, actor: Actor) -> None:
         assert self._lock.locked(), "changes are written under the store's lock"
         await asyncio.sleep(0)
         if self.fail == "write":
-            raise TimeoutError
+            raise self.failure
         self.writes.append((change, actor))
         if change.after is None:
             self.instances.pop(change.name, None)
@@ -382,11 +385,16 @@ async def test_a_validation_error_names_every_problem_and_no_value(
     assert store.writes == []
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [TimeoutError(), BrokerError("publish", "KafkaTimeoutError", retriable=True)],
+    ids=["timeout", "broker"],
+)
 @pytest.mark.parametrize("fail", ["latest", "write"])
 async def test_kafka_not_answering_in_time_is_503(
-    http: httpx.AsyncClient, store: MemoryStore, fail: str
+    http: httpx.AsyncClient, store: MemoryStore, fail: str, failure: Exception
 ) -> None:
-    store.fail = fail
+    store.fail, store.failure = fail, failure
     answer = await http.post("/instances", **send(spec()))
     assert (answer.status_code, answer.json()["error"]["kind"]) == (503, "unavailable")
     assert "read the instance before retrying" in answer.json()["error"]["message"]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from bridge.config import IdempotencySettings, KafkaSettings
+from bridge.kafka.errors import BrokerError
+from bridge.kafka.records import Record
 from bridge.outbound.idempotency.index import Answered, IdempotencyIndex, Started, digest
 from bridge.outbound.idempotency.log import IdempotencyLog
 from bridge.outbound.replies import reply_bytes
@@ -249,19 +251,23 @@ async def test_a_refused_answer_fails_its_batch_and_frees_its_ids() -> None:
 
 
 @dataclass
-class FakeReader:
-    """The reader ``first_reply`` reads one record back with."""
+class FakeLookup:
+    """``RecordLookup``'s contract: the record at a place, None when it is gone."""
 
     record: FakeRecord
+    failures: list[BrokerError] = field(default_factory=list)  # raised first, one per read
+    reads: int = 0
 
-    def assign(self, partitions: list[object]) -> None:
-        pass
-
-    def seek(self, tp: object, offset: int) -> None:
-        assert offset == self.record.offset
-
-    async def getmany(self, tp: object, **_: object) -> dict[object, list[FakeRecord]]:
-        return {tp: [self.record]}
+    async def read(self, partition: int, offset: int) -> Record | None:
+        self.reads += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        found = self.record
+        if (partition, offset) != (found.partition, found.offset):
+            return None
+        return Record(
+            "t", found.partition, found.offset, found.key, found.value, tuple(found.headers)
+        )
 
 
 @pytest.mark.parametrize(
@@ -283,15 +289,25 @@ class FakeReader:
             None,
         ),
         (FakeRecord(b"b", b"33", [("state", b"answered")], offset=4), b"33"),
+        (FakeRecord(b"b", b"33", [("state", b"answered")], offset=5), None),
     ],
-    ids=["in a batch", "not in the batch", "a single answer"],
+    ids=["in a batch", "not in the batch", "a single answer", "gone"],
 )
 async def test_a_first_reply_is_read_back_from_its_record(
     record: FakeRecord, expected: bytes | None
 ) -> None:
     log = _log(FakePublisher())
-    log._reader = FakeReader(record)
+    log._replies = FakeLookup(record)  # type: ignore[assignment]
     assert await log.first_reply("b", Answered(1.0, 0, 4)) == expected
+
+
+async def test_a_failed_read_is_tried_again_never_taken_for_a_missing_reply() -> None:
+    log = _log(FakePublisher())
+    failure = BrokerError("reading", "KafkaConnectionError", retriable=True)
+    lookup = FakeLookup(FakeRecord(b"b", b"33", [("state", b"answered")], offset=4), [failure])
+    log._replies = lookup  # type: ignore[assignment]
+    assert await log.first_reply("b", Answered(1.0, 0, 4)) == b"33"
+    assert lookup.reads == 2
 
 
 # --- the processor -------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""Read single records of a topic back by their place (partition and offset).
+
+For a record whose place was noted when it was written or read (the idempotency log's first
+reply to a request): one consumer, outside any group, started on the first read and pointed
+at each place in turn, so reads take turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bridge.config import KafkaSettings
+from bridge.kafka.connection import connection_kwargs
+from bridge.kafka.errors import kafka_errors
+from bridge.kafka.records import Record
+
+__all__ = ["RecordLookup"]
+
+# How long one read waits for the broker to hand the record over.
+_READ_TIMEOUT_MS = 5000
+
+
+class RecordLookup:
+    """Reads the record at a given offset of ``topic``."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self._settings = settings
+        self.topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reading = asyncio.Lock()  # the consumer reads one place at a time
+
+    async def read(self, partition: int, offset: int) -> Record | None:
+        """The record at ``offset`` of ``partition``, or None when it is no longer there
+        (compacted away or expired); raises ``BrokerError`` when the read fails."""
+        tp = TopicPartition(self.topic, partition)
+        async with self._reading:
+            with kafka_errors(f"reading {self.topic}/{partition} at {offset}"):
+                consumer = await self._started()
+                consumer.assign([tp])
+                consumer.seek(tp, offset)
+                batch = await consumer.getmany(tp, timeout_ms=_READ_TIMEOUT_MS, max_records=1)
+        records = batch.get(tp, [])
+        if not records or records[0].offset != offset:
+            return None
+        return Record.of(records[0])
+
+    async def stop(self) -> None:
+        """Disconnect, if a read ever connected."""
+        if self._consumer is not None:
+            with kafka_errors(f"stopping to read {self.topic}"):
+                await self._consumer.stop()
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                **connection_kwargs(self._settings), group_id=None, enable_auto_commit=False
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer

@@ -1,0 +1,41 @@
+"""Reading a record back by its place: the record, None once it is gone, or a BrokerError."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
+
+from bridge.config import KafkaSettings
+from bridge.kafka import lookup as lookup_module
+from bridge.kafka.errors import BrokerError
+from bridge.kafka.lookup import RecordLookup
+from bridge.kafka.records import Record
+from tests.helpers import FakeConsumer, consumed, use_fake_consumer
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeConsumer:
+    return use_fake_consumer(monkeypatch, lookup_module, FakeConsumer())
+
+
+async def test_the_record_at_its_place_or_none_when_gone(fake: FakeConsumer) -> None:
+    lookup = RecordLookup(KafkaSettings(), "outcomes")
+    fake.records = [consumed("outcomes", 2, 7, b"k", b"reply")]
+    assert await lookup.read(2, 7) == Record(
+        "outcomes", 2, 7, b"k", b"reply", (("state", b"x"),), 1_000
+    )
+    assert fake.seeks == [(TopicPartition("outcomes", 2), 7)]
+    fake.records = [consumed("outcomes", 2, 9, b"k", b"later")]  # 7 compacted away
+    assert await lookup.read(2, 7) is None
+    assert await lookup.read(2, 7) is None  # nothing there at all
+    assert fake.calls.count("start") == 1  # one consumer for every read
+    await lookup.stop()
+
+
+async def test_a_failed_read_is_a_broker_error(fake: FakeConsumer) -> None:
+    fake.failures["getmany"] = [KafkaConnectionError("gone")]
+    lookup = RecordLookup(KafkaSettings(), "outcomes")
+    with pytest.raises(BrokerError, match="reading outcomes/0 at 3: KafkaConnectionError"):
+        await lookup.read(0, 3)
+    await lookup.stop()
