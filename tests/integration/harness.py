@@ -239,7 +239,7 @@ async def run_through_mock(
     env: dict[str, str],
     headers: Callable[[bytes | None], Headers],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Run every envelope through a fresh bridge against ``fast_mock``: replies by id, stats.
+    """Run every envelope through a fresh bridge against ``fast_twilio``: replies by id, stats.
 
     ``headers(key)`` gives each record's headers, for the envelope to forward to the mock.
     """
@@ -260,7 +260,7 @@ async def run_through_mock(
 
 def counted_post(n: int, tag: str = "post") -> tuple[bytes, bytes]:
     """(key, value) of a CreateMessage envelope ``tag-n`` that forwards its id as
-    ``I-Request-Id``, which ``fast_mock`` counts: a second call for it would show."""
+    ``I-Request-Id``, which ``fast_twilio`` counts: a second call for it would show."""
     envelope: dict[str, Any] = {
         "id": f"{tag}-{n}",
         "mode": "basic",

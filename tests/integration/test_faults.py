@@ -1,6 +1,6 @@
 """Faults and duplicates: the real bridge process, Tansu, and a mock that counts POSTs.
 
-Each envelope forwards its id as ``I-Request-Id``, which ``fast_mock`` counts, so a second
+Each envelope forwards its id as ``I-Request-Id``, which ``fast_twilio`` counts, so a second
 call to Twilio for the same request would show as a count of 2.
 """
 

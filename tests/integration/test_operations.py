@@ -1,6 +1,6 @@
 """Operating the real bridge process: metrics, readiness, logs, and SIGTERM under load.
 
-Against Tansu and ``fast_mock``; the mock counts every POST by the ``I-Request-Id`` the bridge
+Against Tansu and ``fast_twilio``; the mock counts every POST by the ``I-Request-Id`` the bridge
 forwards, so a shutdown that sent anything twice would show.
 """
 

@@ -1,4 +1,4 @@
-"""Rate limits and the concurrency cap, through the real bridge process against ``fast_mock``.
+"""Rate limits and the concurrency cap, through the real bridge process against ``fast_twilio``.
 
 The mock behaves like Twilio's account concurrency limit: every answer carries
 ``Twilio-Concurrent-Requests``, and a request over ``--account-limit`` in flight gets 429 at once.

@@ -1,15 +1,16 @@
 """End-to-end benchmark of the real bridge process, with its baselines and the issue's targets.
 
-    /tmp/venv/bin/python -m tests.perf.bench_bridge                 # everything, ~5 min
-    /tmp/venv/bin/python -m tests.perf.bench_bridge --quick         # smaller runs, ~3 min
-    /tmp/venv/bin/python -m tests.perf.bench_bridge --only zero-p1 lat100 --baselines kafka http
-    /tmp/venv/bin/python -m tests.perf.bench_bridge --only zero-p1 --profile /tmp/prof
+    .venv/bin/python -m tests.perf.bench_bridge                 # everything, ~5 min
+    .venv/bin/python -m tests.perf.bench_bridge --quick         # smaller runs, ~3 min
+    .venv/bin/python -m tests.perf.bench_bridge --only zero-p1 lat100 --baselines kafka http
+    .venv/bin/python -m tests.perf.bench_bridge --only zero-p1 --profile /tmp/prof
 
-One Tansu broker serves every run and one ``fast_mock.py`` process per mock latency stands in for
-Twilio. With two or more CPUs the bridge (and each baseline) runs alone on CPU 1 (``taskset -c
-1``) while the broker, the mocks, the load generators and this process share CPU 0 (``--no-pin``
-turns that off). Figures are printed, never asserted; a summary at the end compares them with the
-targets. Other load on the machine shows up as noise: the load average is printed.
+One Tansu broker serves every run and one ``tests/support/fast_twilio.py`` process per mock
+latency stands in for Twilio. With two or more CPUs the bridge (and each baseline) runs alone on
+CPU 1 (``taskset -c 1``) while the broker, the mocks, the load generators and this process share
+CPU 0 (``--no-pin`` turns that off). Figures are printed, never asserted; a summary at the end
+compares them with the targets. Other load on the machine shows up as noise: the load average is
+printed.
 
 **Scenarios** (``--only``; all by default):
 
@@ -79,7 +80,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bridge.tooling.local.tansu import TansuBroker, create_topics, free_port
 from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, produce
 from tests.perf.bench_http import run_client
-from tests.perf.fast_mock import spawn
+from tests.support.fast_twilio import spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
