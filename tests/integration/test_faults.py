@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from bridge.tooling.local.tansu import TansuBroker
-from tests.integration.harness import (
+from tests.support.harness import (
     BridgeProcess,
     Topics,
     collect,

@@ -33,8 +33,8 @@ from bridge.kafka.admin import create_topics
 from bridge.kafka.connection import connection_kwargs
 from bridge.kafka.producer import Publisher
 from bridge.tooling.local.tansu import TansuBroker
-from tests.integration.harness import BridgeProcess, Topics
 from tests.support.fast_twilio import spawn
+from tests.support.harness import BridgeProcess, Topics
 from tests.support.kafka_gateway import KafkaGateway, server_tls
 from tests.support.tls import Pki, make_pki, openssl_available
 

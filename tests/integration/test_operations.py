@@ -19,9 +19,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
-from tests.integration.harness import (
-    ACCOUNT,
-    AUTH_TOKEN,
+from tests.helpers import ACCOUNT, AUTH_TOKEN
+from tests.support.harness import (
     BridgeProcess,
     Topics,
     collect,

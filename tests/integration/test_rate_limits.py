@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import run_through_mock
+from tests.support.harness import run_through_mock
 
 OVER_LIMIT = "429 over the account limit"
 RETRIES = {

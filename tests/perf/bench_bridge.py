@@ -78,9 +78,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bridge.tooling.local.tansu import TansuBroker, create_topics, free_port
-from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, produce
+from tests.helpers import ACCOUNT, AUTH_TOKEN
 from tests.perf.bench_http import run_client
 from tests.support.fast_twilio import spawn
+from tests.support.harness import BridgeProcess, Topics, produce
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"

@@ -24,15 +24,16 @@ from bridge.outbound.replies import error_reply, reply_for_response
 from bridge.twilio.accounts import Account
 from bridge.twilio.calls import TwilioCall
 from bridge.twilio.responses import HttpResult, failure_from_response
+from tests.helpers import ACCOUNT
 
-PATH = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json"
+PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
 CALL = TwilioCall(
     method="POST",
     url="https://api.twilio.com" + PATH,
     path=PATH,
     account=Account.from_settings(
         "default",
-        Credential(account_sid="AC" + "0" * 32, auth_token=SecretStr("t" * 32)),
+        Credential(account_sid=ACCOUNT, auth_token=SecretStr("t" * 32)),
         calls=False,
     ),
     content=b"To=%2B1",

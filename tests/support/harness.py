@@ -1,4 +1,4 @@
-"""Drive the real ``twilio-bridge run`` process and talk to its topics, for integration tests."""
+"""Drive the real ``twilio-bridge run`` process and talk to its topics (integration tests, perf)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bridge.tooling.local.tansu import create_topics, free_port
 
 __all__ = [
-    "ACCOUNT",
     "BridgeProcess",
     "Topics",
     "collect",
@@ -32,9 +31,7 @@ __all__ = [
     "run_through_mock",
 ]
 
-from tests.helpers import ACCOUNT
-
-AUTH_TOKEN = "test-auth-token-not-a-secret-value"
+from tests.helpers import ACCOUNT, AUTH_TOKEN
 
 
 @dataclass
