@@ -1,29 +1,78 @@
-"""What many tests share: the project's root, a Twilio account SID, a stored instance, and a
-stand-in for aiokafka's consumer."""
+"""What many tests share: the project's root, test credentials, instances, the outbound
+processor over a recording Twilio stand-in, a recording event delivery, and a stand-in for
+aiokafka's consumer.
+
+Values here are arbitrary but well formed; a test that needs a particular value defines its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
+import httpx
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
+from pydantic import SecretStr
 
+from bridge.config import Credential, TwilioSettings
+from bridge.contract.events import CloudEvent
+from bridge.inbound.delivery import EventDelivery
 from bridge.instances.model import Instance
+from bridge.kafka.producer import Publisher
+from bridge.kafka.records import Record
+from bridge.outbound.idempotency.index import Answered, IdempotencyIndex, Prior, digest
+from bridge.outbound.processor import Processor
+from bridge.twilio.accounts import Account, Accounts
+from bridge.twilio.calls import CallBuilder, TwilioCall
+from bridge.twilio.catalog import Catalog
+from bridge.twilio.client import TwilioClient
+from bridge.twilio.responses import HttpResult
+from bridge.twilio.retry import RetryPolicy
 
 __all__ = [
     "ACCOUNT",
+    "API_KEY_SECRET",
+    "API_KEY_SID",
+    "AUTH_TOKEN",
+    "CALL",
     "CHART",
+    "CREATED",
+    "CREATED_MESSAGE",
+    "CREDENTIALS",
+    "ENVELOPE",
+    "FAST_RETRIES",
+    "FETCH_MESSAGE",
     "INSTANCE_ACCOUNT",
+    "INSTANCE_AUTH_TOKEN",
+    "JSON",
+    "ONE_ATTEMPT",
+    "PATH",
     "README",
     "ROOT",
     "SCHEMAS",
+    "SERVER_ERROR",
+    "TOO_MANY",
+    "TWILIO_SETTINGS",
+    "Answer",
     "FakeConsumer",
+    "MemoryIdempotencyStore",
+    "RecordingDelivery",
+    "RecordingTwilio",
+    "TwilioHandler",
+    "answering",
+    "answering_in_turn",
     "consumed",
+    "instance_spec",
+    "outbound_processor",
+    "request_record",
+    "result",
     "stored_instance",
 ]
 
@@ -31,9 +80,33 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
 CHART = ROOT / "helm" / "twilio-kafka-bridge"
 README = ROOT / "README.md"
+
+# --- credentials ---------------------------------------------------------------------------
+
 # Test account SIDs: any 32 hex digits will do; an instance's differs from the settings' one.
 ACCOUNT = "AC" + "0" * 32
 INSTANCE_ACCOUNT = "AC" + "c" * 32
+API_KEY_SID = "SK" + "b" * 32
+# Secrets: distinctive, so a test can look for them where they must not appear.
+AUTH_TOKEN = "test-auth-token-not-a-secret-value"
+INSTANCE_AUTH_TOKEN = "tok-SUPERSECRET-7f3a9c"
+API_KEY_SECRET = "key-SUPERSECRET-41d2e8"
+CREDENTIALS = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(AUTH_TOKEN))}
+
+# --- instances -----------------------------------------------------------------------------
+
+
+def instance_spec(name: str = "acme", **configuration: Any) -> dict[str, Any]:
+    """An instance document as the admin API takes it: ``INSTANCE_ACCOUNT``, its token, a tag."""
+    return {
+        "name": name,
+        "configuration": {
+            "account_sid": INSTANCE_ACCOUNT,
+            "auth_token": INSTANCE_AUTH_TOKEN,
+            **configuration,
+        },
+        "tags": ["eu"],
+    }
 
 
 def stored_instance(
@@ -158,3 +231,211 @@ def use_fake_consumer(
     if hasattr(module, "create_topic"):
         monkeypatch.setattr(module, "create_topic", topic_exists)
     return consumer
+
+
+# --- the outbound processor over a recording Twilio stand-in -------------------------------
+
+# The httpx transport, so that an ``httpx.MockTransport`` can stand in for Twilio.
+TWILIO_SETTINGS = TwilioSettings(transport="httpx")
+# One attempt: a test of how an answer is classified looks at that answer alone.
+ONE_ATTEMPT = RetryPolicy(max_attempts=1)
+# A basic CreateMessage with a list field, metadata and a parameter the operation does not take.
+ENVELOPE: dict[str, Any] = {
+    "id": "order-78456-sms",
+    "mode": "basic",
+    "operation": "CreateMessage",
+    "params": {"Extra": "x"},
+    "body": {
+        "From": "+14155552671",
+        "To": "+919876543210",
+        "Body": "Your order has shipped",
+        "MediaUrl": ["https://demo.twilio.com/owl.png"],
+    },
+    "metadata": {"order": "ORD-78456", "n": [1, 2]},
+}
+# Twilio's answer to a created message (the part the tests look at).
+CREATED_MESSAGE = {"sid": "SM" + "1" * 32, "status": "queued"}
+
+
+class RecordingTwilio:
+    """A handler for ``httpx.MockTransport``: answers with ``answer`` and keeps each request."""
+
+    def __init__(self, answer: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.answer = answer
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        return self.answer(request)
+
+
+def answering(status: int, body: Any = None, **headers: str) -> RecordingTwilio:
+    """Twilio answering every request with ``status``, ``body`` as JSON (if any), ``headers``."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if body is None:
+            return httpx.Response(status, headers=headers)
+        return httpx.Response(status, json=body, headers=headers)
+
+    return RecordingTwilio(answer)
+
+
+def request_record(
+    value: bytes | dict[str, Any] | None, headers: tuple[tuple[str, bytes], ...] = ()
+) -> Record:
+    """A record of the request topic holding ``value`` (a dict is sent as JSON)."""
+    raw = json.dumps(value).encode() if isinstance(value, dict) else value
+    return Record(
+        topic="twilio.requests",
+        partition=3,
+        offset=42,
+        key=b"order-78456",
+        value=raw,
+        headers=headers,
+        timestamp_ms=1_700_000_000,
+    )
+
+
+# What ``httpx.MockTransport`` takes: a function from request to answer, or a coroutine one.
+TwilioHandler = (
+    Callable[[httpx.Request], httpx.Response]
+    | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
+)
+
+
+def outbound_processor(
+    twilio: TwilioHandler,
+    policy: RetryPolicy = ONE_ATTEMPT,
+    accounts: Accounts | None = None,
+    **options: Any,
+) -> Processor:
+    """The processor calling ``twilio`` with ``CREDENTIALS`` (or ``accounts``) and ``options``.
+
+    Its client holds no connection (a mock transport), so nothing needs closing.
+    """
+    client = TwilioClient(TWILIO_SETTINGS, transport=httpx.MockTransport(twilio))
+    accounts = accounts if accounts is not None else Accounts(CREDENTIALS)
+    builder = CallBuilder(Catalog.load(), accounts, TWILIO_SETTINGS)
+    return Processor(builder, client, policy, **options)
+
+
+class MemoryIdempotencyStore:
+    """Outcomes in memory, with ``IdempotencyLog``'s contract (the processor's ``idempotency``)."""
+
+    def __init__(self) -> None:
+        self.index = IdempotencyIndex(3600)
+        self.replies: dict[int, bytes] = {}
+        self.running: dict[str, asyncio.Event] = {}
+        self.now = 1000.0
+
+    async def check(self, request_id: str) -> Prior | None:
+        while (running := self.running.get(request_id)) is not None:
+            await running.wait()
+        return self.index.prior(request_id, self.now)
+
+    async def begin(self, request_id: str) -> None:
+        self.running[request_id] = asyncio.Event()
+        self.index.record_started(digest(request_id), self.now)
+
+    def finish(self, request_id: str, reply: bytes) -> asyncio.Future[None]:
+        offset = len(self.replies)
+        self.replies[offset] = reply
+        self.index.record_answered(digest(request_id), self.now, 0, offset)
+        self.release(request_id)
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        written.set_result(None)
+        return written
+
+    def release(self, request_id: str) -> None:
+        running = self.running.pop(request_id, None)
+        if running is not None:
+            running.set()
+
+    async def first_reply(self, request_id: str, answered: Answered) -> bytes | None:
+        return self.replies.get(answered.offset)
+
+
+# --- inbound -------------------------------------------------------------------------------
+
+
+class RecordingDelivery(EventDelivery):
+    """Kafka stand-in for the webhook receiver: keeps the events, acknowledges as told."""
+
+    def __init__(self, acknowledge: bool = True) -> None:
+        super().__init__(cast(Publisher, None), None, 1.0)
+        self.acknowledge = acknowledge
+        self.events: list[tuple[str, CloudEvent]] = []
+
+    async def deliver(self, events: Sequence[tuple[str, CloudEvent]]) -> bool:
+        self.events += events
+        return self.acknowledge
+
+
+# --- answers in turn, for retries ----------------------------------------------------------
+
+FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_s=0, max_delay_s=0)
+
+
+Answer = tuple[int, dict[str, Any], dict[str, str]]
+
+
+def answering_in_turn(*answers: Answer | type[httpx.RequestError]) -> RecordingTwilio:
+    """Answers in the given order, the last one from then on."""
+    queue = list(answers)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        current = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(current, type):
+            raise current("simulated", request=request)
+        status, body, headers = current
+        return httpx.Response(status, json=body, headers=headers)
+
+    return RecordingTwilio(answer)
+
+
+TOO_MANY: Answer = (429, {"code": 20429, "message": "Too Many Requests", "status": 429}, {})
+SERVER_ERROR: Answer = (503, {"code": 20503, "message": "Service Unavailable", "status": 503}, {})
+CREATED: Answer = (201, {"sid": "SM1"}, {})
+FETCH_MESSAGE = {
+    "id": "req-get",
+    "mode": "basic",
+    "operation": "FetchMessage",
+    "params": {"Sid": "SM1"},
+}
+
+
+# --- a call and Twilio's answers, as the client returns them ----------------------------------
+
+PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+# A sent CreateMessage call and Twilio's answers to it, for the reply and paging tests.
+CALL = TwilioCall(
+    method="POST",
+    url="https://api.twilio.com" + PATH,
+    path=PATH,
+    account=Account.from_settings(
+        "default",
+        Credential(account_sid=ACCOUNT, auth_token=SecretStr("t" * 32)),
+        calls=False,
+    ),
+    content=b"To=%2B1",
+    api="api.v2010",
+    operation="CreateMessage",
+    warnings=("body.Bogus: not in the spec of CreateMessage, sent anyway",),
+)
+JSON = "application/json; charset=utf-8"
+
+
+def result(
+    status: int,
+    body: Any = None,
+    *,
+    content_type: str | None = JSON,
+    raw: bytes | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> HttpResult:
+    content = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    all_headers = headers + ((("Content-Type", content_type),) if content_type else ())
+    return HttpResult(
+        status=status, headers=all_headers, content=content, content_type=content_type
+    )

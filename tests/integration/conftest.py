@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from bridge.tooling.local.tansu import TansuBroker
 from bridge.tooling.local.twilio_mock import PrismMock
-from tests.perf.fast_mock import spawn
+from tests.support.fast_twilio import spawn
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,7 +45,7 @@ async def prism(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Prism
 
 @pytest.fixture
 def mock() -> Iterator[Callable[..., str]]:
-    """Start ``tests/perf/fast_mock.py`` with the given CLI args; returns its base URL."""
+    """Start ``tests/support/fast_twilio.py`` with the given CLI args; returns its base URL."""
     started: list[Popen[str]] = []
 
     def start(*args: str) -> str:

@@ -17,8 +17,8 @@ import jsonschema
 
 from bridge.twilio.catalog import Catalog, Operation
 from tests.helpers import SCHEMAS
-from tests.integration.harness import BridgeProcess, Topics, collect, produce
 from tests.integration.samples import minimal_envelope
+from tests.support.harness import BridgeProcess, Topics, collect, produce
 
 REPLY_SCHEMA = json.loads((SCHEMAS / "reply.schema.json").read_text())
 

@@ -1,6 +1,6 @@
 """Faults and duplicates: the real bridge process, Tansu, and a mock that counts POSTs.
 
-Each envelope forwards its id as ``I-Request-Id``, which ``fast_mock`` counts, so a second
+Each envelope forwards its id as ``I-Request-Id``, which ``fast_twilio`` counts, so a second
 call to Twilio for the same request would show as a count of 2.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from bridge.tooling.local.tansu import TansuBroker
-from tests.integration.harness import (
+from tests.support.harness import (
     BridgeProcess,
     Topics,
     collect,

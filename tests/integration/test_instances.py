@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from twilio.request_validator import RequestValidator
 
 from bridge.tooling.local.tansu import create_topics
-from tests.integration.harness import BridgeProcess, Topics, collect, produce
+from tests.support.harness import BridgeProcess, Topics, collect, produce
 
 TOKEN = "admin-" + uuid.uuid4().hex
 KEY = base64.b64encode(os.urandom(32)).decode()

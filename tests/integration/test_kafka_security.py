@@ -33,10 +33,10 @@ from bridge.kafka.connection import connection_kwargs
 from bridge.kafka.errors import BrokerError
 from bridge.kafka.producer import Publisher
 from bridge.tooling.local.tansu import TansuBroker
-from tests.integration.harness import BridgeProcess, Topics
-from tests.integration.kafka_gateway import KafkaGateway, server_tls
-from tests.integration.tls import Pki, make_pki, openssl_available
-from tests.perf.fast_mock import spawn
+from tests.support.fast_twilio import spawn
+from tests.support.harness import BridgeProcess, Topics
+from tests.support.kafka_gateway import KafkaGateway, server_tls
+from tests.support.tls import Pki, make_pki, openssl_available
 
 pytestmark = pytest.mark.skipif(not openssl_available(), reason="needs the openssl command")
 

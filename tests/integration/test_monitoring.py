@@ -17,7 +17,7 @@ import yaml
 
 from bridge.tooling.local.tansu import TansuBroker
 from tests.helpers import CHART, README
-from tests.integration.harness import BridgeProcess, Topics
+from tests.support.harness import BridgeProcess, Topics
 
 MONITORING_ON = {"grafanaDashboard": {"enabled": True}, "prometheusRule": {"enabled": True}}
 # Series from outside the bridge may only come from kube-state-metrics or the kubelet.

@@ -1,6 +1,6 @@
 """Operating the real bridge process: metrics, readiness, logs, and SIGTERM under load.
 
-Against Tansu and ``fast_mock``; the mock counts every POST by the ``I-Request-Id`` the bridge
+Against Tansu and ``fast_twilio``; the mock counts every POST by the ``I-Request-Id`` the bridge
 forwards, so a shutdown that sent anything twice would show.
 """
 
@@ -19,9 +19,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
-from tests.integration.harness import (
-    ACCOUNT,
-    AUTH_TOKEN,
+from tests.helpers import ACCOUNT, AUTH_TOKEN
+from tests.support.harness import (
     BridgeProcess,
     Topics,
     collect,

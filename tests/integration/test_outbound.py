@@ -15,16 +15,8 @@ import jsonschema
 import pytest
 
 from bridge.tooling.demo import SAMPLES
-from tests.helpers import SCHEMAS
-from tests.integration.harness import (
-    AUTH_TOKEN,
-    BridgeProcess,
-    Received,
-    Topics,
-    collect,
-    committed,
-    produce,
-)
+from tests.helpers import AUTH_TOKEN, SCHEMAS
+from tests.support.harness import BridgeProcess, Received, Topics, collect, committed, produce
 
 REPLY_SCHEMA = json.loads((SCHEMAS / "reply.schema.json").read_text())
 ERROR_SCHEMA = json.loads((SCHEMAS / "error-record.schema.json").read_text())

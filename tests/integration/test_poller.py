@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge.tooling.local.tansu import create_topics
-from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, collect
+from tests.helpers import ACCOUNT, AUTH_TOKEN
+from tests.support.harness import BridgeProcess, Topics, collect
 
 EXAMPLE_SID = "SMded05904ccb347238880ca9264e8fe1c"  # the spec's example message
 

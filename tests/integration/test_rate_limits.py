@@ -1,4 +1,4 @@
-"""Rate limits and the concurrency cap, through the real bridge process against ``fast_mock``.
+"""Rate limits and the concurrency cap, through the real bridge process against ``fast_twilio``.
 
 The mock behaves like Twilio's account concurrency limit: every answer carries
 ``Twilio-Concurrent-Requests``, and a request over ``--account-limit`` in flight gets 429 at once.
@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import run_through_mock
+from tests.support.harness import run_through_mock
 
 OVER_LIMIT = "429 over the account limit"
 RETRIES = {

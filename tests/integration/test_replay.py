@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from bridge.tooling.local.tansu import TansuBroker
-from tests.integration.harness import BridgeProcess, Topics, collect, committed, produce
+from tests.support.harness import BridgeProcess, Topics, collect, committed, produce
 
 REQUESTS = 20
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import ACCOUNT, run_through_mock
+from tests.helpers import ACCOUNT
+from tests.support.harness import run_through_mock
 
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages"
 

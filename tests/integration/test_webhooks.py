@@ -22,7 +22,8 @@ from twilio.request_validator import RequestValidator
 
 from bridge.config import WEBHOOK_FAMILIES
 from bridge.tooling.local.tansu import TansuBroker, create_topics
-from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, collect
+from tests.helpers import ACCOUNT, AUTH_TOKEN
+from tests.support.harness import BridgeProcess, Topics, collect
 
 SIGNER = RequestValidator(AUTH_TOKEN)
 MESSAGE_SID = "SM" + "1" * 32

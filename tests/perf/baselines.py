@@ -29,7 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from bridge.observability.logs import configure_logging
-from tests.integration.harness import ACCOUNT, AUTH_TOKEN
+from tests.helpers import ACCOUNT, AUTH_TOKEN
 
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
 # Tansu holds a new group's first JoinGroup for half the session timeout: take Kafka's minimum.

@@ -1,15 +1,16 @@
 """End-to-end benchmark of the real bridge process, with its baselines and the issue's targets.
 
-    /tmp/venv/bin/python -m tests.perf.bench_bridge                 # everything, ~5 min
-    /tmp/venv/bin/python -m tests.perf.bench_bridge --quick         # smaller runs, ~3 min
-    /tmp/venv/bin/python -m tests.perf.bench_bridge --only zero-p1 lat100 --baselines kafka http
-    /tmp/venv/bin/python -m tests.perf.bench_bridge --only zero-p1 --profile /tmp/prof
+    .venv/bin/python -m tests.perf.bench_bridge                 # everything, ~5 min
+    .venv/bin/python -m tests.perf.bench_bridge --quick         # smaller runs, ~3 min
+    .venv/bin/python -m tests.perf.bench_bridge --only zero-p1 lat100 --baselines kafka http
+    .venv/bin/python -m tests.perf.bench_bridge --only zero-p1 --profile /tmp/prof
 
-One Tansu broker serves every run and one ``fast_mock.py`` process per mock latency stands in for
-Twilio. With two or more CPUs the bridge (and each baseline) runs alone on CPU 1 (``taskset -c
-1``) while the broker, the mocks, the load generators and this process share CPU 0 (``--no-pin``
-turns that off). Figures are printed, never asserted; a summary at the end compares them with the
-targets. Other load on the machine shows up as noise: the load average is printed.
+One Tansu broker serves every run and one ``tests/support/fast_twilio.py`` process per mock
+latency stands in for Twilio. With two or more CPUs the bridge (and each baseline) runs alone on
+CPU 1 (``taskset -c 1``) while the broker, the mocks, the load generators and this process share
+CPU 0 (``--no-pin`` turns that off). Figures are printed, never asserted; a summary at the end
+compares them with the targets. Other load on the machine shows up as noise: the load average is
+printed.
 
 **Scenarios** (``--only``; all by default):
 
@@ -77,10 +78,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bridge.tooling.local.tansu import TansuBroker, create_topics, free_port
-from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, produce
+from tests.helpers import ACCOUNT, AUTH_TOKEN
 from tests.perf.bench_http import run_client
 from tests.perf.chart import write_chart
-from tests.perf.fast_mock import spawn
+from tests.support.fast_twilio import spawn
+from tests.support.harness import BridgeProcess, Topics, produce
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
@@ -411,9 +413,33 @@ class WebhookRun:
 # --- the lab: broker, mocks, processes --------------------------------------------------------
 
 
+def tree_env(root: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with ``root`` first on ``PYTHONPATH``, so that ``import bridge`` finds its tree.
+
+    Every tree runs under this interpreter, whose own checkout is installed in editable mode:
+    the working directory alone would not do where ``PYTHONSAFEPATH`` keeps it off the path.
+    """
+    paths = [str(root), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def imported_bridge(root: Path) -> Path:
+    """Where ``import bridge`` leads when started as a bridge from ``root`` is."""
+    code = "import bridge; print(bridge.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env=tree_env(root, dict(os.environ)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(out.stdout.strip()).resolve().parent
+
+
 class BenchBridge(BridgeProcess):
     """The harness's bridge process without the settings it tunes for tests (Prism's pool size,
-    a fast commit interval), started on the measured CPU."""
+    a fast commit interval), started from ``root`` on the measured CPU."""
 
     TEST_ONLY = ("BRIDGE_TWILIO__MAX_CONNECTIONS", "BRIDGE_KAFKA__COMMIT_INTERVAL_S")
     pinning: Pinning = Pinning(None, None)
@@ -424,16 +450,18 @@ class BenchBridge(BridgeProcess):
         for name in self.TEST_ONLY:
             env.pop(name, None)
         env.update(self.extra_env)
-        return env
+        return tree_env(self.root, env)
 
     def start(self) -> BenchBridge:
+        # `python -m bridge run` is the entry point of every layout: the flat one (bridge/cli.py,
+        # bridge/service.py) and the layered one (bridge/cli.py, bridge/app/service.py) alike.
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.pinning.command([sys.executable, "-m", "bridge", "run"]),
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=self.root,  # `python -m bridge` imports the bridge of its working directory
+                cwd=self.root,
             )
         return self
 
@@ -881,6 +909,7 @@ async def main_async(ns: argparse.Namespace) -> None:
     sizes = Sizes.quick() if ns.quick else Sizes()
     if ns.envelopes:
         sizes.throughput = ns.envelopes
+        sizes.keys_lat100 = ns.envelopes // 2  # lat100 sends each key twice
     chosen = ns.only or list(SCENARIOS)
     needs: set[str] = set()
     if set(chosen) & {"zero-p1", "zero-p4", "lat100", "one-key", "rss"}:
@@ -901,9 +930,12 @@ async def main_async(ns: argparse.Namespace) -> None:
     report = Report()
     profiler = Profiler(ns.profile, ns.profile_rate)
     roots = systems(ns.bridge_root or [(ROOT, {})], ns.variant or [], dict(ns.bridge_env or []))
-    if len(roots) > 1 or ns.bridge_env:
-        for name, spec in roots.items():
-            print(f"{name}: the bridge in {spec.root} with {spec.env or 'its defaults'}")
+    for name, spec in roots.items():
+        found = imported_bridge(spec.root)
+        if found != spec.root / "bridge":
+            raise SystemExit(f"{name}: `import bridge` from {spec.root} finds {found}")
+        if len(roots) > 1 or ns.bridge_env:
+            print(f"{name}: the bridge in {found} with {spec.env or 'its defaults'}")
     async with TansuBroker(log_dir=workdir) as broker:
         lab = Lab(broker, workdir, pinning, profiler, ns.mode, ns.stall_s, roots, ns.fetch_wait_ms)
         try:
@@ -1135,7 +1167,7 @@ def main(argv: list[str] | None = None) -> None:
         help="baselines to run (default: those the scenarios compare with; none: no argument)",
     )
     p.add_argument("--quick", action="store_true", help="smaller runs (about half the time)")
-    p.add_argument("--envelopes", type=int, help="N for the throughput scenarios (20000)")
+    p.add_argument("--envelopes", type=int, help="N for zero-p1, zero-p4 and lat100 (20000)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each backlog scenario")
     p.add_argument("--paced-rate", type=float, default=1000.0, help="envelopes/s (1000)")
     p.add_argument("--paced-latency-ms", type=float, nargs="+", default=[0.0, 100.0])

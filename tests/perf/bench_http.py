@@ -1,7 +1,7 @@
-"""HTTP client transport benchmark against tests/perf/fast_mock.py.
+"""HTTP client transport benchmark against tests/support/fast_twilio.py.
 
-    /tmp/venv/bin/python tests/perf/bench_http.py            # full matrix, ~1.5 min
-    /tmp/venv/bin/python tests/perf/bench_http.py --duration 1 --concurrency 64
+    .venv/bin/python tests/perf/bench_http.py            # full matrix, ~1.5 min
+    .venv/bin/python tests/perf/bench_http.py --duration 1 --concurrency 64
 
 Each case (client x concurrency x mock latency) runs in a fresh child process pinned to CPU 0
 (the mock is pinned to CPU 1 when there are two or more CPUs), so every case starts cold and
@@ -35,11 +35,12 @@ from bridge.config import Credential, TwilioSettings  # noqa: E402
 from bridge.twilio.accounts import Account  # noqa: E402
 from bridge.twilio.calls import TwilioCall  # noqa: E402
 from bridge.twilio.client import TwilioClient  # noqa: E402
-from tests.perf.fast_mock import spawn  # noqa: E402
+from tests.helpers import ACCOUNT, AUTH_TOKEN  # noqa: E402
+from tests.support.fast_twilio import spawn  # noqa: E402
 
-PATH = "/2010-04-01/Accounts/AC00000000000000000000000000000000/Messages.json"
+PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
 FORM = {"To": "+15005550006", "From": "+15005550001", "Body": "Your code is 123456"}
-AUTH = ("AC00000000000000000000000000000000", "auth-token-0000000000000000000000")
+AUTH = (ACCOUNT, AUTH_TOKEN)
 CLIENTS = {
     "httpx": "httpx AsyncClient, default transport, default Limits (100 conns / 20 keep-alive)",
     "httpx-pool": "httpx AsyncClient, default transport, Limits(max_connections=max_keepalive=C)",

@@ -4,8 +4,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import KafkaSettings, SettingsError, encryption_key, load_settings
-
-SID = "AC" + "a" * 32
+from tests.helpers import ACCOUNT, API_KEY_SID
 
 
 @pytest.fixture(autouse=True)
@@ -30,16 +29,16 @@ def test_nested_variables_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_KAFKA__REQUEST_TOPICS", "a, b")
     monkeypatch.setenv("BRIDGE_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
     monkeypatch.setenv("BRIDGE_TWILIO__BASE_URL", "http://127.0.0.1:4010/{domain}/")
-    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID", SID)
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID", ACCOUNT)
     monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__AUTH_TOKEN", "tok-123")
-    monkeypatch.setenv("BRIDGE_CREDENTIALS__EU__ACCOUNT_SID", SID)
-    monkeypatch.setenv("BRIDGE_CREDENTIALS__EU__API_KEY_SID", "SK" + "b" * 32)
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__EU__ACCOUNT_SID", ACCOUNT)
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__EU__API_KEY_SID", API_KEY_SID)
     monkeypatch.setenv("BRIDGE_CREDENTIALS__EU__API_KEY_SECRET", "key-secret")
     settings = load_settings()
     assert settings.kafka.request_topics == ["a", "b"]
     assert settings.twilio.base_url == "http://127.0.0.1:4010/{domain}"
-    assert settings.credentials["default"].username == SID
-    assert settings.credentials["eu"].username == "SK" + "b" * 32
+    assert settings.credentials["default"].username == ACCOUNT
+    assert settings.credentials["eu"].username == API_KEY_SID
     assert settings.credentials["eu"].password.get_secret_value() == "key-secret"
 
 
@@ -51,7 +50,7 @@ def test_every_bad_setting_is_named_and_no_secret_is_printed(
     monkeypatch.setenv("BRIDGE_PROCESSING__MAX_IN_FLIGHT", "0")
     monkeypatch.setenv("BRIDGE_CREDENTIALS__X__ACCOUNT_SID", "not-a-sid")
     monkeypatch.setenv("BRIDGE_CREDENTIALS__X__AUTH_TOKEN", "hunter2-token")
-    monkeypatch.setenv("BRIDGE_CREDENTIALS__Y__ACCOUNT_SID", SID)
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__Y__ACCOUNT_SID", ACCOUNT)
     with pytest.raises(SettingsError) as info:
         load_settings()
     text = str(info.value)
@@ -69,7 +68,7 @@ def test_every_bad_setting_is_named_and_no_secret_is_printed(
 def test_secrets_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "credentials__default__auth_token").write_text("from-file")
     monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path))
-    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID", SID)
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID", ACCOUNT)
     settings = load_settings()
     assert settings.credentials["default"].password.get_secret_value() == "from-file"
     assert "from-file" not in repr(settings)
@@ -95,7 +94,7 @@ def test_webhook_family_settings_take_environment_spelling(monkeypatch: pytest.M
 def test_the_poller_needs_a_seen_window_that_covers_its_lookback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID", SID)
+    monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__ACCOUNT_SID", ACCOUNT)
     monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__AUTH_TOKEN", "tok-123")
     monkeypatch.setenv("BRIDGE_CREDENTIALS__DEFAULT__POLL", "true")
     monkeypatch.setenv("BRIDGE_WEBHOOK__DEDUPE_WINDOW_S", "60")

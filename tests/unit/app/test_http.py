@@ -6,45 +6,36 @@ in ``tests/integration/test_webhooks.py``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from bridge.app.http import create_app, openapi_document
-from bridge.config import WEBHOOK_FAMILIES, Credential, TwilioSettings, WebhookSettings
-from bridge.contract.events import CloudEvent
-from bridge.inbound.delivery import EventDelivery
+from bridge.config import WEBHOOK_FAMILIES, TwilioSettings, WebhookSettings
 from bridge.inbound.webhooks.receiver import WebhookReceiver, public_url
 from bridge.instances.accounts import account_of
-from bridge.kafka.producer import Publisher
 from bridge.observability.metrics import REGISTRY
 from bridge.twilio.accounts import Account, Accounts
-from tests.helpers import ACCOUNT, INSTANCE_ACCOUNT, stored_instance
+from tests.helpers import (
+    ACCOUNT,
+    AUTH_TOKEN,
+    CREDENTIALS,
+    INSTANCE_ACCOUNT,
+    RecordingDelivery,
+    stored_instance,
+)
 
-TOKEN = "token-for-unit-tests"
 PARAMS = {"AccountSid": ACCOUNT, "MessageSid": "SM1", "Body": "hi"}
 
 
-class Recording(EventDelivery):
-    def __init__(self, acknowledge: bool = True) -> None:
-        super().__init__(cast(Publisher, None), None, 1.0)
-        self.acknowledge = acknowledge
-        self.events: list[tuple[str, CloudEvent]] = []
-
-    async def deliver(self, events: Sequence[tuple[str, CloudEvent]]) -> bool:
-        self.events += events
-        return self.acknowledge
-
-
-def client(delivery: Recording, ready: bool = True, **settings: object) -> httpx.AsyncClient:
+def client(
+    delivery: RecordingDelivery, ready: bool = True, **settings: object
+) -> httpx.AsyncClient:
     webhook = WebhookSettings.model_validate(settings)
-    credentials = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))}
-    receiver = WebhookReceiver(webhook, Accounts(credentials), delivery, max_record_bytes=10_000)
+    receiver = WebhookReceiver(webhook, Accounts(CREDENTIALS), delivery, max_record_bytes=10_000)
     app = create_app(receiver, webhook, lambda: {"started": ready, "consumer_joined": True})
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver")
 
@@ -56,7 +47,7 @@ async def post(
     http: httpx.AsyncClient, params: dict[str, str], url: str | None = None
 ) -> httpx.Response:
     url = url or "http://testserver/webhooks/twilio/messages"
-    signature = RequestValidator(TOKEN).compute_signature(url, params)
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
     return await http.post(
         url,
         content=urlencode(params),
@@ -65,7 +56,7 @@ async def post(
 
 
 async def test_a_signed_webhook_is_delivered_to_its_familys_topic() -> None:
-    delivery = Recording()
+    delivery = RecordingDelivery()
     http = client(delivery, topics={"messages": "inbound.sms"})
     answer = await post(http, PARAMS)
     assert answer.status_code == 200
@@ -74,22 +65,24 @@ async def test_a_signed_webhook_is_delivered_to_its_familys_topic() -> None:
 
 
 async def test_kafka_not_acknowledging_in_time_is_a_503() -> None:
-    http = client(Recording(acknowledge=False))
+    http = client(RecordingDelivery(acknowledge=False))
     answer = await post(http, PARAMS)
     assert answer.status_code == 503
 
 
 async def test_static_twiml_per_family() -> None:
-    http = client(Recording(), twiml={"messages": "<Response><Message>Thanks</Message></Response>"})
+    http = client(
+        RecordingDelivery(), twiml={"messages": "<Response><Message>Thanks</Message></Response>"}
+    )
     answer = await post(http, PARAMS)
     assert answer.text == "<Response><Message>Thanks</Message></Response>"
 
 
 async def test_the_public_url_is_what_gets_checked_behind_an_ingress() -> None:
-    delivery = Recording()
+    delivery = RecordingDelivery()
     http = client(delivery, public_url="https://hooks.example.com/bridge")
     public = "https://hooks.example.com/bridge/webhooks/twilio/messages?x=1"
-    signature = RequestValidator(TOKEN).compute_signature(public, PARAMS)
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(public, PARAMS)
     answer = await http.post(
         "/webhooks/twilio/messages?x=1",
         content=urlencode(PARAMS),
@@ -112,7 +105,7 @@ def test_forwarded_headers_count_only_from_a_trusted_proxy(trust: bool) -> None:
 
 
 async def test_validation_off_publishes_unsigned_webhooks() -> None:
-    delivery = Recording()
+    delivery = RecordingDelivery()
     http = client(delivery, validate_signatures=False)
     answer = await http.post(
         "/webhooks/twilio/messages",
@@ -123,17 +116,17 @@ async def test_validation_off_publishes_unsigned_webhooks() -> None:
 
 
 async def test_readiness_names_the_failing_check_and_liveness_stays_up() -> None:
-    http = client(Recording(), ready=False)
+    http = client(RecordingDelivery(), ready=False)
     assert (await http.get("/healthz")).status_code == 200
     answer = await http.get("/readyz")
     assert answer.status_code == 503
     assert answer.json() == {"ready": False, "checks": {"started": False, "consumer_joined": True}}
-    ready = await client(Recording(), ready=True).get("/readyz")
+    ready = await client(RecordingDelivery(), ready=True).get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
 
 
 async def test_openapi_document_lists_every_family_and_status() -> None:
-    http = client(Recording())
+    http = client(RecordingDelivery())
     document = (await http.get("/openapi.json")).json()
     assert document == openapi_document()
     webhook = document["paths"]["/webhooks/twilio/{family}"]["post"]
@@ -146,7 +139,7 @@ def _count(name: str, **labels: str) -> float:
 
 
 async def test_refusals_and_deliveries_are_counted_by_family_and_outcome() -> None:
-    http = client(Recording())
+    http = client(RecordingDelivery())
     before = {
         "published": _count("twilio_bridge_webhooks_total", family="messages", outcome="published"),
         "forbidden": _count("twilio_bridge_webhooks_total", family="messages", outcome="forbidden"),
@@ -171,7 +164,7 @@ async def test_refusals_and_deliveries_are_counted_by_family_and_outcome() -> No
     )
     exposition = (await http.get("/metrics")).text
     assert 'twilio_bridge_webhooks_total{family="messages",outcome="forbidden"}' in exposition
-    assert TOKEN not in exposition
+    assert AUTH_TOKEN not in exposition
 
 
 # --- instances: accounts added at runtime --------------------------------------------------------
@@ -186,7 +179,7 @@ def instance_account(name: str = "acme", **configuration: Any) -> Account:
     return account_of(instance, TwilioSettings())
 
 
-def accounts_client(delivery: Recording, accounts: Accounts) -> httpx.AsyncClient:
+def accounts_client(delivery: RecordingDelivery, accounts: Accounts) -> httpx.AsyncClient:
     webhook = WebhookSettings()
     receiver = WebhookReceiver(webhook, accounts, delivery, max_record_bytes=10_000)
     app = create_app(receiver, webhook, lambda: {"started": True})
@@ -194,8 +187,7 @@ def accounts_client(delivery: Recording, accounts: Accounts) -> httpx.AsyncClien
 
 
 def with_instance(**configuration: Any) -> Accounts:
-    credentials = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))}
-    accounts = Accounts(credentials)
+    accounts = Accounts(CREDENTIALS)
     accounts.put(instance_account(**configuration))
     return accounts
 
@@ -213,27 +205,27 @@ async def post_signed(
 
 
 async def test_an_instances_webhook_is_checked_with_its_token_and_goes_to_its_topic() -> None:
-    delivery = Recording()
+    delivery = RecordingDelivery()
     accounts = with_instance(events={"topics": {"messages": "acme.inbound"}})
     http = accounts_client(delivery, accounts)
     answer = await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)
     assert answer.status_code == 200, answer.text
-    static = await post_signed(http, PARAMS, TOKEN)
+    static = await post_signed(http, PARAMS, AUTH_TOKEN)
     assert static.status_code == 200
     assert [topic for topic, _ in delivery.events] == ["acme.inbound", "twilio.events.messages"]
 
 
 async def test_an_instances_families_without_a_topic_use_the_bridges() -> None:
-    delivery = Recording()
+    delivery = RecordingDelivery()
     http = accounts_client(delivery, with_instance(events={"topics": {"message-status": "x"}}))
     assert (await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)).status_code == 200
     assert [topic for topic, _ in delivery.events] == ["twilio.events.messages"]
 
 
 async def test_another_accounts_token_does_not_sign_an_instances_webhook() -> None:
-    delivery = Recording()
+    delivery = RecordingDelivery()
     http = accounts_client(delivery, with_instance())
-    answer = await post_signed(http, INSTANCE_PARAMS, TOKEN)
+    answer = await post_signed(http, INSTANCE_PARAMS, AUTH_TOKEN)
     assert answer.status_code == 403 and "invalid signature" in answer.text
     assert delivery.events == []
 
@@ -243,7 +235,7 @@ async def test_another_accounts_token_does_not_sign_an_instances_webhook() -> No
     [{"mechanism": "polling"}, {"enabled": False}, {"enabled": False, "mechanism": "polling"}],
 )
 async def test_an_instance_that_does_not_take_webhooks_refuses_them(events: dict[str, Any]) -> None:
-    delivery = Recording()
+    delivery = RecordingDelivery()
     http = accounts_client(delivery, with_instance(events=events))
     before = _count("twilio_bridge_webhooks_total", family="messages", outcome="events_off")
     answer = await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)
@@ -254,7 +246,7 @@ async def test_an_instance_that_does_not_take_webhooks_refuses_them(events: dict
 
 
 async def test_a_deleted_instances_webhooks_are_refused() -> None:
-    delivery = Recording()
+    delivery = RecordingDelivery()
     accounts = with_instance()
     http = accounts_client(delivery, accounts)
     accounts.remove("acme", "2026-01-02T00:00:00.000Z")
@@ -264,7 +256,7 @@ async def test_a_deleted_instances_webhooks_are_refused() -> None:
 
 
 async def test_an_instance_changed_to_polling_stops_taking_webhooks_at_once() -> None:
-    delivery = Recording()
+    delivery = RecordingDelivery()
     accounts = with_instance()
     http = accounts_client(delivery, accounts)
     assert (await post_signed(http, INSTANCE_PARAMS, INSTANCE_TOKEN)).status_code == 200
@@ -274,7 +266,7 @@ async def test_an_instance_changed_to_polling_stops_taking_webhooks_at_once() ->
 
 
 async def test_a_trailing_slash_is_not_found_not_redirected() -> None:
-    async with client(Recording(), validate_signatures=False) as http:
+    async with client(RecordingDelivery(), validate_signatures=False) as http:
         assert (await http.get("/webhooks/twilio/0%2F")).status_code == 404
         assert (await http.get("/webhooks/twilio/messages/")).status_code == 404
         assert (await http.get("/healthz/")).status_code == 404

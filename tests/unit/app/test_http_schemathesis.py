@@ -15,45 +15,27 @@ published (200) with a documented answer.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, settings
-from pydantic import SecretStr
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from twilio.request_validator import RequestValidator
 
 from bridge.app.http import create_app
-from bridge.config import Credential, WebhookSettings
-from bridge.contract.events import FAMILIES, CloudEvent
-from bridge.inbound.delivery import EventDelivery
+from bridge.config import WebhookSettings
+from bridge.contract.events import FAMILIES
 from bridge.inbound.webhooks.receiver import WebhookReceiver
-from bridge.kafka.producer import Publisher
 from bridge.twilio.accounts import Accounts
-from tests.helpers import ACCOUNT
+from tests.helpers import ACCOUNT, AUTH_TOKEN, CREDENTIALS, RecordingDelivery
 
-TOKEN = "token-for-schemathesis"
 PUBLIC = "https://hooks.example.com"
 FORM = "application/x-www-form-urlencoded"
 EXAMPLES = int(os.environ.get("BRIDGE_FUZZ_EXAMPLES", "60"))
 
 
-class Recording(EventDelivery):
-    """Kafka stand-in: keeps the events, acknowledges at once."""
-
-    def __init__(self) -> None:
-        super().__init__(cast(Publisher, None), None, 1.0)
-        self.events: list[tuple[str, CloudEvent]] = []
-
-    async def deliver(self, events: Sequence[tuple[str, CloudEvent]]) -> bool:
-        self.events += events
-        return True
-
-
-DELIVERY = Recording()
+DELIVERY = RecordingDelivery()
 SETTINGS = WebhookSettings(public_url=PUBLIC, max_body_bytes=64 * 1024)
-CREDENTIALS = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))}
 RECEIVER = WebhookReceiver(SETTINGS, Accounts(CREDENTIALS), DELIVERY, max_record_bytes=1 << 20)
 APP = create_app(RECEIVER, SETTINGS, lambda: {"started": True, "consumer_joined": True})
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
@@ -96,7 +78,7 @@ def test_signed_form_webhooks_are_published_as_documented(case: schemathesis.Cas
         assert isinstance(body, dict) and isinstance(family, str)
         case.body = {**body, **required_fields(family)}
         url = PUBLIC + case.formatted_path
-        case.headers["X-Twilio-Signature"] = RequestValidator(TOKEN).compute_signature(
+        case.headers["X-Twilio-Signature"] = RequestValidator(AUTH_TOKEN).compute_signature(
             url, case.body
         )
     before = len(DELIVERY.events)

@@ -28,14 +28,16 @@ from bridge.instances.records import Actor
 from bridge.kafka.errors import BrokerError
 from bridge.kafka.producer import Publisher
 from bridge.twilio.accounts import Accounts
+from tests.helpers import (
+    API_KEY_SECRET,
+    INSTANCE_ACCOUNT,
+    INSTANCE_AUTH_TOKEN,
+    instance_spec,
+)
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
-SID = "AC" + "a" * 32
-KEY_SID = "SK" + "b" * 32
-TOKEN = "tok-SUPERSECRET-7f3a9c"
 NEW_TOKEN = "tok-ROTATED-0b1c2d"
-KEY_SECRET = "key-SUPERSECRET-41d2e8"
-SECRETS = (TOKEN, NEW_TOKEN, KEY_SECRET)
+SECRETS = (INSTANCE_AUTH_TOKEN, NEW_TOKEN, API_KEY_SECRET)
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 RULES = Rules(
     is_static=lambda name: name == "default",
@@ -113,14 +115,6 @@ def http(store: MemoryStore) -> httpx.AsyncClient:
     return app_client(store)
 
 
-def spec(name: str = "acme", **configuration: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "configuration": {"account_sid": SID, "auth_token": TOKEN, **configuration},
-        "tags": ["eu"],
-    }
-
-
 def send(body: Any, **headers: str) -> dict[str, Any]:
     """Request arguments for a JSON body, with the admin token (and ``headers``, ``_`` = ``-``)."""
     extra = {name.replace("_", "-"): value for name, value in headers.items()}
@@ -137,7 +131,7 @@ def assert_no_secret(answer: httpx.Response) -> None:
 
 
 async def create(http: httpx.AsyncClient, name: str = "acme", **config: Any) -> httpx.Response:
-    answer = await http.post("/instances", **send(spec(name, **config)))
+    answer = await http.post("/instances", **send(instance_spec(name, **config)))
     assert answer.status_code == 201, answer.text
     return answer
 
@@ -197,7 +191,9 @@ async def test_create_read_list_replace_patch_delete(
     assert replaced.status_code == 200, replaced.text
     assert replaced.headers["etag"] == '"2"' and "location" not in replaced.headers
     assert store.instances["acme"].configuration.auth_token is not None
-    assert store.instances["acme"].configuration.auth_token.get_secret_value() == TOKEN
+    assert (
+        store.instances["acme"].configuration.auth_token.get_secret_value() == INSTANCE_AUTH_TOKEN
+    )
 
     patch = {"configuration": {"auth_token": NEW_TOKEN, "region": "ie1"}}
     patched = await http.patch(
@@ -207,7 +203,7 @@ async def test_create_read_list_replace_patch_delete(
     )
     assert patched.status_code == 200, patched.text
     assert patched.json()["configuration"] == {
-        "account_sid": SID,
+        "account_sid": INSTANCE_ACCOUNT,
         "auth_token": MASK,
         "region": "ie1",
         "events": {
@@ -229,14 +225,14 @@ async def test_create_read_list_replace_patch_delete(
 
 
 async def test_put_creates_with_201_and_a_location(http: httpx.AsyncClient) -> None:
-    answer = await http.put("/instances/globex", **send(spec("globex")))
+    answer = await http.put("/instances/globex", **send(instance_spec("globex")))
     assert answer.status_code == 201
     assert (answer.headers["location"], answer.headers["etag"]) == ("/instances/globex", '"1"')
 
 
 async def test_the_mask_creates_nothing(http: httpx.AsyncClient, store: MemoryStore) -> None:
     for method, path in [("POST", "/instances"), ("PUT", "/instances/acme")]:
-        answer = await http.request(method, path, **send(spec(auth_token=MASK)))
+        answer = await http.request(method, path, **send(instance_spec(auth_token=MASK)))
         assert answer.status_code == 400
         assert answer.json()["error"]["invalid"] == ["configuration.auth_token"]
     assert store.writes == []
@@ -251,7 +247,10 @@ async def test_patch_with_the_mask_keeps_the_token_and_null_removes(
     assert answer.status_code == 200, answer.text
     assert "region" not in answer.json()["configuration"]
     stored = store.instances["acme"].configuration
-    assert stored.auth_token is not None and stored.auth_token.get_secret_value() == TOKEN
+    assert (
+        stored.auth_token is not None
+        and stored.auth_token.get_secret_value() == INSTANCE_AUTH_TOKEN
+    )
     assert stored.region is None
 
 
@@ -262,7 +261,7 @@ async def test_the_actor_is_recorded_with_the_callers_details(
     await http.post(
         "/instances",
         **send(
-            spec(),
+            instance_spec(),
             x_on_behalf_of="alice@example.com",
             user_agent="ops-cli/2",
             x_forwarded_for="203.0.113.7, 10.0.0.1",
@@ -276,7 +275,7 @@ async def test_the_actor_is_recorded_with_the_callers_details(
 async def test_forwarded_for_counts_only_behind_a_trusted_proxy(
     http: httpx.AsyncClient, store: MemoryStore
 ) -> None:
-    await http.post("/instances", **send(spec(), x_forwarded_for="203.0.113.7"))
+    await http.post("/instances", **send(instance_spec(), x_forwarded_for="203.0.113.7"))
     [(_, actor)] = store.writes
     assert actor.address != "203.0.113.7"
 
@@ -285,7 +284,7 @@ async def test_listing_filters_by_tag_and_names_unreadable_instances(
     http: httpx.AsyncClient, store: MemoryStore
 ) -> None:
     await create(http, "acme")
-    await http.post("/instances", **send({**spec("globex"), "tags": ["us"]}))
+    await http.post("/instances", **send({**instance_spec("globex"), "tags": ["us"]}))
     store.broken["initech"] = "sealed under key 'abc', this replica has 'def'"
     answer = await http.get("/instances", params={"tag": "us"}, headers=AUTH)
     assert [i["name"] for i in answer.json()["instances"]] == ["globex"]
@@ -299,9 +298,9 @@ async def test_listing_filters_by_tag_and_names_unreadable_instances(
 
 async def test_create_of_a_taken_name_is_409(http: httpx.AsyncClient, store: MemoryStore) -> None:
     await create(http)
-    again = await http.post("/instances", **send(spec()))
+    again = await http.post("/instances", **send(instance_spec()))
     assert (again.status_code, again.json()["error"]["kind"]) == (409, "conflict")
-    static = await http.post("/instances", **send(spec("default")))
+    static = await http.post("/instances", **send(instance_spec("default")))
     assert static.status_code == 409
     assert len(store.writes) == 1
 
@@ -315,7 +314,7 @@ async def test_missing_instances_are_404(http: httpx.AsyncClient) -> None:
 
 async def test_a_stale_if_match_is_412(http: httpx.AsyncClient, store: MemoryStore) -> None:
     await create(http)
-    answer = await http.put("/instances/acme", **send(spec(), if_match='"7"'))
+    answer = await http.put("/instances/acme", **send(instance_spec(), if_match='"7"'))
     assert (answer.status_code, answer.json()["error"]["kind"]) == (412, "precondition_failed")
     deleted = await http.delete("/instances/acme", headers={**AUTH, "if-match": '"7"'})
     assert deleted.status_code == 412
@@ -326,7 +325,7 @@ async def test_a_body_that_is_not_json_is_415(http: httpx.AsyncClient) -> None:
     for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
         answer = await http.post(
             "/instances",
-            content=orjson.dumps(spec()),
+            content=orjson.dumps(instance_spec()),
             headers={**AUTH, "content-type": content_type},
         )
         assert answer.status_code == 415
@@ -334,7 +333,7 @@ async def test_a_body_that_is_not_json_is_415(http: httpx.AsyncClient) -> None:
 
 async def test_json_with_parameters_is_json(http: httpx.AsyncClient) -> None:
     headers = {**AUTH, "content-type": "Application/JSON; charset=utf-8"}
-    answer = await http.post("/instances", content=orjson.dumps(spec()), headers=headers)
+    answer = await http.post("/instances", content=orjson.dumps(instance_spec()), headers=headers)
     assert answer.status_code == 201
 
 
@@ -347,7 +346,7 @@ async def test_invalid_json_is_400(http: httpx.AsyncClient) -> None:
 
 
 async def test_an_oversize_body_is_413(http: httpx.AsyncClient, store: MemoryStore) -> None:
-    document = {**spec(), "tags": ["x" * 60_000, "y" * 10_000]}
+    document = {**instance_spec(), "tags": ["x" * 60_000, "y" * 10_000]}
     answer = await http.post("/instances", **send(document))
     assert answer.status_code == 413
     assert store.writes == []
@@ -361,7 +360,7 @@ async def test_a_validation_error_names_every_problem_and_no_value(
         "configuration": {
             "account_sid": "nope",
             "region": "Europe",
-            "password": TOKEN,
+            "password": INSTANCE_AUTH_TOKEN,
             "events": {"mechanism": "pull"},
         },
         "tags": [""],
@@ -395,7 +394,7 @@ async def test_kafka_not_answering_in_time_is_503(
     http: httpx.AsyncClient, store: MemoryStore, fail: str, failure: Exception
 ) -> None:
     store.fail, store.failure = fail, failure
-    answer = await http.post("/instances", **send(spec()))
+    answer = await http.post("/instances", **send(instance_spec()))
     assert (answer.status_code, answer.json()["error"]["kind"]) == (503, "unavailable")
     assert "read the instance before retrying" in answer.json()["error"]["message"]
     assert not store.lock().locked()
@@ -404,7 +403,9 @@ async def test_kafka_not_answering_in_time_is_503(
 
 
 async def test_changes_are_made_one_at_a_time(http: httpx.AsyncClient, store: MemoryStore) -> None:
-    answers = await asyncio.gather(*(http.post("/instances", **send(spec())) for _ in range(5)))
+    answers = await asyncio.gather(
+        *(http.post("/instances", **send(instance_spec())) for _ in range(5))
+    )
     assert sorted(a.status_code for a in answers) == [201, 409, 409, 409, 409]
     assert len(store.writes) == 1
 
@@ -440,9 +441,9 @@ async def test_every_status_returned_is_documented(store: MemoryStore) -> None:
     json_type = {"content-type": "application/json"}
     calls: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "/instances", {"headers": {}}),
-        ("POST", "/instances", send(spec())),
-        ("POST", "/instances", send(spec())),
-        ("POST", "/instances", send(spec("default"))),
+        ("POST", "/instances", send(instance_spec())),
+        ("POST", "/instances", send(instance_spec())),
+        ("POST", "/instances", send(instance_spec("default"))),
         ("POST", "/instances", send({"name": "x"})),
         ("POST", "/instances", {"content": b"{", "headers": AUTH | json_type}),
         ("POST", "/instances", {"content": b"{}", "headers": AUTH}),
@@ -450,12 +451,12 @@ async def test_every_status_returned_is_documented(store: MemoryStore) -> None:
         ("GET", "/instances", {"headers": AUTH}),
         ("GET", "/instances/acme", {"headers": AUTH}),
         ("GET", "/instances/nope", {"headers": AUTH}),
-        ("PUT", "/instances/acme", send(spec())),
-        ("PUT", "/instances/new", send(spec("new"))),
+        ("PUT", "/instances/acme", send(instance_spec())),
+        ("PUT", "/instances/new", send(instance_spec("new"))),
         ("PUT", "/instances/acme", {"content": b"[", "headers": AUTH | json_type}),
         ("PUT", "/instances/acme", send({"tags": ["x" * 70_000]})),
         ("PUT", "/instances/acme", {"content": b"{}", "headers": AUTH | {"if-match": '"9"'}}),
-        ("PUT", "/instances/acme", send(spec(), if_match='"9"')),
+        ("PUT", "/instances/acme", send(instance_spec(), if_match='"9"')),
         ("PATCH", "/instances/acme", send({"tags": []})),
         ("PATCH", "/instances/nope", send({"tags": []})),
         ("PATCH", "/instances/acme", send({"tags": ["x" * 70_000]})),
@@ -472,7 +473,7 @@ async def test_every_status_returned_is_documented(store: MemoryStore) -> None:
         assert str(answer.status_code) in responses, (method, path, answer.status_code)
         seen.add(answer.status_code)
     store.fail = "write"
-    answer = await http.post("/instances", **send(spec("late")))
+    answer = await http.post("/instances", **send(instance_spec("late")))
     assert str(answer.status_code) in _operation(document, "POST", "/instances")["responses"]
     seen.add(answer.status_code)
     assert seen == {200, 201, 204, 400, 401, 404, 409, 412, 413, 415, 503}

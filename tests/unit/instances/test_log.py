@@ -16,7 +16,7 @@ from bridge.instances.changes import Change
 from bridge.instances.log import InstanceLog
 from bridge.instances.records import Actor
 from bridge.twilio.accounts import Accounts
-from tests.helpers import stored_instance
+from tests.helpers import INSTANCE_ACCOUNT, INSTANCE_AUTH_TOKEN, stored_instance
 
 
 class Published:
@@ -41,7 +41,7 @@ async def test_a_stored_change_is_audited_even_when_reading_it_back_times_out() 
         raise TimeoutError
 
     log.latest = slow_broker  # type: ignore[method-assign]
-    after = stored_instance("acme", "AC" + "c" * 32, "acme-token")
+    after = stored_instance("acme", INSTANCE_ACCOUNT, INSTANCE_AUTH_TOKEN)
     with pytest.raises(TimeoutError):
         await log.write(Change("created", "acme", None, after), Actor(principal="admin-token"))
     assert published.topics == [admin.topic, admin.audit_topic]

@@ -16,20 +16,16 @@ from bridge.instances.model import (
     merge_patch,
     validate_spec,
 )
+from tests.helpers import (
+    ACCOUNT,
+    API_KEY_SECRET,
+    API_KEY_SID,
+    INSTANCE_ACCOUNT,
+    INSTANCE_AUTH_TOKEN,
+    instance_spec,
+)
 
-SID = "AC" + "a" * 32
-KEY_SID = "SK" + "b" * 32
-TOKEN = "tok-SUPERSECRET-7f3a9c"
-KEY_SECRET = "key-SUPERSECRET-41d2e8"
 STAMPS = {"revision": 1, "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "x"}
-
-
-def spec(**configuration: Any) -> dict[str, Any]:
-    return {
-        "name": "acme",
-        "configuration": {"account_sid": SID, "auth_token": TOKEN, **configuration},
-        "tags": ["eu"],
-    }
 
 
 def valid(document: Any, stored: Instance | None = None) -> InstanceSpec:
@@ -52,9 +48,12 @@ def stored(document: dict[str, Any]) -> Instance:
 
 
 def test_a_valid_spec_keeps_its_secret_and_defaults_its_events() -> None:
-    result = valid(spec())
+    result = valid(instance_spec())
     config = result.configuration
-    assert config.auth_token is not None and config.auth_token.get_secret_value() == TOKEN
+    assert (
+        config.auth_token is not None
+        and config.auth_token.get_secret_value() == INSTANCE_AUTH_TOKEN
+    )
     assert (config.events.enabled, config.events.mechanism) == (True, "webhook")
     assert config.events.resources == ["messages"]
     assert result.tags == ["eu"]
@@ -66,7 +65,7 @@ def test_every_problem_is_named_at_once_by_its_dotted_field() -> None:
         "configuration": {
             "account_sid": "AC-not-a-sid",
             "region": "Europe",
-            "colour": TOKEN,  # an unknown entry whose value is a secret
+            "colour": INSTANCE_AUTH_TOKEN,  # an unknown entry whose value is a secret
             "events": {"mechanism": "carrier-pigeon"},
         },
         "tags": ["ok", ""],
@@ -86,15 +85,15 @@ def test_every_problem_is_named_at_once_by_its_dotted_field() -> None:
         "not a known entry"
     )
     for problem in found:
-        for value in (TOKEN, "AC-not-a-sid", "Europe", "carrier-pigeon"):
+        for value in (INSTANCE_AUTH_TOKEN, "AC-not-a-sid", "Europe", "carrier-pigeon"):
             assert value not in problem.message
 
 
 def test_a_secret_in_a_bad_field_is_never_echoed() -> None:
     for field in ("region", "edge", "base_url", "account_sid", "api_key_sid"):
-        found = problems(spec(**{field: TOKEN}))
+        found = problems(instance_spec(**{field: INSTANCE_AUTH_TOKEN}))
         assert f"configuration.{field}" in [p.field for p in found]
-        assert all(TOKEN not in p.message for p in found)
+        assert all(INSTANCE_AUTH_TOKEN not in p.message for p in found)
 
 
 def test_missing_entries_are_missing_not_invalid() -> None:
@@ -109,24 +108,28 @@ def test_missing_entries_are_missing_not_invalid() -> None:
 @pytest.mark.parametrize(
     ("credentials", "missing"),
     [
-        ({"api_key_sid": KEY_SID}, "configuration.api_key_secret"),
-        ({"api_key_secret": KEY_SECRET}, "configuration.api_key_sid"),
+        ({"api_key_sid": API_KEY_SID}, "configuration.api_key_secret"),
+        ({"api_key_secret": API_KEY_SECRET}, "configuration.api_key_sid"),
         ({}, "configuration.auth_token"),
     ],
 )
 def test_credentials_are_an_auth_token_or_a_whole_api_key(
     credentials: dict[str, str], missing: str
 ) -> None:
-    document = {"name": "acme", "configuration": {"account_sid": SID, **credentials}}
+    document = {"name": "acme", "configuration": {"account_sid": INSTANCE_ACCOUNT, **credentials}}
     assert [(p.field, p.missing) for p in problems(document)] == [(missing, True)]
 
 
 def test_an_api_key_alone_is_enough() -> None:
     document = {
         "name": "acme",
-        "configuration": {"account_sid": SID, "api_key_sid": KEY_SID, "api_key_secret": KEY_SECRET},
+        "configuration": {
+            "account_sid": INSTANCE_ACCOUNT,
+            "api_key_sid": API_KEY_SID,
+            "api_key_secret": API_KEY_SECRET,
+        },
     }
-    assert valid(document).configuration.secrets() == {"api_key_secret": KEY_SECRET}
+    assert valid(document).configuration.secrets() == {"api_key_secret": API_KEY_SECRET}
 
 
 @pytest.mark.parametrize("document", [[], "acme", None, 3])
@@ -136,85 +139,90 @@ def test_a_body_that_is_not_an_object_is_one_problem_about_the_body(document: An
 
 
 def test_events_topics_take_environment_spelling_and_refuse_unknown_families() -> None:
-    result = valid(spec(events={"topics": {"message_status": "acme.status"}}))
+    result = valid(instance_spec(events={"topics": {"message_status": "acme.status"}}))
     assert result.configuration.events.topics == {"message-status": "acme.status"}
-    [problem] = problems(spec(events={"topics": {"faxes": "t"}}))
+    [problem] = problems(instance_spec(events={"topics": {"faxes": "t"}}))
     assert problem.field == "configuration.events.topics"
 
 
 def test_resources_may_not_repeat() -> None:
-    [problem] = problems(spec(events={"resources": ["messages", "messages"]}))
+    [problem] = problems(instance_spec(events={"resources": ["messages", "messages"]}))
     assert problem.field == "configuration.events.resources"
 
 
 def test_base_url_loses_its_trailing_slash() -> None:
-    assert valid(spec(base_url="http://mock:4010/")).configuration.base_url == "http://mock:4010"
+    assert (
+        valid(instance_spec(base_url="http://mock:4010/")).configuration.base_url
+        == "http://mock:4010"
+    )
 
 
 # --- masking ---------------------------------------------------------------------------------
 
 
 def test_masked_shows_the_mask_for_every_secret_that_is_set() -> None:
-    document = spec(api_key_sid=KEY_SID, api_key_secret=KEY_SECRET)
+    document = instance_spec(api_key_sid=API_KEY_SID, api_key_secret=API_KEY_SECRET)
     view = masked(stored(document))
     assert view["configuration"]["auth_token"] == MASK
     assert view["configuration"]["api_key_secret"] == MASK
-    assert view["configuration"]["api_key_sid"] == KEY_SID
+    assert view["configuration"]["api_key_sid"] == API_KEY_SID
     assert view["revision"] == 1
     text = repr(view)
-    assert TOKEN not in text and KEY_SECRET not in text
+    assert INSTANCE_AUTH_TOKEN not in text and API_KEY_SECRET not in text
 
 
 def test_masked_leaves_unset_secrets_out() -> None:
-    view = masked(valid(spec()))
+    view = masked(valid(instance_spec()))
     assert "api_key_secret" not in view["configuration"]
     assert "region" not in view["configuration"]
 
 
 def test_the_mask_keeps_the_stored_secret() -> None:
-    before = stored(spec())
-    document = spec(auth_token=MASK, region="ie1")
+    before = stored(instance_spec())
+    document = instance_spec(auth_token=MASK, region="ie1")
     result = valid(document, before)
     assert result.configuration.auth_token is not None
-    assert result.configuration.auth_token.get_secret_value() == TOKEN
+    assert result.configuration.auth_token.get_secret_value() == INSTANCE_AUTH_TOKEN
     assert result.configuration.region == "ie1"
 
 
 def test_a_new_secret_replaces_the_stored_one() -> None:
-    result = valid(spec(auth_token="tok-new"), stored(spec()))
+    result = valid(instance_spec(auth_token="tok-new"), stored(instance_spec()))
     assert result.configuration.auth_token is not None
     assert result.configuration.auth_token.get_secret_value() == "tok-new"
 
 
 def test_the_mask_on_create_is_refused() -> None:
-    [problem] = problems(spec(auth_token=MASK))
+    [problem] = problems(instance_spec(auth_token=MASK))
     assert (problem.field, problem.missing) == ("configuration.auth_token", False)
     assert "keeps a stored secret" in problem.message
 
 
 def test_the_mask_does_not_carry_a_secret_over_to_another_account() -> None:
     # The old token would be sent as the new account's: Twilio would answer 401 much later.
-    [problem] = problems(spec(account_sid="AC" + "c" * 32, auth_token=MASK), stored(spec()))
+    [problem] = problems(
+        instance_spec(account_sid=ACCOUNT, auth_token=MASK), stored(instance_spec())
+    )
     assert problem.field == "configuration.auth_token" and "send the secret" in problem.message
 
 
 def test_the_mask_does_not_carry_a_key_secret_over_to_another_key() -> None:
-    before = stored(spec(api_key_sid=KEY_SID, api_key_secret=KEY_SECRET))
-    kept = valid(spec(api_key_sid=KEY_SID, api_key_secret=MASK), before)
+    before = stored(instance_spec(api_key_sid=API_KEY_SID, api_key_secret=API_KEY_SECRET))
+    kept = valid(instance_spec(api_key_sid=API_KEY_SID, api_key_secret=MASK), before)
     assert kept.configuration.api_key_secret is not None
-    other = spec(api_key_sid="SK" + "d" * 32, api_key_secret=MASK)
+    other = instance_spec(api_key_sid="SK" + "d" * 32, api_key_secret=MASK)
     [problem] = problems(other, before)
     assert problem.field == "configuration.api_key_secret"
 
 
 def test_a_topic_override_must_be_a_kafka_topic_name() -> None:
-    [problem] = problems(spec(events={"topics": {"messages": "no spaces/slashes"}}))
+    [problem] = problems(instance_spec(events={"topics": {"messages": "no spaces/slashes"}}))
     assert problem.field == "configuration.events.topics.messages"
 
 
 def test_the_mask_for_a_secret_that_was_never_stored_is_refused() -> None:
-    document = spec(api_key_sid=KEY_SID, api_key_secret=MASK)
-    [problem] = problems(document, stored(spec()))
+    document = instance_spec(api_key_sid=API_KEY_SID, api_key_secret=MASK)
+    [problem] = problems(document, stored(instance_spec()))
     assert problem.field == "configuration.api_key_secret"
 
 
@@ -253,14 +261,14 @@ def test_merge_patch_leaves_its_target_alone() -> None:
 
 
 def test_changed_fields_name_a_changed_token_without_its_value() -> None:
-    before = stored(spec())
-    after = stored(spec(auth_token="tok-rotated"))
+    before = stored(instance_spec())
+    after = stored(instance_spec(auth_token="tok-rotated"))
     assert changed_fields(before, after) == ["configuration.auth_token"]
 
 
 def test_changed_fields_are_dotted_and_nested() -> None:
-    before = stored(spec())
-    after = stored({**spec(events={"mechanism": "polling"}, region="ie1"), "tags": []})
+    before = stored(instance_spec())
+    after = stored({**instance_spec(events={"mechanism": "polling"}, region="ie1"), "tags": []})
     assert changed_fields(before, after) == [
         "configuration.events.mechanism",
         "configuration.region",
@@ -269,8 +277,8 @@ def test_changed_fields_are_dotted_and_nested() -> None:
 
 
 def test_nothing_changed_is_no_field() -> None:
-    assert changed_fields(stored(spec()), stored(spec())) == []
+    assert changed_fields(stored(instance_spec()), stored(instance_spec())) == []
 
 
 def test_a_new_instance_changes_every_top_level_entry() -> None:
-    assert changed_fields(None, stored(spec())) == ["configuration", "name", "tags"]
+    assert changed_fields(None, stored(instance_spec())) == ["configuration", "name", "tags"]

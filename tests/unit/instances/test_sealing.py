@@ -17,19 +17,24 @@ from bridge.instances.records import (
     encode_instance,
 )
 from bridge.instances.sealing import Sealer, SealError
-from tests.helpers import stored_instance
+from tests.helpers import (
+    API_KEY_SECRET,
+    API_KEY_SID,
+    INSTANCE_ACCOUNT,
+    INSTANCE_AUTH_TOKEN,
+    stored_instance,
+)
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
-SID = "AC" + "a" * 32
-TOKEN = "tok-SUPERSECRET-7f3a9c"
 NEW_TOKEN = "tok-ROTATED-0b1c2d"
-KEY_SECRET = "key-SUPERSECRET-41d2e8"
 
 
 def instance(revision: int = 1, **configuration: Any) -> Instance:
-    token = configuration.pop("auth_token", TOKEN)
-    return stored_instance("acme", SID, token, revision=revision, tags=("eu",), **configuration)
+    token = configuration.pop("auth_token", INSTANCE_AUTH_TOKEN)
+    return stored_instance(
+        "acme", INSTANCE_ACCOUNT, token, revision=revision, tags=("eu",), **configuration
+    )
 
 
 def encodings(secret: str) -> list[bytes]:
@@ -44,7 +49,7 @@ def encodings(secret: str) -> list[bytes]:
 
 def test_sealed_secrets_open_again() -> None:
     sealer = Sealer(KEY)
-    secrets = {"auth_token": TOKEN, "api_key_secret": KEY_SECRET}
+    secrets = {"auth_token": INSTANCE_AUTH_TOKEN, "api_key_secret": API_KEY_SECRET}
     sealed = sealer.seal("acme", secrets)
     assert sealed.startswith(f"v1.{sealer.key_id}.")
     assert Sealer(KEY).open("acme", sealed) == secrets
@@ -52,18 +57,20 @@ def test_sealed_secrets_open_again() -> None:
 
 def test_each_seal_uses_a_fresh_nonce() -> None:
     sealer = Sealer(KEY)
-    assert sealer.seal("acme", {"auth_token": TOKEN}) != sealer.seal("acme", {"auth_token": TOKEN})
+    assert sealer.seal("acme", {"auth_token": INSTANCE_AUTH_TOKEN}) != sealer.seal(
+        "acme", {"auth_token": INSTANCE_AUTH_TOKEN}
+    )
 
 
 def test_another_key_is_named_by_both_key_ids() -> None:
-    sealed = Sealer(KEY).seal("acme", {"auth_token": TOKEN})
+    sealed = Sealer(KEY).seal("acme", {"auth_token": INSTANCE_AUTH_TOKEN})
     other = Sealer(OTHER_KEY)
     with pytest.raises(SealError) as info:
         other.open("acme", sealed)
     message = str(info.value)
     assert Sealer(KEY).key_id in message and other.key_id in message
     assert Sealer(KEY).key_id != other.key_id
-    assert TOKEN not in message
+    assert INSTANCE_AUTH_TOKEN not in message
 
 
 def test_a_key_id_is_no_part_of_the_key() -> None:
@@ -74,7 +81,7 @@ def test_a_key_id_is_no_part_of_the_key() -> None:
 
 def test_altered_text_does_not_open() -> None:
     sealer = Sealer(KEY)
-    sealed = sealer.seal("acme", {"auth_token": TOKEN})
+    sealed = sealer.seal("acme", {"auth_token": INSTANCE_AUTH_TOKEN})
     last = sealed[-2]
     altered = sealed[:-2] + ("A" if last != "A" else "B") + sealed[-1]
     with pytest.raises(SealError, match="altered"):
@@ -83,7 +90,7 @@ def test_altered_text_does_not_open() -> None:
 
 def test_secrets_sealed_for_another_name_do_not_open() -> None:
     sealer = Sealer(KEY)
-    sealed = sealer.seal("acme", {"auth_token": TOKEN})
+    sealed = sealer.seal("acme", {"auth_token": INSTANCE_AUTH_TOKEN})
     with pytest.raises(SealError, match="another name"):
         sealer.open("globex", sealed)
 
@@ -96,7 +103,7 @@ def test_unknown_formats_say_so(sealed: str) -> None:
 
 def test_truncated_text_does_not_open() -> None:
     sealer = Sealer(KEY)
-    sealed = sealer.seal("acme", {"auth_token": TOKEN})
+    sealed = sealer.seal("acme", {"auth_token": INSTANCE_AUTH_TOKEN})
     with pytest.raises(SealError):
         sealer.open("acme", sealed[: len(sealer.key_id) + 8])
 
@@ -107,9 +114,9 @@ def test_truncated_text_does_not_open() -> None:
 def test_a_record_holds_no_secret_in_any_readable_form() -> None:
     sealer = Sealer(KEY)
     value = encode_instance(
-        instance(api_key_sid="SK" + "b" * 32, api_key_secret=KEY_SECRET), sealer
+        instance(api_key_sid=API_KEY_SID, api_key_secret=API_KEY_SECRET), sealer
     )
-    for secret in (TOKEN, KEY_SECRET):
+    for secret in (INSTANCE_AUTH_TOKEN, API_KEY_SECRET):
         for leak in encodings(secret):
             assert leak not in value
     document = orjson.loads(value)
@@ -124,7 +131,7 @@ def test_a_record_reads_back_as_the_same_instance() -> None:
     decoded = decode_instance(b"acme", encode_instance(original, sealer), sealer)
     assert decoded == original
     assert decoded.configuration.auth_token is not None
-    assert decoded.configuration.auth_token.get_secret_value() == TOKEN
+    assert decoded.configuration.auth_token.get_secret_value() == INSTANCE_AUTH_TOKEN
 
 
 def test_a_record_under_another_key_says_which_keys() -> None:
@@ -191,7 +198,7 @@ def test_an_update_event_says_who_changed_what_without_secrets() -> None:
     assert data["changed"] == ["configuration.auth_token", "configuration.region"]
     assert data["instance_after"]["configuration"]["auth_token"] == MASK
     value = event.value() + b"".join(v for _, v in event.headers())
-    for secret in (TOKEN, NEW_TOKEN):
+    for secret in (INSTANCE_AUTH_TOKEN, NEW_TOKEN):
         for leak in encodings(secret):
             assert leak not in value
 
@@ -201,4 +208,4 @@ def test_a_delete_event_has_no_after_and_no_invented_actor_parts() -> None:
     data = event.data
     assert (data["revision"], data["previous_revision"], data["instance_after"]) == (None, 1, None)
     assert {k: v for k, v in data["actor"].items() if v is not None} == {"principal": "admin-token"}
-    assert TOKEN.encode() not in event.value()
+    assert INSTANCE_AUTH_TOKEN.encode() not in event.value()

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from bridge.config import KafkaSettings, Settings, SettingsError, load_settings
 from bridge.kafka import producer as producer_module
 from bridge.kafka.connection import KafkaSecurityError, connection_kwargs, ssl_context
-from tests.integration.kafka_gateway import server_tls
-from tests.integration.tls import Pki, make_pki, openssl_available
+from tests.support.kafka_gateway import server_tls
+from tests.support.tls import Pki, make_pki, openssl_available
 
 PASSWORD = "kafka-sasl-password-not-a-secret"
 PROTOCOLS = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]

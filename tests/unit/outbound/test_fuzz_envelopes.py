@@ -23,8 +23,7 @@ import asyncio
 import base64
 import json
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,21 +33,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
-from pydantic import SecretStr
 
-from bridge.config import Credential, TwilioSettings
 from bridge.contract.envelopes import MAX_DEPTH
 from bridge.kafka.records import Record
-from bridge.outbound.processor import Outcome, Processor
-from bridge.twilio.accounts import Accounts
-from bridge.twilio.calls import CallBuilder
+from bridge.outbound.processor import Outcome
 from bridge.twilio.catalog import Catalog, Operation
-from bridge.twilio.client import TwilioClient
 from bridge.twilio.retry import RetryPolicy
-from tests.helpers import ACCOUNT, SCHEMAS
+from tests.helpers import SCHEMAS, outbound_processor
 
-CREDENTIALS = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr("fuzz-token"))}
-SETTINGS = TwilioSettings(transport="httpx")
 TOPIC, PARTITION = "twilio.requests", 5
 
 REPLY_SCHEMA = Draft202012Validator(json.loads((SCHEMAS / "reply.schema.json").read_text()))
@@ -533,18 +525,6 @@ def twilio(plan: Plan) -> Callable[[httpx.Request], httpx.Response]:
     return answer
 
 
-@asynccontextmanager
-async def processor_for(plan: Plan) -> AsyncIterator[Processor]:
-    transport = httpx.MockTransport(twilio(plan))
-    client = TwilioClient(SETTINGS, transport=transport)
-    try:
-        yield Processor(
-            CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS), client, POLICY
-        )
-    finally:
-        await client.aclose()
-
-
 record_keys = st.none() | st.binary(max_size=16)
 record_headers = st.lists(
     st.tuples(header_names | st.text(max_size=8), st.binary(max_size=16)), max_size=4
@@ -644,8 +624,8 @@ async def test_every_payload_gets_exactly_the_outcome_it_should(
     event(case.family.split(" ")[0])
     event(f"payload of {len(case.raw or b'').bit_length()} bits' magnitude")
     record = Record(TOPIC, PARTITION, offset, key, case.raw, headers, timestamp)
-    async with processor_for(plan) as processor:
-        outcome = await asyncio.wait_for(processor.process(record), PER_RECORD_S)
+    processor = outbound_processor(twilio(plan), POLICY)
+    outcome = await asyncio.wait_for(processor.process(record), PER_RECORD_S)
     check_outcome(case, plan, record, outcome)
     check_serialised(case, outcome)
 
@@ -663,8 +643,8 @@ SMS: dict[str, Any] = {
 async def test_each_injection_once_for_sure(name: str, plan: Plan) -> None:
     case = injected(SMS, name, valid=True)
     record = Record(TOPIC, PARTITION, 9, b"k", case.raw, (), None)
-    async with processor_for(plan) as processor:
-        outcome = await asyncio.wait_for(processor.process(record), PER_RECORD_S)
+    processor = outbound_processor(twilio(plan), POLICY)
+    outcome = await asyncio.wait_for(processor.process(record), PER_RECORD_S)
     check_outcome(case, plan, record, outcome)
     check_serialised(case, outcome)
     assert (outcome.reply is None) == (name in NOT_JSON_VALUES)
@@ -688,8 +668,8 @@ AMPLIFIERS: dict[str, dict[str, Any]] = {
 async def test_what_amplifies_errors_stays_within_bounds(name: str) -> None:
     case = json_case(name, AMPLIFIERS[name])
     record = Record(TOPIC, PARTITION, 9, None, case.raw, (), None)
-    async with processor_for(Plan(201)) as processor:
-        outcome = await asyncio.wait_for(processor.process(record), PER_RECORD_S)
+    processor = outbound_processor(twilio(Plan(201)), POLICY)
+    outcome = await asyncio.wait_for(processor.process(record), PER_RECORD_S)
     check_outcome(case, Plan(201), record, outcome)
     check_serialised(case, outcome)
 

@@ -15,7 +15,7 @@ from bridge.outbound.replies import reply_for_response
 from bridge.outbound.sender import Sent
 from bridge.twilio.calls import TwilioCall
 from bridge.twilio.retry import Attempt
-from tests.unit.outbound.test_replies import CALL, result
+from tests.helpers import CALL, result
 
 LIST = CALL.path
 

@@ -7,17 +7,13 @@ import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
-from bridge.config import Credential, TwilioSettings
 from bridge.contract.envelopes import BasicRequest, Reply, parse_request
 from bridge.contract.errors import UnknownCredential
 from bridge.instances.accounts import account_of
@@ -38,114 +34,60 @@ from bridge.twilio.catalog import Catalog
 from bridge.twilio.client import TwilioClient
 from bridge.twilio.ratelimit import Limiter, Limits
 from bridge.twilio.retry import RetryPolicy
-from tests.helpers import ACCOUNT, INSTANCE_ACCOUNT, stored_instance
+from tests.helpers import (
+    ACCOUNT,
+    AUTH_TOKEN,
+    CREATED,
+    CREDENTIALS,
+    ENVELOPE,
+    FAST_RETRIES,
+    FETCH_MESSAGE,
+    INSTANCE_ACCOUNT,
+    INSTANCE_AUTH_TOKEN,
+    ONE_ATTEMPT,
+    SERVER_ERROR,
+    TOO_MANY,
+    TWILIO_SETTINGS,
+    RecordingTwilio,
+    answering,
+    answering_in_turn,
+    outbound_processor,
+    request_record,
+    stored_instance,
+)
 
-TOKEN = "tok-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
-CREDENTIAL = Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))
-CREDENTIALS = {"default": CREDENTIAL}
-AUTH = basic_auth_header(CREDENTIAL)
-SECRETS = (TOKEN, AUTH, AUTH.removeprefix("Basic "))
-SETTINGS = TwilioSettings(transport="httpx")
+AUTH = basic_auth_header(CREDENTIALS["default"])
+SECRETS = (AUTH_TOKEN, AUTH, AUTH.removeprefix("Basic "))
 PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
-TOPIC, PARTITION, OFFSET, KEY, TIMESTAMP = "twilio.requests", 3, 42, b"order-78456", 1_700_000_000
 JSON = "application/json"
 
-Handler = Callable[[httpx.Request], httpx.Response]
 CLASSIC = {
     "code": 21211,
     "message": "The 'To' number +1 is not a valid phone number.",
     "more_info": "https://www.twilio.com/docs/errors/21211",
     "status": 400,
 }
-ENVELOPE: dict[str, Any] = {
-    "id": "order-78456-sms",
-    "mode": "basic",
-    "operation": "CreateMessage",
-    "params": {"Extra": "x"},
-    "body": {
-        "From": "+14155552671",
-        "To": "+919876543210",
-        "Body": "Your order has shipped",
-        "MediaUrl": ["https://demo.twilio.com/owl.png"],
-    },
-    "metadata": {"order": "ORD-78456", "n": [1, 2]},
-}
 
 
-class Twilio:
-    """A handler for ``httpx.MockTransport`` that records what it was sent."""
-
-    def __init__(self, answer: Handler) -> None:
-        self.answer = answer
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.answer(request)
-
-
-def answering(status: int, body: Any = None, **headers: str) -> Twilio:
-    def answer(request: httpx.Request) -> httpx.Response:
-        if body is None:
-            return httpx.Response(status, headers=headers)
-        return httpx.Response(status, json=body, headers=headers)
-
-    return Twilio(answer)
-
-
-def raising(exc: type[Exception]) -> Twilio:
+def raising(exc: type[Exception]) -> RecordingTwilio:
     def answer(request: httpx.Request) -> httpx.Response:
         if issubclass(exc, httpx.RequestError):
             raise exc("simulated", request=request)
         raise exc("simulated")
 
-    return Twilio(answer)
-
-
-# Classification tests look at one attempt; the retry tests below set their own policy.
-SINGLE = RetryPolicy(max_attempts=1)
-
-
-@asynccontextmanager
-async def processor_for(
-    twilio: Twilio,
-    policy: RetryPolicy = SINGLE,
-    limiter: Limiter | None = None,
-    options: ProcessorOptions | None = None,
-) -> AsyncIterator[Processor]:
-    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
-    builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
-    try:
-        yield Processor(builder, client, policy, limiter, options=options)
-    finally:
-        await client.aclose()
-
-
-def record(
-    value: bytes | dict[str, Any] | None, headers: tuple[tuple[str, bytes], ...] = ()
-) -> Record:
-    raw = json.dumps(value).encode() if isinstance(value, dict) else value
-    return Record(
-        topic=TOPIC,
-        partition=PARTITION,
-        offset=OFFSET,
-        key=KEY,
-        value=raw,
-        headers=headers,
-        timestamp_ms=TIMESTAMP,
-    )
+    return RecordingTwilio(answer)
 
 
 async def process(
-    twilio: Twilio,
+    twilio: RecordingTwilio,
     value: bytes | dict[str, Any] | None,
-    policy: RetryPolicy = SINGLE,
+    policy: RetryPolicy = ONE_ATTEMPT,
     options: ProcessorOptions | None = None,
     **kw: Any,
 ) -> Outcome:
-    async with processor_for(twilio, policy, options=options) as processor:
-        return await processor.process(record(value, **kw))
+    return await outbound_processor(twilio, policy, options=options).process(
+        request_record(value, **kw)
+    )
 
 
 def assert_no_secrets(outcome: Outcome) -> None:
@@ -158,10 +100,14 @@ def assert_no_secrets(outcome: Outcome) -> None:
 
 def assert_source(outcome: Outcome) -> None:
     assert outcome.error is not None
-    source = outcome.error.source
-    assert (source.topic, source.partition, source.offset) == (TOPIC, PARTITION, OFFSET)
-    assert source.key == base64.b64encode(KEY).decode()
-    assert source.timestamp_ms == TIMESTAMP
+    source, sent = outcome.error.source, request_record(None)
+    assert (source.topic, source.partition, source.offset) == (
+        sent.topic,
+        sent.partition,
+        sent.offset,
+    )
+    assert sent.key is not None and source.key == base64.b64encode(sent.key).decode()
+    assert source.timestamp_ms == sent.timestamp_ms
     assert outcome.error.time.endswith("Z")
     datetime.fromisoformat(outcome.error.time)
 
@@ -433,10 +379,10 @@ async def test_tombstone_gives_an_error_record() -> None:
 
 
 async def test_record_without_key_or_timestamp() -> None:
-    async with processor_for(answering(201, {})) as processor:
-        outcome = await processor.process(
-            Record(topic="t", partition=0, offset=7, key=None, value=b"x")
-        )
+    processor = outbound_processor(answering(201, {}))
+    outcome = await processor.process(
+        Record(topic="t", partition=0, offset=7, key=None, value=b"x")
+    )
     assert outcome.error is not None
     assert outcome.error.source.key is None and outcome.error.source.timestamp_ms is None
     assert outcome.error.source.offset == 7
@@ -444,11 +390,11 @@ async def test_record_without_key_or_timestamp() -> None:
 
 async def test_one_processor_handles_many_records() -> None:
     twilio = answering(201, {"sid": "SM1"})
-    async with processor_for(twilio) as processor:
-        outcomes = [
-            await processor.process(record(value))
-            for value in (ENVELOPE, b"junk", {**ENVELOPE, "id": "second"})
-        ]
+    processor = outbound_processor(twilio)
+    outcomes = [
+        await processor.process(request_record(value))
+        for value in (ENVELOPE, b"junk", {**ENVELOPE, "id": "second"})
+    ]
     assert [o.reply.id if o.reply else None for o in outcomes] == [
         "order-78456-sms",
         None,
@@ -459,55 +405,30 @@ async def test_one_processor_handles_many_records() -> None:
 
 
 def test_parse_gives_the_request_or_the_outcome_of_a_rejected_envelope() -> None:
-    request = parse(record(ENVELOPE))
+    request = parse(request_record(ENVELOPE))
     assert isinstance(request, BasicRequest) and request.id == ENVELOPE["id"]
-    rejected = parse(record({"id": "bad-1", "mode": "basic"}))
+    rejected = parse(request_record({"id": "bad-1", "mode": "basic"}))
     assert isinstance(rejected, Outcome)
     assert rejected.reply is not None and rejected.reply.id == "bad-1"
     assert rejected.error is not None and rejected.error.error.missing == ["operation"]
-    junk = parse(record(b"junk"))
+    junk = parse(request_record(b"junk"))
     assert isinstance(junk, Outcome) and junk.reply is None and junk.error is not None
 
 
 def test_outcome_of_adds_an_error_record_to_a_failure_only() -> None:
-    request = parse(record(ENVELOPE))
+    request = parse(request_record(ENVELOPE))
     assert isinstance(request, BasicRequest)
     ok = Reply(id=request.id, status="ok", body={"sid": "SM1"})
-    outcome = outcome_of(record(ENVELOPE), request, Guarded(ok, b"{}"))
+    outcome = outcome_of(request_record(ENVELOPE), request, Guarded(ok, b"{}"))
     assert outcome == Outcome(ok, None, b"{}", None)
     failed = error_reply(request.id, UnknownCredential("unknown credential 'x'"))
-    outcome = outcome_of(record(ENVELOPE), request, Guarded(failed))
+    outcome = outcome_of(request_record(ENVELOPE), request, Guarded(failed))
     assert outcome.reply is failed and outcome.error is not None
     assert outcome.error.error == failed.error and outcome.error.request == ENVELOPE
     assert_source(outcome)
 
 
 # --- retries -----------------------------------------------------------------------------------
-
-FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_s=0, max_delay_s=0)
-
-
-Answer = tuple[int, dict[str, Any], dict[str, str]]
-
-
-def answering_in_turn(*answers: Answer | type[httpx.RequestError]) -> Twilio:
-    """Answers in the given order, the last one from then on."""
-    queue = list(answers)
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        current = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(current, type):
-            raise current("simulated", request=request)
-        status, body, headers = current
-        return httpx.Response(status, json=body, headers=headers)
-
-    return Twilio(answer)
-
-
-TOO_MANY: Answer = (429, {"code": 20429, "message": "Too Many Requests", "status": 429}, {})
-SERVER_ERROR: Answer = (503, {"code": 20503, "message": "Service Unavailable", "status": 503}, {})
-CREATED: Answer = (201, {"sid": "SM1"}, {})
-FETCH = {"id": "req-get", "mode": "basic", "operation": "FetchMessage", "params": {"Sid": "SM1"}}
 
 
 async def test_429_is_retried_even_for_post_and_the_reply_counts_attempts() -> None:
@@ -545,7 +466,7 @@ async def test_post_is_not_repeated_after_it_may_have_reached_twilio(failure: An
 @pytest.mark.parametrize("failure", [SERVER_ERROR, httpx.ReadTimeout, httpx.RemoteProtocolError])
 async def test_get_is_retried_after_transient_failures(failure: Any) -> None:
     twilio = answering_in_turn(failure, (200, {"sid": "SM1"}, {}))
-    outcome = await process(twilio, FETCH, FAST_RETRIES)
+    outcome = await process(twilio, FETCH_MESSAGE, FAST_RETRIES)
     assert len(twilio.requests) == 2
     assert outcome.reply is not None and outcome.reply.status == "ok"
     assert outcome.reply.attempts == 2
@@ -594,7 +515,7 @@ PAGE = {
 
 async def test_filter_nulls_from_the_envelope() -> None:
     twilio = answering_in_turn((200, PAGE, {}))
-    outcome = await process(twilio, {**FETCH, "filter_nulls": True})
+    outcome = await process(twilio, {**FETCH_MESSAGE, "filter_nulls": True})
     assert outcome.reply is not None
     assert outcome.reply.body == {
         "messages": [{"sid": "SM1", "body": "hi"}],
@@ -611,7 +532,7 @@ async def test_response_formats_are_rendered_from_json(
     fmt: str, content_type: str, marker: str
 ) -> None:
     twilio = answering_in_turn((200, PAGE, {}))
-    outcome = await process(twilio, {**FETCH, "response_format": fmt})
+    outcome = await process(twilio, {**FETCH_MESSAGE, "response_format": fmt})
     reply = outcome.reply
     assert reply is not None and reply.status == "ok"
     assert reply.content_type == content_type
@@ -631,8 +552,8 @@ async def test_xml_of_a_single_resource_is_wrapped_like_twilios() -> None:
 async def test_the_bridges_filter_nulls_applies_when_the_envelope_does_not_say() -> None:
     options = ProcessorOptions(filter_nulls=True)
     twilio = answering_in_turn((200, PAGE, {}))
-    stripped = await process(twilio, FETCH, options=options)
-    kept = await process(twilio, {**FETCH, "filter_nulls": False}, options=options)
+    stripped = await process(twilio, FETCH_MESSAGE, options=options)
+    kept = await process(twilio, {**FETCH_MESSAGE, "filter_nulls": False}, options=options)
     assert stripped.reply is not None and kept.reply is not None
     assert stripped.reply.body["messages"] == [{"sid": "SM1", "body": "hi"}]
     assert kept.reply.body["messages"][0]["error_code"] is None
@@ -643,7 +564,7 @@ async def test_the_bridges_filter_nulls_applies_when_the_envelope_does_not_say()
 LIST = {"id": "req-list", "mode": "basic", "operation": "ListMessage", "follow_pages": True}
 
 
-def paged(pages: int, fail_at: int | None = None) -> Twilio:
+def paged(pages: int, fail_at: int | None = None) -> RecordingTwilio:
     """A 2010 list of ``pages`` pages of two messages; page ``fail_at`` answers 500."""
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -659,7 +580,7 @@ def paged(pages: int, fail_at: int | None = None) -> Twilio:
         }
         return httpx.Response(200, json=body)
 
-    return Twilio(answer)
+    return RecordingTwilio(answer)
 
 
 MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
@@ -719,10 +640,10 @@ async def test_replies_report_the_time_spent_waiting_for_the_senders_pace() -> N
         return reads[-1]
 
     limiter = Limiter(Limits.of(per_sender_per_second=20, per_sender_burst=1), clock=clock)
-    async with processor_for(answering(201, {"sid": "SM1"}), limiter=limiter) as processor:
-        first = await processor.process(record(ENVELOPE))
-        read_before_second = len(reads)
-        second = await processor.process(record(ENVELOPE))
+    processor = outbound_processor(answering(201, {"sid": "SM1"}), limiter=limiter)
+    first = await processor.process(request_record(ENVELOPE))
+    read_before_second = len(reads)
+    second = await processor.process(request_record(ENVELOPE))
     assert first.reply is not None and second.reply is not None
     assert first.reply.wait_ms == 0
     # One message every 50 ms from one number: the second waits what is left of the 50 ms
@@ -736,8 +657,7 @@ async def test_replies_report_the_time_spent_waiting_for_the_senders_pace() -> N
 async def test_twilio_concurrent_requests_lowers_the_credentials_cap() -> None:
     twilio = answering(201, {"sid": "SM1"}, **{"Twilio-Concurrent-Requests": "95"})
     limiter = Limiter(Limits.of(max_concurrent=100, account_concurrency=100))
-    async with processor_for(twilio, limiter=limiter) as processor:
-        outcome = await processor.process(record(ENVELOPE))
+    outcome = await outbound_processor(twilio, limiter=limiter).process(request_record(ENVELOPE))
     assert outcome.reply is not None and outcome.reply.status == "ok"
     # Others hold 94 of the account's 100: this replica steps down to a single call.
     assert limiter.cap("default") == 1
@@ -746,29 +666,22 @@ async def test_twilio_concurrent_requests_lowers_the_credentials_cap() -> None:
 # --- instances: each account's own defaults ----------------------------------------------------
 
 
-INSTANCE_TOKEN = "acme-token-5e4d3c2b1a"
-
-
 def instance_accounts(**configuration: Any) -> Accounts:
-    instance = stored_instance("acme", INSTANCE_ACCOUNT, INSTANCE_TOKEN, **configuration)
+    instance = stored_instance("acme", INSTANCE_ACCOUNT, INSTANCE_AUTH_TOKEN, **configuration)
     accounts = Accounts(CREDENTIALS)
-    accounts.put(account_of(instance, SETTINGS))
+    accounts.put(account_of(instance, TWILIO_SETTINGS))
     return accounts
 
 
 async def process_as(
-    twilio: Twilio,
+    twilio: RecordingTwilio,
     accounts: Accounts,
     *envelopes: dict[str, Any],
-    policy: RetryPolicy = SINGLE,
+    policy: RetryPolicy = ONE_ATTEMPT,
     limiter: Limiter | None = None,
 ) -> list[Outcome]:
-    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
-    processor = Processor(CallBuilder(Catalog.load(), accounts, SETTINGS), client, policy, limiter)
-    try:
-        return [await processor.process(record(envelope)) for envelope in envelopes]
-    finally:
-        await client.aclose()
+    processor = outbound_processor(twilio, policy, accounts, limiter=limiter)
+    return [await processor.process(request_record(envelope)) for envelope in envelopes]
 
 
 def as_acme(envelope: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -783,9 +696,10 @@ async def test_an_instance_is_called_with_its_own_account_and_auth() -> None:
     assert sent.url.path == f"/2010-04-01/Accounts/{INSTANCE_ACCOUNT}/Messages.json"
     assert (
         sent.headers["authorization"]
-        == "Basic " + base64.b64encode(f"{INSTANCE_ACCOUNT}:{INSTANCE_TOKEN}".encode()).decode()
+        == "Basic "
+        + base64.b64encode(f"{INSTANCE_ACCOUNT}:{INSTANCE_AUTH_TOKEN}".encode()).decode()
     )
-    assert INSTANCE_TOKEN not in outcome.reply.model_dump_json()
+    assert INSTANCE_AUTH_TOKEN not in outcome.reply.model_dump_json()
 
 
 async def test_a_deleted_instance_is_answered_as_deleted_without_calling_twilio() -> None:
@@ -810,14 +724,9 @@ async def test_an_unknown_credential_reads_the_instances_again_before_failing() 
         refreshes += 1
         accounts.put(ready.get("acme"))  # type: ignore[arg-type]
 
-    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
-    builder = CallBuilder(Catalog.load(), accounts, SETTINGS)
-    processor = Processor(builder, client, SINGLE, refresh_accounts=refresh)
-    try:
-        found = await processor.process(record(as_acme(ENVELOPE)))
-        missing = await processor.process(record({**ENVELOPE, "credential": "nobody"}))
-    finally:
-        await client.aclose()
+    processor = outbound_processor(twilio, accounts=accounts, refresh_accounts=refresh)
+    found = await processor.process(request_record(as_acme(ENVELOPE)))
+    missing = await processor.process(request_record({**ENVELOPE, "credential": "nobody"}))
     assert found.reply is not None and found.reply.status == "ok"
     assert missing.reply is not None and missing.reply.error is not None
     assert "unknown credential 'nobody'" in missing.reply.error.message
@@ -832,10 +741,10 @@ async def test_build_call_reads_the_instances_again_only_for_an_unknown_credenti
         refreshes.append("read")
         accounts.put(ready.get("acme"))  # type: ignore[arg-type]
 
-    builder = CallBuilder(Catalog.load(), accounts, SETTINGS)
-    known = parse(record(ENVELOPE))
-    acme = parse(record(as_acme(ENVELOPE)))
-    nobody = parse(record({**ENVELOPE, "credential": "nobody"}))
+    builder = CallBuilder(Catalog.load(), accounts, TWILIO_SETTINGS)
+    known = parse(request_record(ENVELOPE))
+    acme = parse(request_record(as_acme(ENVELOPE)))
+    nobody = parse(request_record({**ENVELOPE, "credential": "nobody"}))
     assert isinstance(known, BasicRequest) and isinstance(acme, BasicRequest)
     assert isinstance(nobody, BasicRequest)
     assert (await build_call(builder, known, [], refresh)).account.name == "default"
@@ -855,13 +764,8 @@ async def test_an_unknown_credential_stays_unknown_when_the_instances_cannot_be_
     async def refresh() -> None:
         raise TimeoutError  # the broker did not answer within the write timeout
 
-    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
-    builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
-    processor = Processor(builder, client, SINGLE, refresh_accounts=refresh)
-    try:
-        outcome = await processor.process(record({**ENVELOPE, "credential": "nobody"}))
-    finally:
-        await client.aclose()
+    processor = outbound_processor(twilio, refresh_accounts=refresh)
+    outcome = await processor.process(request_record({**ENVELOPE, "credential": "nobody"}))
     assert outcome.reply is not None and outcome.reply.error is not None
     assert outcome.reply.error.kind == "validation"
     assert "unknown credential 'nobody'" in outcome.reply.error.message
@@ -874,9 +778,9 @@ async def test_an_instances_filter_nulls_applies_unless_the_envelope_says_otherw
     filtered, kept, static = await process_as(
         twilio,
         accounts,
-        as_acme(FETCH),
-        as_acme(FETCH, filter_nulls=False),
-        FETCH,  # the static credential: the bridge's default (off)
+        as_acme(FETCH_MESSAGE),
+        as_acme(FETCH_MESSAGE, filter_nulls=False),
+        FETCH_MESSAGE,  # the static credential: the bridge's default (off)
     )
     assert filtered.reply is not None and kept.reply is not None and static.reply is not None
     assert "error_code" not in filtered.reply.body["messages"][0]
@@ -890,7 +794,7 @@ async def test_an_instances_retry_policy_replaces_the_bridges() -> None:
     [acme] = await process_as(twilio, accounts, as_acme(ENVELOPE))
     assert acme.reply is not None and acme.reply.attempts == 3
     twilio.requests.clear()
-    [static] = await process_as(twilio, accounts, ENVELOPE)  # SINGLE: one attempt
+    [static] = await process_as(twilio, accounts, ENVELOPE)  # the bridge's policy: one attempt
     assert static.reply is not None and static.reply.attempts == 1
     assert len(twilio.requests) == 1
 
@@ -921,12 +825,14 @@ async def test_the_client_counts_calls_in_flight_until_each_is_answered_or_fails
             raise httpx.ReadError("simulated", request=request)
         return httpx.Response(201, json={"sid": "SM1"})
 
-    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
-    processor = Processor(CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS), client)
+    client = TwilioClient(TWILIO_SETTINGS, transport=httpx.MockTransport(twilio))
+    processor = Processor(
+        CallBuilder(Catalog.load(), Accounts(CREDENTIALS), TWILIO_SETTINGS), client
+    )
     ok = {**ENVELOPE, "id": "ok"}
     failing = {**ENVELOPE, "id": "fails", "body": {**ENVELOPE["body"], "Body": "fail"}}
     try:
-        running = [asyncio.create_task(processor.process(record(e))) for e in (ok, failing)]
+        running = [asyncio.create_task(processor.process(request_record(e))) for e in (ok, failing)]
         await asyncio.wait_for(both_sent.wait(), 5)
         release.set()
         replies = [(await task).reply for task in running]

@@ -6,9 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from bridge.config import Credential
 from bridge.contract.envelopes import Reply
 from bridge.contract.errors import (
     BridgeError,
@@ -21,41 +19,8 @@ from bridge.contract.errors import (
     UnknownOutcome,
 )
 from bridge.outbound.replies import error_reply, reply_for_response, shaped
-from bridge.twilio.accounts import Account
-from bridge.twilio.calls import TwilioCall
 from bridge.twilio.responses import HttpResult, failure_from_response
-
-PATH = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json"
-CALL = TwilioCall(
-    method="POST",
-    url="https://api.twilio.com" + PATH,
-    path=PATH,
-    account=Account.from_settings(
-        "default",
-        Credential(account_sid="AC" + "0" * 32, auth_token=SecretStr("t" * 32)),
-        calls=False,
-    ),
-    content=b"To=%2B1",
-    api="api.v2010",
-    operation="CreateMessage",
-    warnings=("body.Bogus: not in the spec of CreateMessage, sent anyway",),
-)
-JSON = "application/json; charset=utf-8"
-
-
-def result(
-    status: int,
-    body: Any = None,
-    *,
-    content_type: str | None = JSON,
-    raw: bytes | None = None,
-    headers: tuple[tuple[str, str], ...] = (),
-) -> HttpResult:
-    content = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-    all_headers = headers + ((("Content-Type", content_type),) if content_type else ())
-    return HttpResult(
-        status=status, headers=all_headers, content=content, content_type=content_type
-    )
+from tests.helpers import CALL, JSON, PATH, result
 
 
 def reply(res: HttpResult, **overrides: Any) -> Reply:

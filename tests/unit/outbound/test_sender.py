@@ -18,32 +18,32 @@ from bridge.twilio.catalog import Catalog
 from bridge.twilio.client import TwilioClient
 from bridge.twilio.ratelimit import Limiter, Limits
 from bridge.twilio.retry import Attempt, RetryPolicy
-from tests.unit.outbound.test_processor import (
+from tests.helpers import (
     CREATED,
     CREDENTIALS,
     ENVELOPE,
     FAST_RETRIES,
-    FETCH,
-    SETTINGS,
+    FETCH_MESSAGE,
     TOO_MANY,
-    Twilio,
+    TWILIO_SETTINGS,
+    RecordingTwilio,
     answering,
     answering_in_turn,
 )
 
 
 def call_for(envelope: dict[str, Any]) -> TwilioCall:
-    builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS)
+    builder = CallBuilder(Catalog.load(), Accounts(CREDENTIALS), TWILIO_SETTINGS)
     return builder.build(parse_request(json.dumps(envelope).encode()))
 
 
 async def send(
-    twilio: Twilio,
+    twilio: RecordingTwilio,
     envelope: dict[str, Any] = ENVELOPE,
     policy: RetryPolicy = FAST_RETRIES,
     limiter: Limiter | None = None,
 ) -> Sent:
-    client = TwilioClient(SETTINGS, transport=httpx.MockTransport(twilio))
+    client = TwilioClient(TWILIO_SETTINGS, transport=httpx.MockTransport(twilio))
     try:
         return await Sender(client, limiter).send(call_for(envelope), policy)
     finally:
@@ -87,7 +87,7 @@ async def test_the_last_failure_is_kept_when_the_policy_allows_no_more() -> None
 
 async def test_an_attempt_without_an_answer_keeps_its_error() -> None:
     # A GET is retried after a timeout; a POST would not be.
-    sent = await send(answering_in_turn(httpx.ReadTimeout), FETCH)
+    sent = await send(answering_in_turn(httpx.ReadTimeout), FETCH_MESSAGE)
     assert sent.result is None and isinstance(sent.attempt.error, CallTimeout)
     assert sent.attempts == 3
     assert sent.retried[0] == "attempt 1: timeout (CallTimeout); retried after 0.00 s"

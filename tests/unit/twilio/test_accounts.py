@@ -13,21 +13,18 @@ from bridge.instances.model import Instance
 from bridge.twilio.accounts import Account, Accounts, basic_auth_header
 from bridge.twilio.ratelimit import Limits
 from bridge.twilio.retry import RetryPolicy
-from tests.helpers import stored_instance
+from tests.helpers import ACCOUNT, API_KEY_SID, INSTANCE_ACCOUNT, stored_instance
 
-STATIC_SID = "AC" + "a" * 32
-INSTANCE_SID = "AC" + "c" * 32
-KEY_SID = "SK" + "b" * 32
-STATIC = {"default": Credential(account_sid=STATIC_SID, auth_token=SecretStr("static-token"))}
+STATIC = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr("static-token"))}
 TWILIO = TwilioSettings(base_url="http://mock:4010", response_timeout_s=7.5)
 
 
-def instance(name: str = "acme", sid: str = INSTANCE_SID, **configuration: Any) -> Instance:
+def instance(name: str = "acme", sid: str = INSTANCE_ACCOUNT, **configuration: Any) -> Instance:
     token = configuration.pop("auth_token", f"{name}-token")
     return stored_instance(name, sid, token, **configuration)
 
 
-def account(name: str = "acme", sid: str = INSTANCE_SID, **configuration: Any) -> Account:
+def account(name: str = "acme", sid: str = INSTANCE_ACCOUNT, **configuration: Any) -> Account:
     return account_of(instance(name, sid, **configuration), TWILIO)
 
 
@@ -41,14 +38,14 @@ def decoded(auth: str) -> str:
 
 
 def test_basic_auth_uses_the_account_sid_and_token_or_the_api_key() -> None:
-    token = Credential(account_sid=STATIC_SID, auth_token=SecretStr("t0k"))
-    key = Credential(account_sid=STATIC_SID, api_key_sid=KEY_SID, api_key_secret=SecretStr("s3c"))
-    assert decoded(basic_auth_header(token)) == f"{STATIC_SID}:t0k"
-    assert decoded(basic_auth_header(key)) == f"{KEY_SID}:s3c"
+    token = Credential(account_sid=ACCOUNT, auth_token=SecretStr("t0k"))
+    key = Credential(account_sid=ACCOUNT, api_key_sid=API_KEY_SID, api_key_secret=SecretStr("s3c"))
+    assert decoded(basic_auth_header(token)) == f"{ACCOUNT}:t0k"
+    assert decoded(basic_auth_header(key)) == f"{API_KEY_SID}:s3c"
 
 
 def test_a_static_account_takes_webhooks_and_polls_when_told() -> None:
-    polled = Credential(account_sid=STATIC_SID, auth_token=SecretStr("t"), poll=True)
+    polled = Credential(account_sid=ACCOUNT, auth_token=SecretStr("t"), poll=True)
     one = Account.from_settings("p", polled, calls=True)
     assert (one.source, one.webhooks, one.polls) == ("settings", True, True)
     assert one.resources == ("messages", "calls")
@@ -57,17 +54,17 @@ def test_a_static_account_takes_webhooks_and_polls_when_told() -> None:
 
 def test_an_instance_account_carries_its_credential_and_events() -> None:
     one = account(events={"mechanism": "polling", "refresh_interval_s": 30, "resources": ["calls"]})
-    assert (one.name, one.source, one.account_sid) == ("acme", "instance", INSTANCE_SID)
-    assert decoded(one.auth) == f"{INSTANCE_SID}:acme-token"
+    assert (one.name, one.source, one.account_sid) == ("acme", "instance", INSTANCE_ACCOUNT)
+    assert decoded(one.auth) == f"{INSTANCE_ACCOUNT}:acme-token"
     assert one.auth_token == "acme-token"
     assert (one.webhooks, one.polls, one.refresh_interval_s) == (False, True, 30)
     assert one.resources == ("calls",)
 
 
 def test_an_api_key_instance_has_no_token_to_check_webhooks_with() -> None:
-    one = account(auth_token=None, api_key_sid=KEY_SID, api_key_secret="key-secret")
+    one = account(auth_token=None, api_key_sid=API_KEY_SID, api_key_secret="key-secret")
     assert one.auth_token is None
-    assert decoded(one.auth) == f"{KEY_SID}:key-secret"
+    assert decoded(one.auth) == f"{API_KEY_SID}:key-secret"
 
 
 def test_events_off_neither_takes_webhooks_nor_polls() -> None:
@@ -140,7 +137,7 @@ def test_an_unusable_instance_says_why_not_that_it_was_deleted() -> None:
     accounts = Accounts(STATIC)
     accounts.put(account())
     accounts.unusable("acme", "sealed under key 'abc', this replica has 'def'")
-    assert accounts.get("acme") is None and accounts.by_account_sid(INSTANCE_SID) == []
+    assert accounts.get("acme") is None and accounts.by_account_sid(INSTANCE_ACCOUNT) == []
     why = accounts.why_unknown("acme")
     assert "cannot use: sealed under key" in why and "deleted" not in why
 
@@ -194,8 +191,8 @@ def test_accounts_are_found_by_account_sid() -> None:
     first, second = account("acme"), account("acme-eu")
     accounts.put(first)
     accounts.put(second)
-    assert accounts.by_account_sid(INSTANCE_SID) == [first, second]
-    assert [a.name for a in accounts.by_account_sid(STATIC_SID)] == ["default"]
+    assert accounts.by_account_sid(INSTANCE_ACCOUNT) == [first, second]
+    assert [a.name for a in accounts.by_account_sid(ACCOUNT)] == ["default"]
     assert accounts.by_account_sid("AC" + "f" * 32) == []
 
 
@@ -204,7 +201,7 @@ def test_a_changed_instance_leaves_the_index_of_its_old_account_sid() -> None:
     accounts.put(account())
     moved = account(sid="AC" + "d" * 32)
     accounts.put(moved)
-    assert accounts.by_account_sid(INSTANCE_SID) == []
+    assert accounts.by_account_sid(INSTANCE_ACCOUNT) == []
     assert accounts.by_account_sid("AC" + "d" * 32) == [moved]
     accounts.remove("acme", "then")
     assert accounts.by_account_sid("AC" + "d" * 32) == []
@@ -215,18 +212,18 @@ def test_a_replaced_instance_is_indexed_once() -> None:
     accounts.put(account())
     newer = account(region="ie1")
     accounts.put(newer)
-    assert accounts.by_account_sid(INSTANCE_SID) == [newer]
+    assert accounts.by_account_sid(INSTANCE_ACCOUNT) == [newer]
 
 
 def test_instances_never_shadow_a_static_name() -> None:
     accounts = Accounts(STATIC)
     assert accounts.is_static("default") and not accounts.is_static("acme")
-    shadow = account("default", sid=STATIC_SID, events={"topics": {"messages": "stolen"}})
+    shadow = account("default", sid=ACCOUNT, events={"topics": {"messages": "stolen"}})
     accounts.put(shadow)
     found = accounts.get("default")
     assert found is not None and found.source == "settings"
     # Nor anywhere else: not for webhooks (their token and topics), not for the poller.
-    assert [a.source for a in accounts.by_account_sid(STATIC_SID)] == ["settings"]
+    assert [a.source for a in accounts.by_account_sid(ACCOUNT)] == ["settings"]
     assert [a.source for a in accounts] == ["settings"]
     accounts.remove("default", "then")
     assert accounts.get("default") is not None

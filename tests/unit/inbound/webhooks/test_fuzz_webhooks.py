@@ -7,7 +7,7 @@ not acknowledge them in time); a webhook validly signed by the official Twilio s
 its family's fields is published as exactly one event (an Event Streams batch as one event per
 CloudEvent); a missing or forged signature publishes nothing.
 
-Kafka is a delivery that records what it is given, as in ``test_http_app.py``.
+Kafka is a delivery that records what it is given (``tests.helpers.RecordingDelivery``).
 """
 
 from __future__ import annotations
@@ -29,14 +29,12 @@ from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from bridge.app.http import create_app
-from bridge.config import WEBHOOK_FAMILIES, Credential, WebhookSettings
+from bridge.config import WEBHOOK_FAMILIES, WebhookSettings
 from bridge.contract.events import EVENT_STREAMS, FAMILIES
 from bridge.inbound.webhooks.receiver import WebhookReceiver
 from bridge.twilio.accounts import Accounts
-from tests.helpers import ACCOUNT
-from tests.unit.app.test_http import Recording
+from tests.helpers import ACCOUNT, AUTH_TOKEN, CREDENTIALS, RecordingDelivery
 
-TOKEN = "token-for-webhook-fuzzing"
 SHARED_KEY_ID, SHARED_SECRET = "KS" + "1" * 32, "shared-secret-for-fuzzing"
 ORIGIN = "http://testserver"
 DOCUMENTED = {200, 400, 403, 404, 405, 413, 415, 503}
@@ -58,14 +56,13 @@ class Config:
     acknowledge: bool = True
     max_record_bytes: int = 1 << 20
 
-    def client(self, delivery: Recording) -> httpx.AsyncClient:
+    def client(self, delivery: RecordingDelivery) -> httpx.AsyncClient:
         webhook = WebhookSettings(
             validate_signatures=self.validate,
             max_body_bytes=MAX_BODY,
             shared_keys={SHARED_KEY_ID: SecretStr(SHARED_SECRET)},
         )
-        credentials = {"default": Credential(account_sid=ACCOUNT, auth_token=SecretStr(TOKEN))}
-        receiver = WebhookReceiver(webhook, Accounts(credentials), delivery, self.max_record_bytes)
+        receiver = WebhookReceiver(webhook, Accounts(CREDENTIALS), delivery, self.max_record_bytes)
         app = create_app(receiver, webhook, lambda: {"started": True})
         return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=ORIGIN)
 
@@ -130,7 +127,7 @@ class Params:
         return [value for key, value in self.pairs if key == name]
 
 
-def signature(url: str, pairs: list[tuple[str, str]], secret: str = TOKEN, **kw: str) -> str:
+def signature(url: str, pairs: list[tuple[str, str]], secret: str = AUTH_TOKEN, **kw: str) -> str:
     return str(RequestValidator(secret).compute_signature(url, Params(pairs), **kw))
 
 
@@ -174,7 +171,7 @@ def signed_webhooks(draw: st.DrawFn) -> Webhook:
     headers = {"i-twilio-idempotency-token": draw(names)} if draw(st.booleans()) else {}
     style = draw(st.sampled_from(["form", "form", "get", "json"]))
     shared = draw(st.booleans())
-    secret, how = (SHARED_SECRET, {"algorithm": "HMAC_SHA256"}) if shared else (TOKEN, {})
+    secret, how = (SHARED_SECRET, {"algorithm": "HMAC_SHA256"}) if shared else (AUTH_TOKEN, {})
     if shared:
         settings_value = f"key={SHARED_KEY_ID},algorithm=HMAC_SHA256"
         headers["x-twilio-webhooks-signature-settings"] = settings_value
@@ -245,7 +242,7 @@ def forged_webhooks(draw: st.DrawFn) -> Webhook:
     elif how == "wrong token":
         headers.pop("x-twilio-webhooks-signature-settings", None)
         url = ORIGIN + target
-        headers["x-twilio-signature"] = signature(url, [], "not-" + TOKEN)
+        headers["x-twilio-signature"] = signature(url, [], "not-" + AUTH_TOKEN)
     elif how == "tampered":
         if good.method == "GET":
             target += "&Tampered=1"
@@ -399,7 +396,7 @@ async def test_every_webhook_gets_a_documented_answer_and_the_right_events(
 ) -> None:
     note(f"{webhook!r}\n{config!r}")
     event(webhook.kind.split(",")[0].split(" (")[0])
-    delivery = Recording(config.acknowledge)
+    delivery = RecordingDelivery(config.acknowledge)
     async with config.client(delivery) as http:
         answer = await send(http, webhook)  # an exception out of the app fails the test
     event(f"status {answer.status_code}")
@@ -430,7 +427,7 @@ async def test_every_webhook_gets_a_documented_answer_and_the_right_events(
 @pytest.mark.parametrize("host", ODD_HOSTS)
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_an_odd_host_header_is_refused_not_a_crash(host: str, method: str) -> None:
-    delivery = Recording(acknowledge=True)
+    delivery = RecordingDelivery(acknowledge=True)
     target = f"/webhooks/twilio/messages?AccountSid={ACCOUNT}&MessageSid=SM1"
     headers = [(b"host", host.encode("latin-1")), (b"content-type", FORM.encode())]
     async with Config().client(delivery) as http:
@@ -446,7 +443,7 @@ async def test_signer_and_receiver_agree_once_without_hypothesis() -> None:
     signed = {"content-type": FORM, "x-twilio-signature": signature(url, pairs)}
     body = urlencode(pairs).encode()
     for headers, status in ((signed, 200), ({"content-type": FORM}, 403)):
-        delivery = Recording(acknowledge=True)
+        delivery = RecordingDelivery(acknowledge=True)
         async with Config().client(delivery) as http:
             answer = await http.post(url, content=body, headers=headers)
         assert answer.status_code == status

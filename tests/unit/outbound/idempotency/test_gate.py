@@ -1,5 +1,5 @@
 """The idempotency gate (``bridge.outbound.idempotency.gate``) around a send, with the in-memory
-store of test_index and a counted stand-in for the send."""
+store of tests/helpers.py and a counted stand-in for the send."""
 
 from __future__ import annotations
 
@@ -15,15 +15,18 @@ from bridge.outbound.replies import reply_bytes
 from bridge.twilio.accounts import Accounts
 from bridge.twilio.calls import CallBuilder, TwilioCall
 from bridge.twilio.catalog import Catalog
-from tests.unit.outbound.idempotency.test_index import GET, Store
-from tests.unit.outbound.test_processor import CREDENTIALS, ENVELOPE, SETTINGS
+from tests.helpers import CREDENTIALS, ENVELOPE, TWILIO_SETTINGS, MemoryIdempotencyStore
+
+GET = {"id": "fetch-1", "mode": "basic", "operation": "FetchBalance"}
 
 LIMIT = 1_000_000
 
 
 def request_and_call(envelope: dict[str, Any]) -> tuple[BasicRequest | AdvancedRequest, TwilioCall]:
     request = parse_request(json.dumps(envelope).encode())
-    return request, CallBuilder(Catalog.load(), Accounts(CREDENTIALS), SETTINGS).build(request)
+    return request, CallBuilder(Catalog.load(), Accounts(CREDENTIALS), TWILIO_SETTINGS).build(
+        request
+    )
 
 
 class Send:
@@ -49,7 +52,7 @@ async def through(
 
 
 def gate(
-    store: Store | None, *, resend_unknown: bool = False, limit: int = LIMIT
+    store: MemoryIdempotencyStore | None, *, resend_unknown: bool = False, limit: int = LIMIT
 ) -> IdempotencyGate:
     return IdempotencyGate(store, resend_unknown=resend_unknown, record_limit=limit)
 
@@ -62,14 +65,14 @@ async def test_without_a_store_every_request_is_sent_and_nothing_recorded() -> N
 
 
 async def test_a_read_passes_without_being_recorded() -> None:
-    store, send = Store(), Send()
+    store, send = MemoryIdempotencyStore(), Send()
     for _ in range(2):
         assert await through(gate(store), send, GET) == Guarded(send.reply)
     assert send.calls == 2 and len(store.index) == 0
 
 
 async def test_a_first_post_is_sent_and_its_reply_recorded() -> None:
-    store, send = Store(), Send()
+    store, send = MemoryIdempotencyStore(), Send()
     guarded = await through(gate(store), send)
     assert send.calls == 1 and guarded.reply == send.reply
     assert guarded.value == reply_bytes(send.reply, LIMIT) == store.replies[0]
@@ -79,7 +82,7 @@ async def test_a_first_post_is_sent_and_its_reply_recorded() -> None:
 
 
 async def test_the_recorded_reply_fits_the_record_limit() -> None:
-    store = Store()
+    store = MemoryIdempotencyStore()
     send = Send(Reply(id=ENVELOPE["id"], status="ok", body={"text": "x" * 5000}))
     guarded = await through(gate(store, limit=2000), send)
     assert guarded.value is not None and len(guarded.value) <= 2000
@@ -88,7 +91,7 @@ async def test_the_recorded_reply_fits_the_record_limit() -> None:
 
 
 async def test_an_answered_id_gets_its_first_reply_again_without_a_send() -> None:
-    store, send = Store(), Send()
+    store, send = MemoryIdempotencyStore(), Send()
     await through(gate(store), send)
     again = await through(gate(store), send)
     assert send.calls == 1
@@ -101,14 +104,14 @@ async def test_an_answered_id_gets_its_first_reply_again_without_a_send() -> Non
 
 
 async def test_an_answered_id_whose_reply_is_gone_is_sent_again() -> None:
-    store, send = Store(), Send()
+    store, send = MemoryIdempotencyStore(), Send()
     store.index.record_answered(digest(ENVELOPE["id"]), at=990, partition=0, offset=41)
     guarded = await through(gate(store), send)
     assert send.calls == 1 and guarded.reply == send.reply
 
 
 async def test_a_start_without_an_answer_is_an_unknown_outcome_unless_resending() -> None:
-    store, send = Store(), Send()
+    store, send = MemoryIdempotencyStore(), Send()
     store.index.record_started(digest(ENVELOPE["id"]), at=990)
     unknown = await through(gate(store), send)
     assert send.calls == 0
@@ -122,7 +125,7 @@ async def test_a_start_without_an_answer_is_an_unknown_outcome_unless_resending(
 
 
 async def test_a_send_that_raises_releases_the_id() -> None:
-    store, send = Store(), Send(error=RuntimeError("bug"))
+    store, send = MemoryIdempotencyStore(), Send(error=RuntimeError("bug"))
     with pytest.raises(RuntimeError):
         await through(gate(store), send)
     assert store.running == {}  # a second delivery does not wait for it forever

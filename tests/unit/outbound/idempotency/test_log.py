@@ -20,8 +20,14 @@ from bridge.kafka.records import Record
 from bridge.outbound.idempotency.index import Answered, IdempotencyIndex, Started, digest
 from bridge.outbound.idempotency.log import IdempotencyLog
 from bridge.outbound.replies import reply_bytes
-from tests.unit.outbound.idempotency.test_index import CREATED, Store, _processor
-from tests.unit.outbound.test_processor import ENVELOPE, answering, record
+from tests.helpers import (
+    CREATED_MESSAGE,
+    ENVELOPE,
+    MemoryIdempotencyStore,
+    answering,
+    outbound_processor,
+    request_record,
+)
 
 # --- the index -----------------------------------------------------------------------------
 
@@ -314,9 +320,9 @@ async def test_a_failed_read_is_tried_again_never_taken_for_a_missing_reply() ->
 
 
 async def test_the_reply_is_serialised_once_and_the_answer_is_written_beside_it() -> None:
-    twilio, store = answering(201, CREATED), Store()
-    processor = _processor(twilio, store)
-    outcome = await processor.process(record(ENVELOPE))
+    twilio, store = answering(201, CREATED_MESSAGE), MemoryIdempotencyStore()
+    processor = outbound_processor(twilio, idempotency=store)
+    outcome = await processor.process(request_record(ENVELOPE))
     assert outcome.reply is not None and outcome.recorded is not None
     assert outcome.reply_value == reply_bytes(outcome.reply, 1_032_192)
     await outcome.recorded
@@ -324,7 +330,7 @@ async def test_the_reply_is_serialised_once_and_the_answer_is_written_beside_it(
 
 
 async def test_a_duplicate_waits_until_the_answer_is_written() -> None:
-    twilio, store = answering(201, CREATED), Store()
+    twilio, store = answering(201, CREATED_MESSAGE), MemoryIdempotencyStore()
     written = asyncio.Event()
     finish = store.finish
 
@@ -336,9 +342,9 @@ async def test_a_duplicate_waits_until_the_answer_is_written() -> None:
         return asyncio.ensure_future(later())
 
     store.finish = slow_finish  # type: ignore[method-assign]
-    processor = _processor(twilio, store)
-    first = await processor.process(record(ENVELOPE))
-    again = asyncio.create_task(processor.process(record(ENVELOPE)))
+    processor = outbound_processor(twilio, idempotency=store)
+    first = await processor.process(request_record(ENVELOPE))
+    again = asyncio.create_task(processor.process(request_record(ENVELOPE)))
     await asyncio.sleep(0.02)
     assert not again.done()  # the first answer is not acknowledged yet
     written.set()

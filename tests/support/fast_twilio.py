@@ -2,7 +2,7 @@
 
 Run it as its own process so its CPU does not count against the code under test::
 
-    python tests/perf/fast_mock.py --port 0 --latency-ms 100 --error-rate 0.01 \
+    python tests/support/fast_twilio.py --port 0 --latency-ms 100 --error-rate 0.01 \
         --rate-429 0.01 --retry-after 1 --reset-rate 0.01 --account-limit 100
 
 It prints ``READY <port>`` once listening. Every path answers: POST → 201, DELETE → 204,
@@ -45,6 +45,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
+
+__all__ = ["Config", "main", "serve", "spawn"]
 
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request"}
 REASONS |= {411: "Length Required", 429: "Too Many Requests", 500: "Internal Server Error"}
@@ -286,7 +288,7 @@ def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
     line = proc.stdout.readline().split()
     if len(line) != 2 or line[0] != "READY":
         proc.kill()
-        raise RuntimeError(f"fast_mock did not start: {line!r}")
+        raise RuntimeError(f"fast_twilio did not start: {line!r}")
     return proc, int(line[1])
 
 

@@ -1,4 +1,4 @@
-"""Drive the real ``twilio-bridge run`` process and talk to its topics, for integration tests."""
+"""Drive the real ``twilio-bridge run`` process and talk to its topics (integration tests, perf)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bridge.tooling.local.tansu import create_topics, free_port
 
 __all__ = [
-    "ACCOUNT",
     "BridgeProcess",
     "Topics",
     "collect",
@@ -32,9 +31,7 @@ __all__ = [
     "run_through_mock",
 ]
 
-from tests.helpers import ACCOUNT
-
-AUTH_TOKEN = "test-auth-token-not-a-secret-value"
+from tests.helpers import ACCOUNT, AUTH_TOKEN
 
 
 @dataclass
@@ -239,7 +236,7 @@ async def run_through_mock(
     env: dict[str, str],
     headers: Callable[[bytes | None], Headers],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Run every envelope through a fresh bridge against ``fast_mock``: replies by id, stats.
+    """Run every envelope through a fresh bridge against ``fast_twilio``: replies by id, stats.
 
     ``headers(key)`` gives each record's headers, for the envelope to forward to the mock.
     """
@@ -260,7 +257,7 @@ async def run_through_mock(
 
 def counted_post(n: int, tag: str = "post") -> tuple[bytes, bytes]:
     """(key, value) of a CreateMessage envelope ``tag-n`` that forwards its id as
-    ``I-Request-Id``, which ``fast_mock`` counts: a second call for it would show."""
+    ``I-Request-Id``, which ``fast_twilio`` counts: a second call for it would show."""
     envelope: dict[str, Any] = {
         "id": f"{tag}-{n}",
         "mode": "basic",
