@@ -66,7 +66,7 @@ class Bridge:
         self.accounts = Accounts(settings.credentials, calls=settings.poller.calls)
         self.client = TwilioClient(settings.twilio)
         builder = CallBuilder(
-            Catalog.load(),
+            Catalog.load(settings.catalog.spec_dir),
             self.accounts,
             settings.twilio,
             strict=settings.processing.strict_params,
