@@ -93,17 +93,26 @@ def _summary(op: Json) -> str:
     return line
 
 
+def _type(schema: Json) -> str:
+    """The schema's type; an empty schema is "anything" (the SDKs send JSON: ``object``), and
+    of OpenAPI 3.1's list of types (``["string", "null"]``) the one that is not null."""
+    kind = schema.get("type") or "object"
+    if isinstance(kind, list):
+        return next((str(k) for k in kind if k != "null"), "object")
+    return str(kind)
+
+
 def _param(
     spec: _Spec, name: str, location: str, schema: Any, required: bool, encoded: bool
 ) -> Json:
     """Describe one parameter; ``encoded`` is true when it travels as form/query text."""
     s = spec.resolve(schema) or {}
-    kind = s.get("type") or "object"  # an empty schema is "anything": the SDKs send JSON
+    kind = _type(s)
     items: str | None = None
     facets = s
     if kind == "array":
         facets = spec.resolve(s.get("items")) or {}
-        items = facets.get("type") or "object"
+        items = _type(facets)
     out: Json = {"name": name, "in": location, "type": kind, "items": items, "required": required}
     for key in ("pattern", "enum", "format"):
         if key in facets:

@@ -57,6 +57,19 @@ def test_a_made_up_api_is_read_like_twilios() -> None:
     assert params["Name"]["required"] and not params["Enabled"]["required"]
 
 
+def test_openapi_3_1_type_lists_keep_the_type_that_is_not_null() -> None:
+    doc = widgets_spec()
+    doc["openapi"] = "3.1.0"
+    properties = doc["paths"]["/v1/Widgets"]["post"]["requestBody"]["content"][
+        "application/x-www-form-urlencoded"
+    ]["schema"]["properties"]
+    properties["Enabled"] = {"type": ["boolean", "null"]}
+    properties["Colors"] = {"type": ["array", "null"], "items": {"type": ["string", "null"]}}
+    params = {p["name"]: p for p in _by_name(doc)["CreateWidget"]["params"]}
+    assert params["Enabled"]["type"] == "boolean"
+    assert (params["Colors"]["type"], params["Colors"]["items"]) == ("array", "string")
+
+
 def test_a_one_of_body_offers_every_alternatives_properties_none_required() -> None:
     doc = widgets_spec()
     media = doc["paths"]["/v1/Widgets"]["post"]["requestBody"]["content"]
