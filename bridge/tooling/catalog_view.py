@@ -223,6 +223,11 @@ def catalog_command(
     words: list[str], api: str | None, as_json: bool, spec_dir: Path | None, show: bool
 ) -> int:
     """``twilio-bridge catalog``: list or search operations, or ``--describe`` one."""
+    if show and not words:
+        print(
+            "twilio-bridge: --describe needs an operation (or words to find one)", file=sys.stderr
+        )
+        return 2
     try:
         catalog = Catalog.load(spec_dir)
     except SpecDirError as exc:
