@@ -1,5 +1,7 @@
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -301,17 +303,6 @@ def test_anything_but_json_specs_in_the_dir_is_refused(tmp_path: Path) -> None:
     assert _problem(tmp_path / "missing").problem == "not a directory"
 
 
-def test_an_operation_id_twice_in_one_api_is_ambiguous(tmp_path: Path) -> None:
-    doc = widgets_spec()
-    doc["paths"]["/v1/Widgets/{Sid}"]["get"]["operationId"] = "ListWidget"
-    path = _write(tmp_path, "twilio_widgets_v1.json", doc)
-    error = _problem(tmp_path)
-    assert error.file == path
-    assert error.problem == (
-        "operationId 'ListWidget' is ambiguous: both GET /v1/Widgets and GET /v1/Widgets/{Sid}"
-    )
-
-
 def test_two_files_of_one_api_are_ambiguous(tmp_path: Path) -> None:
     _write(tmp_path, "twilio_widgets_v1.json", widgets_spec())
     path = _write(tmp_path, "widgets_v1.json", widgets_spec())
@@ -322,41 +313,64 @@ def test_two_files_of_one_api_are_ambiguous(tmp_path: Path) -> None:
     )
 
 
-def test_a_name_that_would_no_longer_resolve_without_api_is_refused(tmp_path: Path) -> None:
+def _renamed(operation_id: str, path: str = "/v1/Widgets/{Sid}", method: str = "get") -> Any:
     doc = widgets_spec()
-    doc["paths"]["/v1/Widgets"]["post"]["operationId"] = "CreateVerification"
-    path = _write(tmp_path, "twilio_widgets_v1.json", doc)
-    error = _problem(tmp_path)
-    assert error.file == path
-    assert error.problem == (
-        "operationId 'CreateVerification' would become ambiguous (verify.v2, widgets.v1): "
-        "envelopes naming it without 'api' would fail"
-    )
+    doc["paths"][path][method]["operationId"] = operation_id
+    return doc
 
 
-def test_a_name_that_would_switch_to_api_v2010_is_refused(tmp_path: Path) -> None:
+def _v2010_with_create_verification() -> Any:
     # A newer api.v2010 spec with an operation named like verify.v2's only one.
     doc = json.loads(catalog_gen.read_specs(catalog_gen.SPECS)["twilio_api_v2010.json"])
-    widgets = widgets_spec()["paths"]["/v1/Widgets"]
-    widgets["post"]["operationId"] = "CreateVerification"
-    doc["paths"]["/2010-04-01/Widgets.json"] = {"post": widgets["post"]}
-    path = _write(tmp_path, "twilio_api_v2010.json", doc)
-    error = _problem(tmp_path)
-    assert error.file == path
-    assert error.problem == (
-        "operationId 'CreateVerification' would mean api.v2010's operation instead of "
-        "verify.v2's for envelopes without 'api'"
-    )
+    doc["paths"]["/2010-04-01/Widgets.json"] = _renamed("CreateVerification", "/v1/Widgets")[
+        "paths"
+    ]["/v1/Widgets"]
+    return doc
 
 
-def test_replacing_api_v2010_must_keep_the_names_it_decides(tmp_path: Path) -> None:
-    # CreateMessage is in several apis; without it in api.v2010 it would be ambiguous.
+def _widgets_on_the_api_host() -> Any:
     doc = widgets_spec()
     doc["servers"] = [{"url": "https://api.twilio.com"}]
-    path = _write(tmp_path, "twilio_api_v2010.json", doc)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("file_name", "doc", "problem"),
+    [
+        (
+            "twilio_widgets_v1.json",
+            lambda: _renamed("ListWidget"),
+            "operationId 'ListWidget' is ambiguous: both GET /v1/Widgets and GET /v1/Widgets/{Sid}",
+        ),
+        (
+            "twilio_widgets_v1.json",
+            lambda: _renamed("CreateVerification", "/v1/Widgets", "post"),
+            "operationId 'CreateVerification' would become ambiguous (verify.v2, widgets.v1): "
+            "envelopes naming it without 'api' would fail",
+        ),
+        (
+            "twilio_api_v2010.json",
+            _v2010_with_create_verification,
+            "operationId 'CreateVerification' would mean api.v2010's operation instead of "
+            "verify.v2's for envelopes without 'api'",
+        ),
+        (
+            # CreateMessage is in several apis; without it in api.v2010 it is ambiguous.
+            "twilio_api_v2010.json",
+            _widgets_on_the_api_host,
+            "operationId 'CreateMessage' would become ambiguous (assistants.v1, chat.v1, "
+            "chat.v2, ip_messaging.v1, ip_messaging.v2): envelopes naming it without 'api' "
+            "would fail",
+        ),
+    ],
+    ids=["twice-in-one-api", "ambiguous", "switches-api", "v2010-replaced-without-it"],
+)
+def test_an_operation_id_envelopes_could_no_longer_address_is_refused(
+    tmp_path: Path, file_name: str, doc: Callable[[], Any], problem: str
+) -> None:
+    path = _write(tmp_path, file_name, doc())
     error = _problem(tmp_path)
-    assert error.file == path
-    assert error.problem.startswith("operationId 'CreateMessage' would become ambiguous (")
+    assert (error.file, error.problem) == (path, problem)
 
 
 def test_a_name_may_move_when_its_spec_is_replaced(tmp_path: Path) -> None:
