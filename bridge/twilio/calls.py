@@ -133,10 +133,11 @@ def _mismatches(
     for name in names_in_path:
         if not path_values.get(name):
             missing[name] = "params"
-    given_headers = {name.lower() for name in request.params}
-    for name in spec.required_headers:
-        if name.lower() not in given_headers:
-            missing[name] = "params"
+    if spec.required_headers:
+        given_headers = {name.lower() for name in request.params}
+        for name in spec.required_headers:
+            if name.lower() not in given_headers:
+                missing[name] = "params"
     for name in request.params:
         if name not in names_in_path and name.lower() not in spec.headers:
             unknown[name] = "params"
@@ -156,6 +157,8 @@ def _param_headers(spec: _OpSpec, params: Mapping[str, str | bool | int]) -> lis
     """The spec's header parameters given in ``params``, as (spec's name, value) to send;
     ``RequestInvalid`` for one the bridge sets itself or a value no header can carry."""
     sent: list[tuple[str, str]] = []
+    if not spec.headers:  # most operations: nothing to look for
+        return sent
     for given, value in params.items():
         name = spec.headers.get(given.lower())
         if name is None:

@@ -16,7 +16,7 @@ from bridge.contract.errors import RequestInvalid, UnknownOperation
 from bridge.instances.accounts import account_of
 from bridge.twilio.accounts import Account, Accounts, basic_auth_header
 from bridge.twilio.calls import CallBuilder, TwilioCall, origin_for
-from bridge.twilio.catalog import Catalog, Operation
+from bridge.twilio.catalog import Catalog, Operation, Param
 from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS
 from tests.helpers import ACCOUNT, INSTANCE_ACCOUNT, stored_instance
 
@@ -1046,3 +1046,21 @@ def test_a_header_param_of_another_operation_is_unknown(builder: CallBuilder) ->
 def test_a_boolean_path_value_is_spelled_as_twilio_does(builder: CallBuilder) -> None:
     call = builder.build(basic(operation="FetchMessage", params={"Sid": True}))
     assert call.path.endswith("/Messages/true.json")
+
+
+def test_a_required_header_param_missing_is_named() -> None:
+    op = Operation(
+        api="widgets.v1",
+        operation="FetchWidget",
+        method="GET",
+        host="https://widgets.twilio.com",
+        path="/v1/Widget",
+        summary="",
+        content_type=None,
+        params=(Param("If-Match", "header", "string", None, True),),
+    )
+    builder = CallBuilder(Catalog([op]), Accounts(CREDENTIALS), TwilioSettings())
+    exc = invalid_of(builder, basic(operation="FetchWidget"))
+    assert exc.missing == ("If-Match",) and "If-Match (params)" in exc.message
+    call = builder.build(basic(operation="FetchWidget", params={"if-match": "1"}))
+    assert call.headers == (("If-Match", "1"),)

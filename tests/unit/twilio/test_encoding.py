@@ -37,7 +37,7 @@ def test_scalars(value: object, text: str) -> None:
     assert format_scalar(value) == text
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), object()])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), object(), {"x": float("nan")}])
 def test_unencodable_values_raise(value: object) -> None:
     with pytest.raises(ValueError):
         format_scalar(value)
