@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -62,28 +61,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> int:
-    from bridge.twilio.catalog import Catalog
+    from bridge.tooling.catalog_view import catalog_command
 
-    catalog = Catalog.load()
-    ops = catalog.search(args.text) if args.text else list(catalog)
-    if args.json:
-        rows = [
-            {
-                "api": op.api,
-                "operation": op.operation,
-                "method": op.method,
-                "host": op.host,
-                "path": op.path,
-                "summary": op.summary,
-            }
-            for op in ops
-        ]
-        print(json.dumps(rows, indent=1))
-        return 0
-    for op in ops:
-        print(f"{op.api:<22} {op.operation:<40} {op.method:<6} {op.path}")
-    print(f"{len(ops)} of {len(catalog)} operations", file=sys.stderr)
-    return 0
+    spec_dir = Path(args.spec_dir) if args.spec_dir else None
+    return catalog_command(args.text, args.api, args.json, spec_dir, args.describe)
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -187,8 +168,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="everything local: broker, Twilio mock, samples")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the bridge's logs")
     catalog = commands.add_parser("catalog", help="search the Twilio operations")
-    catalog.add_argument("text", nargs="?", help="part of an operation, api, path or summary")
-    catalog.add_argument("--json", action="store_true", help="print entries as a JSON array")
+    catalog.add_argument(
+        "text", nargs="*", help="words, each in an operation's name, api, path or summary"
+    )
+    catalog.add_argument("--api", help="only this api (api.v2010, verify.v2, ...)")
+    catalog.add_argument("--json", action="store_true", help="print entries as JSON")
+    catalog.add_argument(
+        "--describe", action="store_true", help="show one operation in full, with an example"
+    )
+    catalog.add_argument(
+        "--spec-dir", help="add the specs of this directory, as BRIDGE_CATALOG__SPEC_DIR does"
+    )
     schemas = commands.add_parser(
         "schemas", help="write the JSON Schemas and the AsyncAPI document"
     )

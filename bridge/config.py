@@ -43,6 +43,7 @@ __all__ = [
     "API_KEY_SID_PATTERN",
     "SID_PATTERN",
     "AdminSettings",
+    "CatalogSettings",
     "Credential",
     "IdempotencySettings",
     "HttpSettings",
@@ -396,6 +397,16 @@ class AdminSettings(_Section):
         return self
 
 
+class CatalogSettings(_Section):
+    """Twilio specs added to the built-in operation catalog at start-up."""
+
+    spec_dir: Path | None = Field(
+        default=None,
+        description="A directory of twilio-oai JSON specs (twilio_<api>_<version>.json) read at "
+        "start-up: each adds its operations, or replaces the built-in spec of the same name.",
+    )
+
+
 def encryption_key(value: SecretStr) -> bytes:
     """The 32-byte key from its base64 text; the message never shows the value."""
     try:
@@ -431,6 +442,7 @@ class Settings(BaseSettings):
     poller: PollerSettings = Field(default_factory=PollerSettings)
     dedupe: IdempotencySettings = Field(default_factory=IdempotencySettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field(
         default="json", description="JSON lines for log collectors, or text for a terminal."

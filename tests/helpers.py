@@ -1,6 +1,6 @@
 """What many tests share: the project's root, test credentials, instances, the outbound
 processor over a recording Twilio stand-in, a recording event delivery, and a stand-in for
-aiokafka's consumer.
+aiokafka's consumer, and a made-up Twilio API spec (for specs added at run time).
 
 Values here are arbitrary but well formed; a test that needs a particular value defines its own.
 """
@@ -60,6 +60,7 @@ __all__ = [
     "SERVER_ERROR",
     "TOO_MANY",
     "TWILIO_SETTINGS",
+    "WIDGET_SID",
     "Answer",
     "FakeConsumer",
     "MemoryIdempotencyStore",
@@ -74,6 +75,7 @@ __all__ = [
     "request_record",
     "result",
     "stored_instance",
+    "widgets_spec",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +109,9 @@ def instance_spec(name: str = "acme", **configuration: Any) -> dict[str, Any]:
         },
         "tags": ["eu"],
     }
+
+
+WIDGET_SID = "WG" + "0" * 32
 
 
 def stored_instance(
@@ -439,3 +444,75 @@ def result(
     return HttpResult(
         status=status, headers=all_headers, content=content, content_type=content_type
     )
+
+
+def _json_response(status: str, example: dict[str, Any]) -> dict[str, Any]:
+    properties = {key: {"type": "string"} for key in example}
+    schema = {"type": "object", "properties": properties}
+    content = {"application/json": {"schema": schema, "example": example}}
+    return {status: {"description": "OK", "content": content}}
+
+
+def widgets_spec() -> dict[str, Any]:
+    """A made-up Twilio API, ``twilio_widgets_v1.json`` style: its own host, and a list, a
+    boolean, an object and a header parameter, as twilio-oai writes them."""
+    widget = {"sid": WIDGET_SID, "name": "w"}
+    body_schema = {
+        "type": "object",
+        "required": ["Name"],
+        "properties": {
+            "Name": {"type": "string"},
+            "Colors": {"type": "array", "items": {"type": "string", "enum": ["red", "blue"]}},
+            "Enabled": {"type": "boolean"},
+            "Attributes": {"description": "any JSON"},
+        },
+    }
+    webhooks = {"name": "X-Twilio-Webhook-Enabled", "in": "header", "schema": {"type": "string"}}
+    return {
+        "openapi": "3.0.1",
+        "info": {"title": "Widgets", "version": "1.0.0"},
+        "servers": [{"url": "https://widgets.twilio.com"}],
+        "security": [{"accountSid_authToken": []}],
+        "components": {
+            "securitySchemes": {"accountSid_authToken": {"type": "http", "scheme": "basic"}}
+        },
+        "paths": {
+            "/v1/Widgets": {
+                "post": {
+                    "operationId": "CreateWidget",
+                    "summary": "Make a widget",
+                    "parameters": [webhooks],
+                    "requestBody": {
+                        "content": {"application/x-www-form-urlencoded": {"schema": body_schema}}
+                    },
+                    "responses": _json_response("201", widget),
+                },
+                "get": {
+                    "operationId": "ListWidget",
+                    "parameters": [
+                        {"name": "Enabled", "in": "query", "schema": {"type": "boolean"}},
+                        {
+                            "name": "Color",
+                            "in": "query",
+                            "schema": {"type": "array", "items": {"type": "string"}},
+                        },
+                    ],
+                    "responses": _json_response("200", {"widgets": "[]"}),
+                },
+            },
+            "/v1/Widgets/{Sid}": {
+                "get": {
+                    "operationId": "FetchWidget",
+                    "parameters": [
+                        {
+                            "name": "Sid",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^WG[0-9a-fA-F]{32}$"},
+                        }
+                    ],
+                    "responses": _json_response("200", widget),
+                }
+            },
+        },
+    }

@@ -49,7 +49,9 @@ class Outbound:
     ) -> None:
         kafka, dedupe = settings.kafka, settings.dedupe
         strict = settings.processing.strict_params
-        self.builder = CallBuilder(Catalog.load(), accounts, settings.twilio, strict=strict)
+        self.builder = CallBuilder(
+            Catalog.load(settings.catalog.spec_dir), accounts, settings.twilio, strict=strict
+        )
         self.idempotency = IdempotencyLog(kafka, dedupe, publisher) if dedupe.window_s else None
         processor = Processor(
             self.builder,

@@ -98,7 +98,11 @@ class BasicRequest(_RequestBase):
 
     mode: Literal["basic"]
     operation: str = Field(min_length=1, max_length=200)
-    params: dict[str, str | int] = Field(default_factory=dict, description="Path parameters.")
+    params: dict[str, str | bool | int] = Field(
+        default_factory=dict,
+        description="Path parameters, and the spec's header parameters by name "
+        "(X-Twilio-Webhook-Enabled, If-Match, ...).",
+    )
     body: dict[str, Any] = Field(default_factory=dict)
 
 

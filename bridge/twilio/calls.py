@@ -13,14 +13,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import SplitResult, quote, urlsplit
 
-import orjson
-
 from bridge.config import TwilioSettings
 from bridge.contract.envelopes import AdvancedRequest, BasicRequest
 from bridge.contract.errors import RequestInvalid, UnknownCredential, UnknownOperation
 from bridge.twilio.accounts import Account, Accounts
 from bridge.twilio.catalog import AmbiguousOperationError, Catalog, Operation, UnknownOperationError
-from bridge.twilio.encoding import FORM, encode_form, parse_form
+from bridge.twilio.encoding import FORM, encode_form, format_scalar, parse_form, to_json
 from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS, select_headers
 
 __all__ = ["CallBuilder", "TwilioCall", "origin_for"]
@@ -91,6 +89,9 @@ class _OpSpec:
     # (location, names of its required params, names of all its params), query then body
     locations: tuple[tuple[str, tuple[str, ...], frozenset[str]], ...]
     flatten: dict[str, str]  # param name -> prefix, for prefixed-collapsible maps
+    # Header params of the spec, given in ``params``: lower-cased name -> the spec's spelling.
+    headers: dict[str, str]
+    required_headers: tuple[str, ...]
 
     @classmethod
     def of(cls, op: Operation) -> _OpSpec:
@@ -99,10 +100,13 @@ class _OpSpec:
             params = op.params_in(where)
             required = tuple(p.name for p in params if p.required)
             locations.append((where, required, frozenset(p.name for p in params)))
+        headers = op.params_in("header")
         return cls(
             names_in_path=tuple(_TEMPLATE_FIELD.findall(op.path)),
             locations=tuple(locations),
             flatten={p.name: p.prefix for p in op.params if p.style == "flatten" and p.prefix},
+            headers={p.name.lower(): p.name for p in headers},
+            required_headers=tuple(p.name for p in headers if p.required),
         )
 
 
@@ -129,8 +133,13 @@ def _mismatches(
     for name in names_in_path:
         if not path_values.get(name):
             missing[name] = "params"
+    if spec.required_headers:
+        given_headers = {name.lower() for name in request.params}
+        for name in spec.required_headers:
+            if name.lower() not in given_headers:
+                missing[name] = "params"
     for name in request.params:
-        if name not in names_in_path:
+        if name not in names_in_path and name.lower() not in spec.headers:
             unknown[name] = "params"
     for (where, required, known), given in zip(
         spec.locations, (request.query, request.body), strict=True
@@ -142,6 +151,38 @@ def _mismatches(
             if name not in known:
                 unknown[name] = where
     return missing, unknown
+
+
+def _param_headers(spec: _OpSpec, params: Mapping[str, str | bool | int]) -> list[tuple[str, str]]:
+    """The spec's header parameters given in ``params``, as (spec's name, value) to send;
+    ``RequestInvalid`` for one the bridge sets itself or a value no header can carry."""
+    sent: list[tuple[str, str]] = []
+    if not spec.headers:  # most operations: nothing to look for
+        return sent
+    for given, value in params.items():
+        name = spec.headers.get(given.lower())
+        if name is None:
+            continue
+        text = format_scalar(value)
+        if name.lower() in FORBIDDEN_REQUEST_HEADERS:
+            raise RequestInvalid(
+                f"params.{name}: set by the bridge, never taken from an envelope",
+                invalid=[given],
+            )
+        if not _sendable(name, text):
+            raise RequestInvalid(f"params.{name}: not a valid HTTP header value", invalid=[given])
+        sent.append((name, text))
+    return sent
+
+
+def _with_headers(
+    forwarded: tuple[tuple[str, str], ...], params: list[tuple[str, str]]
+) -> tuple[tuple[str, str], ...]:
+    """Forwarded record headers, where a header parameter of the envelope replaces its name."""
+    if not params:
+        return forwarded
+    named = {name.lower() for name, _ in params}
+    return (*(h for h in forwarded if h[0].lower() not in named), *params)
 
 
 def _check_basic(
@@ -184,10 +225,7 @@ def _basic_body(op: Operation, request: BasicRequest, flatten: Mapping[str, str]
     if op.content_type is None or not (request.body or op.method in ("POST", "PUT", "PATCH")):
         return None
     if op.is_json:
-        try:
-            return orjson.dumps(request.body)
-        except orjson.JSONEncodeError as exc:  # nested too deeply for orjson, for one
-            raise ValueError(f"cannot encode as JSON: {exc}") from None
+        return to_json(request.body).encode()
     return encode_form(request.body, flatten).encode()
 
 
@@ -217,6 +255,40 @@ def _not_relative(field: str) -> RequestInvalid:
         "'/2010-04-01/Accounts/AC…/Messages.json'",
         invalid=[field],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """An advanced envelope's body as it goes out: bytes, sender, and why nothing was sent."""
+
+    content: bytes | None = None
+    sender: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def _advanced_body(request: AdvancedRequest) -> _Body:
+    """The form body of an advanced envelope: a string sent as given once it parses as form
+    data, or an object encoded; GET and DELETE send none unless ``send_body`` is true."""
+    sends_body = request.method in ("POST", "PUT", "PATCH") or request.send_body
+    if not sends_body:
+        if request.body is None:
+            return _Body()
+        return _Body(
+            warnings=(f"body not sent: {request.method} sends none unless send_body is true",)
+        )
+    if isinstance(request.body, str):
+        try:
+            sender = _sender(dict(parse_form(request.body)))
+        except ValueError:
+            raise RequestInvalid(
+                "body is not form-encoded data (name=value&...)", invalid=["body"]
+            ) from None
+        return _Body(request.body.encode(), sender)
+    try:
+        content = encode_form(request.body or {}).encode()
+    except ValueError as exc:
+        raise _unencodable("body", exc) from None
+    return _Body(content, _sender(request.body or {}))
 
 
 class CallBuilder:
@@ -296,24 +368,20 @@ class CallBuilder:
         headers: tuple[tuple[str, str], ...],
     ) -> TwilioCall:
         op = self._resolve(request)
-        if op.auth == "oauth2":
-            raise RequestInvalid(
-                f"{op.operation} ({op.api}) needs an OAuth 2.0 access token; the bridge signs "
-                "with Auth Tokens and API keys only",
-                invalid=["operation"],
-            )
-        path_values: dict[str, str] = {k: str(v) for k, v in request.params.items()}
+        if op.refused is not None:
+            raise RequestInvalid(f"{op.operation} ({op.api}) {op.refused}", invalid=["operation"])
+        spec = _spec(op)
+        path_values = {k: format_scalar(v) for k, v in request.params.items()}
         path_values.setdefault("AccountSid", account.account_sid)
         warnings = _check_basic(op, request, path_values, self._strict_for(request))
-
-        flatten = _spec(op).flatten
+        headers = _with_headers(headers, _param_headers(spec, request.params))
         path = _TEMPLATE_FIELD.sub(lambda m: quote(path_values[m.group(1)], safe=""), op.path)
         try:
-            path = _join(path, encode_form(request.query, flatten))
+            path = _join(path, encode_form(request.query, spec.flatten))
         except ValueError as exc:
             raise _unencodable("query", exc) from None
         try:
-            content = _basic_body(op, request, flatten)
+            content = _basic_body(op, request, spec.flatten)
         except ValueError as exc:
             raise _unencodable("body", exc) from None
         host = op.host
@@ -321,15 +389,14 @@ class CallBuilder:
             page_host, path = self._page(request.next_page_uri)
             host = page_host or host
             content = None
-        send_headers = headers + (
-            (("content-type", op.content_type),) if content is not None and op.content_type else ()
-        )
+        if content is not None and op.content_type:
+            headers = (*headers, ("content-type", op.content_type))
         return TwilioCall(
             method=op.method,
             url=self._origin(host, account) + path,
             path=path,
             account=account,
-            headers=send_headers,
+            headers=headers,
             content=content,
             api=op.api,
             operation=op.operation,
@@ -343,7 +410,6 @@ class CallBuilder:
     def _advanced(
         self, request: AdvancedRequest, account: Account, headers: tuple[tuple[str, str], ...]
     ) -> TwilioCall:
-        warnings: list[str] = []
         page_host, path = (
             self._page(request.next_page_uri)
             if request.next_page_uri
@@ -362,38 +428,17 @@ class CallBuilder:
             path = _join(path, encode_form(request.query))
         except ValueError as exc:
             raise _unencodable("query", exc) from None
-        content: bytes | None = None
-        sender: str | None = None
-        extra: tuple[tuple[str, str], ...] = ()
-        sends_body = request.method in ("POST", "PUT", "PATCH") or request.send_body
-        if request.body is not None and not sends_body:
-            warnings.append(f"body not sent: {request.method} sends none unless send_body is true")
-        elif sends_body:
-            if isinstance(request.body, str):
-                try:
-                    sender = _sender(dict(parse_form(request.body)))
-                except ValueError:
-                    raise RequestInvalid(
-                        "body is not form-encoded data (name=value&...)", invalid=["body"]
-                    ) from None
-                content = request.body.encode()
-            else:
-                sender = _sender(request.body or {})
-                try:
-                    content = encode_form(request.body or {}).encode()
-                except ValueError as exc:
-                    raise _unencodable("body", exc) from None
-            extra = (("content-type", FORM),)
+        body = _advanced_body(request)
         return TwilioCall(
             method=request.method,
             url=self._origin(host, account) + path,
             path=path,
             account=account,
-            headers=headers + extra,
-            content=content,
+            headers=headers + ((("content-type", FORM),) if body.content is not None else ()),
+            content=body.content,
             api=request.api,
-            warnings=tuple(warnings),
-            sender=sender,
+            warnings=body.warnings,
+            sender=body.sender,
         )
 
     def _page(self, uri: str) -> tuple[str | None, str]:

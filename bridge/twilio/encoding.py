@@ -1,21 +1,20 @@
 """Twilio's form encoding, as its own SDKs send it.
 
 Lists become repeated keys (``MediaUrl=a&MediaUrl=b``), booleans ``true``/``false``, numbers
-plain decimals, objects JSON strings (or ``Prefix.key`` pairs where the spec flattens a map),
-and ``None`` is left out. Pure functions, no I/O.
+plain decimals, objects JSON strings (or ``Prefix.key.subkey`` pairs where the spec flattens a
+map), and ``None`` is left out. Pure functions, no I/O.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
-
-__all__ = ["FORM", "encode_form", "form_pairs", "format_scalar", "parse_form"]
+__all__ = ["FORM", "encode_form", "form_pairs", "format_scalar", "parse_form", "to_json"]
 
 # The content type of a form body, Twilio's usual request encoding and its webhooks'.
 FORM = "application/x-www-form-urlencoded"
@@ -36,11 +35,18 @@ def format_scalar(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict | list):
-        try:
-            return orjson.dumps(value).decode()
-        except orjson.JSONEncodeError as exc:  # nested too deeply for orjson, for one
-            raise ValueError(f"cannot encode as JSON: {exc}") from None
+        return to_json(value)
     raise ValueError(f"cannot encode a {type(value).__name__}")
+
+
+def to_json(value: Any) -> str:
+    """JSON text exactly as Twilio's Python SDK writes it (``json.dumps``: ``", "`` and
+    ``": "`` separators, non-ASCII as ``\\u`` escapes), for JSON-string parameters and JSON
+    bodies alike; ValueError for what JSON cannot hold."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ValueError(f"cannot encode as JSON: {exc}") from None
 
 
 def form_pairs(
@@ -49,7 +55,8 @@ def form_pairs(
     """Yield (name, value) pairs; a map under a name in ``flatten`` becomes ``Prefix.key`` pairs.
 
     ``flatten`` maps a parameter name to its prefix (``AddOnsData`` → ``AddOns``), as the spec's
-    ``prefixed-collapsible-map`` parameters are sent by Twilio's SDKs.
+    ``prefixed-collapsible-map`` parameters are sent by Twilio's SDKs: at every depth,
+    ``{"a": {"b": 1}}`` → ``AddOns.a.b=1``.
     """
     flatten = flatten or {}
     for name, value in body.items():
@@ -60,9 +67,10 @@ def form_pairs(
                 if item is not None:
                     yield name, format_scalar(item)
         elif isinstance(value, dict) and name in flatten:
-            for key, item in value.items():
-                if item is not None:
-                    yield f"{flatten[name]}.{key}", format_scalar(item)
+            prefixed = {f"{flatten[name]}.{key}": item for key, item in value.items()}
+            # A map inside flattens further, under its own prefixed key.
+            inner = {key: key for key, item in prefixed.items() if isinstance(item, dict)}
+            yield from form_pairs(prefixed, inner)
         else:
             yield name, format_scalar(value)
 

@@ -34,7 +34,7 @@ async def tansu(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Tansu
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def prism(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PrismMock]:
-    """Prism serving all 50 spec files on one port; ``prism.base_url`` has ``{domain}``.
+    """Prism serving all 55 spec files on one port; ``prism.base_url`` has ``{domain}``.
 
     All of them, because the conformance test drives the whole catalog: ~3.7 s to start and
     ~260 MB, against ~2.2 s and ~190 MB for the six the other tests use.

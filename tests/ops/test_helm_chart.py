@@ -29,7 +29,8 @@ from bridge.config import (
     load_settings,
 )
 from bridge.tooling.dashboard import DASHBOARD_FILE
-from tests.helpers import CHART, ROOT
+from bridge.twilio.catalog import Catalog
+from tests.helpers import CHART, ROOT, widgets_spec
 
 KUBE_VERSION = "1.30.0"
 # Custom resources: kubernetes-validate has no schema for them, and only for them.
@@ -443,6 +444,35 @@ def test_the_bridge_accepts_the_rendered_configuration(
     assert settings.admin.topic == "twilio.instances.prod"
     assert settings.admin.audit_topic == "twilio.instances.prod.audit"
     assert settings.admin.write_timeout_s == 15
+    assert settings.catalog.spec_dir == Path("/etc/twilio-bridge/specs")
+
+
+def lay_out_config_map(files: dict[str, str], into: Path) -> None:
+    """Write a ConfigMap volume as the kubelet does: a hidden timestamped directory, a hidden
+    ``..data`` link to it, and one link per key."""
+    stamped = into / "..2026_04_14_09_30_05.000000001"
+    stamped.mkdir(parents=True)
+    (into / "..data").symlink_to(stamped.name)
+    for name, text in files.items():
+        (stamped / name).write_text(text)
+        (into / name).symlink_to(f"..data/{name}")
+
+
+def test_a_specs_config_map_becomes_the_catalogs_spec_dir(
+    chart: helm.Chart, tmp_path: Path
+) -> None:
+    assert "BRIDGE_CATALOG__SPEC_DIR" not in environment(render(chart, {}))
+    manifests = render(chart, {"catalog": {"specsConfigMap": "twilio-specs"}})
+    spec_dir = environment(manifests)["BRIDGE_CATALOG__SPEC_DIR"]
+    mounts = [m for m in container(manifests)["volumeMounts"] if m["name"] == "specs"]
+    assert mounts == [{"name": "specs", "mountPath": spec_dir, "readOnly": True}]
+    (volume,) = [v for v in pod_spec(manifests)["volumes"] if v["name"] == "specs"]
+    assert volume["configMap"] == {"name": "twilio-specs", "defaultMode": 0o444}
+    # What the kubelet mounts there is a directory the bridge reads.
+    mounted = tmp_path / "specs"
+    lay_out_config_map({"twilio_widgets_v1.json": json.dumps(widgets_spec())}, mounted)
+    catalog = Catalog.load(mounted)
+    assert catalog.resolve("CreateWidget").host == "https://widgets.twilio.com"
 
 
 def test_ingress_exposes_only_the_webhooks(chart: helm.Chart) -> None:
@@ -514,6 +544,8 @@ def test_network_policy_restricts_egress_only_when_asked(chart: helm.Chart) -> N
         {"admin": {"existingSecret": "Not_A_Secret_Name"}},
         {"admin": {"secretKeys": {"token": ""}}},
         {"admin": {"allowedFrom": {"namespaceSelector": {}}}},
+        {"catalog": {"specsConfigMap": "Not_A_ConfigMap"}},
+        {"catalog": {"specDir": "/specs"}},
     ],
     ids=repr,
 )
@@ -535,6 +567,7 @@ def test_schema_rejects_wrong_values(chart: helm.Chart, values: Values) -> None:
         ({"admin.existingSecret": ""}, "admin.enabled needs admin.existingSecret"),
         ({"config.BRIDGE_ADMIN__ENABLED": False}, "set by the chart"),
         ({"config.BRIDGE_ADMIN__TOPIC": "other"}, "set by the chart"),
+        ({"config.BRIDGE_CATALOG__SPEC_DIR": "/specs"}, "set by the chart"),
     ],
 )
 def test_template_refuses_contradictions(

@@ -52,7 +52,7 @@ def ensure_prism() -> Path:
 
 
 class PrismMock(LocalProcess):
-    """Prism for the given spec files (default: all 50) on one free loopback port."""
+    """Prism for the given spec files (default: all 55) on one free loopback port."""
 
     name = "prism"
 

@@ -1,11 +1,16 @@
-"""Twilio's official OpenAPI spec (twilio-oai) fetched into the cache, and prepared for Prism.
+"""Twilio's official OpenAPI specs (twilio-oai 2.6.7, the archive kept in the repository)
+unpacked into the cache, and prepared for Prism.
 
 Two changes for Prism, nothing else: array properties of form bodies get an explicit
-``style: form, explode: true`` encoding (so Twilio's repeated keys ``MediaUrl=a&MediaUrl=b``
-validate) and object properties become strings (Twilio's SDKs send them as JSON strings,
-``Data={"a":1}``, which Prism cannot decode: it ignores ``encoding.contentType``), and
+``style: form, explode: true`` encoding and an inline schema (so Twilio's repeated keys
+``MediaUrl=a&MediaUrl=b`` validate) and object properties become strings (Twilio's SDKs send
+them as JSON strings, ``Data={"a": 1}``, which Prism cannot decode: it ignores
+``encoding.contentType``), and
 several specs are merged into one document whose paths start with ``/{domain}``, so one
-Prism process on one port serves every chosen Twilio domain.
+Prism process on one port serves every chosen Twilio domain. The specs are the ones the
+packaged catalog is generated from (:data:`bridge.tooling.catalog_gen.SPECS`), so Prism
+checks every operation against the document it came from; a spec file of one's own (a path
+instead of a name) is served as well.
 """
 
 from __future__ import annotations
@@ -14,18 +19,18 @@ import copy
 import hashlib
 import json
 import os
-import tarfile
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.tooling.local.cache import cache_dir, run_npm
+from bridge.tooling.catalog_gen import SPECS, read_specs
+from bridge.tooling.local.cache import cache_dir
 from bridge.twilio.encoding import FORM
 
 __all__ = [
-    "SPEC_PACKAGE",
     "MockSpec",
     "all_spec_names",
     "domain_of",
@@ -36,10 +41,8 @@ __all__ = [
     "spec_name",
 ]
 
-SPEC_PACKAGE = "@twilio-alpha/mcp@0.7.0"
-SPEC_MEMBER = "package/twilio-oai/spec/json/"
 # Bump when the output of patching or merging changes, so stale cached copies are not reused.
-FORMAT = "3"
+FORMAT = "6"
 DOMAINS = "x-twilio-domains"
 
 Spec = dict[str, Any]
@@ -54,31 +57,40 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def ensure_spec() -> Path:
-    """The twilio-oai ``spec/json`` directory, fetched with ``npm pack`` on first use."""
-    target = cache_dir() / f"twilio-oai-{SPEC_PACKAGE.rsplit('@', 1)[1]}"
+    """The kept twilio-oai ``json`` directory, unpacked into the cache on first use."""
+    target = cache_dir() / SPECS.name.removesuffix(".tar.xz")
     if (target / "twilio_api_v2010.json").is_file():
         return target
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-        packed = json.loads(run_npm(["pack", "--json", SPEC_PACKAGE], cwd=Path(tmp)))
-        with tarfile.open(Path(tmp) / packed[0]["filename"]) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(SPEC_MEMBER)]
-            tar.extractall(tmp, members=members, filter="data")
+    if not SPECS.is_file():
+        raise FileNotFoundError(
+            f"{SPECS} is missing: Twilio's specs are kept in the repository, not in the wheel; "
+            "run the Twilio mock from a clone (pip install -e '.[demo]')"
+        )
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".twilio-oai-"))
+    try:
+        for name, content in read_specs(SPECS).items():
+            (tmp / name).write_bytes(content)
         try:
-            os.replace(Path(tmp) / SPEC_MEMBER, target)
+            os.replace(tmp, target)
         except OSError:
             if not target.is_dir():  # else another process unpacked it first: fine
                 raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
 def spec_name(name: str) -> str:
-    """``api_v2010``, ``twilio_api_v2010`` or ``twilio_api_v2010.json`` → the file name."""
+    """``api_v2010``, ``twilio_api_v2010`` or ``twilio_api_v2010.json`` → the file name; a
+    path to a spec file of one's own (containing ``/``) is kept as it is."""
+    if "/" in name:
+        return name
     name = name if name.startswith("twilio_") else f"twilio_{name}"
     return name if name.endswith(".json") else f"{name}.json"
 
 
 def all_spec_names() -> list[str]:
-    """Every spec file name in the package (50 in 0.7.0)."""
+    """Every spec file name of the kept archive (55 in 2.6.7)."""
     return sorted(path.name for path in ensure_spec().glob("twilio_*.json"))
 
 
@@ -112,18 +124,30 @@ def patch_form_arrays(spec: Spec) -> Spec:
                 if kind == "array":
                     encoding = media.setdefault("encoding", {})
                     encoding.setdefault(name, {"style": "form", "explode": True})
+                    # Prism decodes repeated keys into a list only for an inline array schema
+                    # that is not nullable (a form has no null anyway).
+                    inline = copy.deepcopy(_resolve(spec, prop))
+                    inline.pop("nullable", None)
+                    properties[name] = inline
                 elif kind == "object":
                     properties[name] = {"type": "string", "contentMediaType": "application/json"}
     return spec
 
 
+def _source(name: str) -> Path:
+    return Path(name) if "/" in name else ensure_spec() / name
+
+
 def patched_spec(name: str) -> Path:
     """A cached copy of one spec file with :func:`patch_form_arrays` applied."""
     name = spec_name(name)
-    target = cache_dir() / f"twilio-oai-prism-{FORMAT}" / name
+    source = _source(name)
+    # A file of one's own may change between runs: its copy is keyed by its content.
+    key = hashlib.sha256(source.read_bytes()).hexdigest()[:16] + "-" if "/" in name else ""
+    target = cache_dir() / f"twilio-oai-prism-{FORMAT}" / (key + Path(name).name)
     if not target.is_file():
         target.parent.mkdir(exist_ok=True)
-        spec = json.loads((ensure_spec() / name).read_text())
+        spec = json.loads(source.read_text())
         _write_atomically(target, json.dumps(patch_form_arrays(spec)))
     return target
 
@@ -178,8 +202,9 @@ def mock_spec(names: Sequence[str], *, plain: bool = False) -> MockSpec:
     With ``plain``, paths are also served without the prefix (sensible for one spec only).
     """
     files = sorted({spec_name(name) for name in names})
-    key = hashlib.sha256(json.dumps([FORMAT, files, plain]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"twilio-oai-prism-{FORMAT}" / f"mock-{key}.json"
+    patched = [patched_spec(name) for name in files]
+    key = hashlib.sha256(json.dumps([FORMAT, [p.name for p in patched], plain]).encode())
+    target = cache_dir() / f"twilio-oai-prism-{FORMAT}" / f"mock-{key.hexdigest()[:16]}.json"
     if target.is_file():
         return MockSpec(target, tuple(json.loads(target.read_text())["info"][DOMAINS]))
     merged: Spec = {
@@ -189,9 +214,9 @@ def mock_spec(names: Sequence[str], *, plain: bool = False) -> MockSpec:
         "components": {},
     }
     found: set[str] = set()
-    for name in files:
-        spec = json.loads(patched_spec(name).read_text())
-        tag = name.removeprefix("twilio_").removesuffix(".json") + "."
+    for name, path in zip(files, patched, strict=True):
+        spec = json.loads(path.read_text())
+        tag = Path(name).name.removeprefix("twilio_").removesuffix(".json") + "."
         domain = domain_of(spec)
         found.add(domain)
         _prefix_refs(spec, tag)

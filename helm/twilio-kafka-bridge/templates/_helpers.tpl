@@ -49,6 +49,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Where Secrets are mounted. */}}
 {{- define "twilio-kafka-bridge.secretsDir" -}}/var/run/secrets/twilio-bridge{{- end }}
 {{- define "twilio-kafka-bridge.kafkaTlsDir" -}}/etc/twilio-bridge/kafka-tls{{- end }}
+{{- define "twilio-kafka-bridge.specsDir" -}}/etc/twilio-bridge/specs{{- end }}
 
 {{/* terminationGracePeriodSeconds: everything SIGTERM may have to wait for: the drain delay
 (webhooks still answered), the grace (in-flight requests) and the margin. */}}
@@ -69,7 +70,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Settings the Deployment sets itself, from structured values; config may not set them. */}}
 {{- define "twilio-kafka-bridge.managedSettings" -}}
-{{- list "BRIDGE_HTTP__PORT" "BRIDGE_PROCESSING__SHUTDOWN_GRACE_S" "BRIDGE_HTTP__DRAIN_DELAY_S" "BRIDGE_SECRETS_DIR" "BRIDGE_KAFKA__SSL_CAFILE" "BRIDGE_KAFKA__SSL_CERTFILE" "BRIDGE_KAFKA__SSL_KEYFILE" "BRIDGE_KAFKA__SASL_PASSWORD" "BRIDGE_ADMIN__ENABLED" "BRIDGE_ADMIN__TOPIC" "BRIDGE_ADMIN__AUDIT_TOPIC" "BRIDGE_ADMIN__WRITE_TIMEOUT_S" | toJson }}
+{{- list "BRIDGE_HTTP__PORT" "BRIDGE_PROCESSING__SHUTDOWN_GRACE_S" "BRIDGE_HTTP__DRAIN_DELAY_S" "BRIDGE_SECRETS_DIR" "BRIDGE_KAFKA__SSL_CAFILE" "BRIDGE_KAFKA__SSL_CERTFILE" "BRIDGE_KAFKA__SSL_KEYFILE" "BRIDGE_KAFKA__SASL_PASSWORD" "BRIDGE_ADMIN__ENABLED" "BRIDGE_ADMIN__TOPIC" "BRIDGE_ADMIN__AUDIT_TOPIC" "BRIDGE_ADMIN__WRITE_TIMEOUT_S" "BRIDGE_CATALOG__SPEC_DIR" | toJson }}
 {{- end }}
 
 {{/* Names of settings that are secrets: never in the ConfigMap, never a literal value. */}}

@@ -16,7 +16,7 @@ from bridge.contract.errors import RequestInvalid, UnknownOperation
 from bridge.instances.accounts import account_of
 from bridge.twilio.accounts import Account, Accounts, basic_auth_header
 from bridge.twilio.calls import CallBuilder, TwilioCall, origin_for
-from bridge.twilio.catalog import Catalog, Operation
+from bridge.twilio.catalog import Catalog, Operation, Param
 from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS
 from tests.helpers import ACCOUNT, INSTANCE_ACCOUNT, stored_instance
 
@@ -239,7 +239,7 @@ def test_fetch_phone_number_flattens_add_ons_data_in_the_query(builder: CallBuil
             params={"PhoneNumber": "+14155552671"},
             query={
                 "AddOns": ["payfone_tcpa_compliance"],
-                "AddOnsData": {"payfone_tcpa_compliance.RightPartyContactedDate": "20160101"},
+                "AddOnsData": {"payfone_tcpa_compliance": {"RightPartyContactedDate": "20160101"}},
                 "Type": ["carrier", "caller-name"],
             },
         )
@@ -642,7 +642,7 @@ def test_advanced_object_body_is_form_encoded(builder: CallBuilder) -> None:
             body={"To": "+1", "MediaUrl": ["a", "b"], "SendAsMms": True, "Cfg": {"a": 1}},
         )
     )
-    assert call.content == b"To=%2B1&MediaUrl=a&MediaUrl=b&SendAsMms=true&Cfg=%7B%22a%22%3A1%7D"
+    assert call.content == (b"To=%2B1&MediaUrl=a&MediaUrl=b&SendAsMms=true&Cfg=%7B%22a%22%3A+1%7D")
     assert call.headers == (("content-type", FORM),)
 
 
@@ -976,3 +976,91 @@ def test_an_instances_base_url_applies_to_every_domain(catalog: Catalog) -> None
         advanced(method="GET", path="/v2/Services", api="verify.v2", credential="acme")
     )
     assert call.url == "http://mock:4010/verify/v2/Services"
+
+
+# --- header parameters of the spec, given in params --------------------------------------------
+
+
+def test_header_params_of_the_spec_are_sent_as_headers(builder: CallBuilder) -> None:
+    call = builder.build(
+        basic(
+            operation="UpdateDocument",
+            api="sync.v1",
+            params={"ServiceSid": "IS1", "Sid": "ET1", "If-Match": "etag-1"},
+            body={"Data": {"a": 1}},
+        )
+    )
+    assert header(call, "if-match") == ["etag-1"]
+    assert call.path == "/v1/Services/IS1/Documents/ET1"
+    assert call.warnings == ()
+    conversation = builder.build(
+        basic(
+            operation="CreateConversation",
+            api="conversations.v1",
+            # Header names are case-insensitive; a boolean goes out as Twilio's "true".
+            params={"x-twilio-webhook-enabled": True},
+        )
+    )
+    assert conversation.headers[0] == ("X-Twilio-Webhook-Enabled", "true")
+
+
+def test_a_header_param_replaces_a_forwarded_record_header(builder: CallBuilder) -> None:
+    request = basic(
+        operation="DeleteTask",
+        api="taskrouter.v1",
+        params={"WorkspaceSid": "WS1", "Sid": "WT1", "If-Match": "2"},
+        request_headers="*",
+    )
+    call = builder.build(request, [("if-match", "1"), ("X-Trace", "t")])
+    assert call.headers == (("x-trace", "t"), ("If-Match", "2"))
+    assert call.method == "DELETE" and call.content is None
+
+
+def test_authorization_is_never_taken_from_params(builder: CallBuilder) -> None:
+    exc = invalid_of(
+        builder,
+        basic(operation="ListInsightsSegments", api="flex.v1", params={"Authorization": "x"}),
+    )
+    assert exc.invalid == ("Authorization",)
+    assert "set by the bridge" in exc.message
+
+
+def test_a_header_param_value_must_fit_in_a_header(builder: CallBuilder) -> None:
+    exc = invalid_of(
+        builder,
+        basic(
+            operation="DeleteTask",
+            api="taskrouter.v1",
+            params={"WorkspaceSid": "WS1", "Sid": "WT1", "If-Match": "a\r\nX-Evil: 1"},
+        ),
+    )
+    assert exc.invalid == ("If-Match",)
+
+
+def test_a_header_param_of_another_operation_is_unknown(builder: CallBuilder) -> None:
+    call = builder.build(basic(operation="FetchMessage", params={"Sid": "SM1", "If-Match": "1"}))
+    assert call.headers == ()
+    assert call.warnings == ("params.If-Match: not in the spec of FetchMessage, ignored",)
+
+
+def test_a_boolean_path_value_is_spelled_as_twilio_does(builder: CallBuilder) -> None:
+    call = builder.build(basic(operation="FetchMessage", params={"Sid": True}))
+    assert call.path.endswith("/Messages/true.json")
+
+
+def test_a_required_header_param_missing_is_named() -> None:
+    op = Operation(
+        api="widgets.v1",
+        operation="FetchWidget",
+        method="GET",
+        host="https://widgets.twilio.com",
+        path="/v1/Widget",
+        summary="",
+        content_type=None,
+        params=(Param("If-Match", "header", "string", None, True),),
+    )
+    builder = CallBuilder(Catalog([op]), Accounts(CREDENTIALS), TwilioSettings())
+    exc = invalid_of(builder, basic(operation="FetchWidget"))
+    assert exc.missing == ("If-Match",) and "If-Match (params)" in exc.message
+    call = builder.build(basic(operation="FetchWidget", params={"if-match": "1"}))
+    assert call.headers == (("If-Match", "1"),)

@@ -1,16 +1,21 @@
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bridge.config import SettingsError
 from bridge.tooling import catalog_gen
-from bridge.tooling.local.twilio_spec import ensure_spec
 from bridge.twilio.catalog import (
+    BUILT_IN,
     AmbiguousOperationError,
     Catalog,
     Operation,
+    SpecDirError,
     UnknownOperationError,
 )
+from tests.helpers import widgets_spec
 
 PACKAGED = catalog_gen.DEFAULT_OUT
 
@@ -21,14 +26,20 @@ def catalog() -> Catalog:
 
 
 def test_packaged_catalog_covers_every_spec(catalog: Catalog) -> None:
-    assert len(catalog) == 1407
-    assert len(list(catalog)) == 1407
+    assert len(catalog) == 1447
+    assert len(list(catalog)) == 1447
+    specs = catalog.specs()
+    assert len(specs) == 55 and specs == sorted(specs)
     apis = catalog.apis()
-    # 50 spec files, but iam_v2 and verify_v3 declare no operations in 0.7.0.
-    assert len(apis) == 48
-    assert not {"iam.v2", "verify.v3"} & set(apis)
+    # 55 spec files, but iam_scim and verify_v3 declare no operations in 2.6.7.
+    assert len(apis) == 53
+    assert {"twilio_iam_scim.json", "twilio_verify_v3.json"} <= set(specs)
+    assert not {"iam.scim", "verify.v3"} & set(apis)
     assert apis == sorted(apis)
     assert {"api.v2010", "verify.v2", "iam.organizations", "preview"} <= set(apis)
+    # The apis 2.6.7 added to the specs of @twilio-alpha/mcp@0.7.0.
+    assert {"insights.v2", "knowledge.v1", "messaging.v3", "numbers.v3", "oauth.v2"} <= set(apis)
+    assert {catalog.source_of(op) for op in catalog} == {BUILT_IN}
 
 
 def test_load_is_cached(catalog: Catalog) -> None:
@@ -38,10 +49,10 @@ def test_load_is_cached(catalog: Catalog) -> None:
 def test_file_says_it_is_generated() -> None:
     first_line = PACKAGED.read_text(encoding="utf-8").splitlines()[0]
     assert first_line.startswith('{"_generated":')
-    assert "python -m bridge.tooling.catalog_gen SPEC_DIR" in first_line
+    assert 'Regenerate with: python -m bridge.tooling.catalog_gen"' in first_line
     doc = json.loads(PACKAGED.read_bytes())
-    assert list(doc) == ["_generated", "source", "operations"]
-    assert doc["source"] == "@twilio-alpha/mcp@0.7.0"
+    assert list(doc) == ["_generated", "source", "specs", "operations"]
+    assert doc["source"] == ("twilio/twilio-oai 2.6.7 (d50069b44ea8cd23141385bdb6db48f16ff75bb5)")
 
 
 def test_create_message(catalog: Catalog) -> None:
@@ -143,12 +154,13 @@ def test_search(catalog: Catalog) -> None:
 def test_json_bodied_operations(catalog: Catalog) -> None:
     json_ops = [op for op in catalog if op.is_json]
     types = sorted(op.content_type or "" for op in json_ops)
-    assert len(json_ops) == 34
-    assert types.count("application/json") == 32
-    assert types.count("application/scim+json") == 2
+    assert len(json_ops) == 51
+    assert types.count("application/json") == 48
+    assert types.count("application/scim+json") == 3
     assert {op.operation for op in json_ops if op.content_type == "application/scim+json"} == {
         "CreateOrganizationUser",
         "UpdateOrganizationUser",
+        "PatchOrganizationUser",
     }
     content = catalog.resolve("CreateContent", "content.v1")
     assert content.is_json and all(p.style is None for p in content.params_in("body"))
@@ -197,110 +209,6 @@ def test_every_operation_is_well_formed(catalog: Catalog) -> None:
             assert (p.prefix is not None) == (p.style == "flatten")
 
 
-@pytest.mark.parametrize(
-    ("file_name", "api"),
-    [
-        ("twilio_api_v2010.json", "api.v2010"),
-        ("twilio_verify_v2.json", "verify.v2"),
-        ("twilio_iam_organizations.json", "iam.organizations"),
-        ("twilio_ip_messaging_v2.json", "ip_messaging.v2"),
-        ("twilio_preview.json", "preview"),
-    ],
-)
-def test_api_name(file_name: str, api: str) -> None:
-    assert catalog_gen.api_name(file_name) == api
-
-
-def test_generator_on_a_tiny_spec(tmp_path: Path) -> None:
-    spec = {
-        "servers": [{"url": "https://demo.twilio.com/"}],
-        "components": {
-            "schemas": {"color": {"type": "string", "enum": ["red", "blue"]}},
-            "parameters": {"sid": {"name": "Sid", "in": "path", "schema": {"type": "string"}}},
-        },
-        "paths": {
-            "/v1/Things/{Sid}": {
-                "post": {
-                    "operationId": "UpdateThing",
-                    "description": "Update a thing\nsecond line",
-                    "parameters": [{"$ref": "#/components/parameters/sid"}],
-                    "requestBody": {
-                        "content": {
-                            "application/x-www-form-urlencoded": {
-                                "schema": {
-                                    "required": ["Color"],
-                                    "properties": {
-                                        "Color": {"$ref": "#/components/schemas/color"},
-                                        "Data": {"description": "any json"},
-                                    },
-                                }
-                            }
-                        }
-                    },
-                },
-                "delete": {"operationId": "DeleteThing", "summary": "x" * 300},
-            }
-        },
-    }
-    (tmp_path / "twilio_demo_v1.json").write_text(json.dumps(spec))
-    (tmp_path / "other.json").write_text("not read")
-    out = tmp_path / "out" / "catalog.json"
-    assert catalog_gen.main([str(tmp_path), str(out)]) == 0
-    built = Catalog.from_json(out.read_bytes())
-    update = built.resolve("UpdateThing")
-    assert (update.api, update.host, update.summary) == (
-        "demo.v1",
-        "https://demo.twilio.com",
-        "Update a thing",
-    )
-    sid, color, data = update.params
-    assert (sid.name, sid.location, sid.required) == ("Sid", "path", True)
-    assert (color.required, color.enum, color.style) == (True, ("red", "blue"), None)
-    assert (data.type, data.style, data.required) == ("object", "json", False)
-    delete = built.resolve("DeleteThing")
-    assert delete.content_type is None and len(delete.summary) == 120
-
-
-def test_generator_refuses_an_empty_dir(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        catalog_gen.generate(tmp_path)
-    assert catalog_gen.main([]) == 2
-
-
-def test_regenerating_matches_the_packaged_file(tmp_path: Path) -> None:
-    # Fetches the official spec (npm pack, cached) on first use, like the demo does.
-    out = tmp_path / "catalog.json"
-    catalog_gen.write(ensure_spec(), out)
-    assert out.read_bytes() == PACKAGED.read_bytes()
-
-
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        (
-            {"servers": [{"url": "https://a.twilio.com"}, {"url": "https://b.twilio.com"}]},
-            "exactly one server",
-        ),
-        (
-            {
-                "servers": [{"url": "https://a.twilio.com"}],
-                "paths": {
-                    "/x": {"get": {"operationId": "X", "parameters": [{"$ref": "o.json#/p"}]}}
-                },
-            },
-            "external",
-        ),
-    ],
-)
-def test_generator_rejects_specs_it_cannot_represent(
-    tmp_path: Path, spec: dict[str, object], message: str
-) -> None:
-    spec.setdefault("paths", {"/x": {"get": {"operationId": "X"}}})
-    (tmp_path / "twilio_a_v1.json").write_text(json.dumps(spec))
-    with pytest.raises(ValueError, match=message):
-        catalog_gen.generate(tmp_path)
-
-
 def test_operations_record_how_twilio_authenticates_them(catalog: Catalog) -> None:
     ops = list(catalog)
     auth = {op.auth for op in ops}
@@ -310,3 +218,176 @@ def test_operations_record_how_twilio_authenticates_them(catalog: Catalog) -> No
         op.api == "iam.organizations" for op in ops if op.auth == "oauth2"
     )
     assert catalog.resolve("CreateMessage").auth == "basic"
+
+
+def test_search_matches_every_word_in_any_order_best_first(catalog: Catalog) -> None:
+    found = catalog.search("send message")
+    assert (found[0].api, found[0].operation) == ("api.v2010", "CreateMessage")
+    assert [op.operation for op in catalog.search("message SEND")] == [op.operation for op in found]
+    # Every word somewhere: the api, the path and the summary count as well as the name.
+    assert {op.api for op in catalog.search("verify.v2 check")} == {"verify.v2"}
+    assert catalog.search("verify.v2 check")[0].operation == "CreateVerificationCheck"
+    # The whole name wins over names that merely contain it.
+    assert catalog.search("ListCall")[0].operation == "ListCall"
+    assert catalog.search("send message zebra") == []
+    assert len(catalog.search("")) == len(catalog)
+
+
+# --- specs added at start-up (BRIDGE_CATALOG__SPEC_DIR) ----------------------------------------
+
+
+def _write(folder: Path, name: str, doc: object) -> Path:
+    path = folder / name
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return path
+
+
+def test_a_spec_dir_adds_an_api_and_marks_where_it_comes_from(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    path = _write(tmp_path, "twilio_widgets_v1.json", widgets_spec())
+    (tmp_path / "..data").mkdir()  # how a mounted ConfigMap looks: hidden entries are skipped
+    added = Catalog.load(tmp_path)
+    assert len(added) == len(catalog) + 3
+    create = added.resolve("CreateWidget")
+    assert (create.api, create.host) == ("widgets.v1", "https://widgets.twilio.com")
+    assert added.source_of(create) == str(path)
+    assert added.source_of(added.resolve("CreateMessage")) == BUILT_IN
+    assert "twilio_widgets_v1.json" in added.specs() and len(added.specs()) == 56
+    assert Catalog.load() is catalog  # the packaged catalog is left as it was
+
+
+def test_a_file_of_the_same_name_replaces_the_built_in_spec(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    doc = widgets_spec()
+    doc["servers"] = [{"url": "https://verify.twilio.com"}]
+    _write(tmp_path, "twilio_verify_v2.json", doc)
+    replaced = Catalog.load(tmp_path)
+    verify = [op for op in replaced if op.api == "verify.v2"]
+    assert sorted(op.operation for op in verify) == ["CreateWidget", "FetchWidget", "ListWidget"]
+    assert len(replaced) == len(catalog) - len([op for op in catalog if op.api == "verify.v2"]) + 3
+    assert replaced.specs() == catalog.specs()
+    with pytest.raises(UnknownOperationError):
+        replaced.resolve("CreateVerification")
+
+
+def _problem(tmp_path: Path) -> SpecDirError:
+    with pytest.raises(SpecDirError) as info:
+        Catalog.load(tmp_path)
+    assert isinstance(info.value, SettingsError)
+    assert str(info.value).startswith("invalid configuration:\n  BRIDGE_CATALOG__SPEC_DIR: ")
+    assert str(info.value.file) in str(info.value)
+    return info.value
+
+
+def test_a_broken_spec_stops_with_the_file_and_the_problem(tmp_path: Path) -> None:
+    path = _write(tmp_path, "twilio_widgets_v1.json", '{"openapi": "3.0.1", "paths": {')
+    error = _problem(tmp_path)
+    assert error.file == path and error.problem.startswith("not JSON")
+    _write(tmp_path, "twilio_widgets_v1.json", {"swagger": "2.0"})
+    assert "not an OpenAPI 3 document" in _problem(tmp_path).problem
+    doc = widgets_spec()
+    doc["servers"] = [{"url": "https://widgets.example.com"}]
+    _write(tmp_path, "twilio_widgets_v1.json", doc)
+    assert "not https on a twilio.com host" in _problem(tmp_path).problem
+
+
+def test_anything_but_json_specs_in_the_dir_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, "twilio_widgets_v1.yaml", "openapi: 3.0.1")
+    error = _problem(tmp_path)
+    assert (error.file, error.problem) == (
+        path,
+        "not a .json file (the directory holds twilio-oai json specs)",
+    )
+    assert _problem(tmp_path / "missing").problem == "not a directory"
+
+
+def test_two_files_of_one_api_are_ambiguous(tmp_path: Path) -> None:
+    _write(tmp_path, "twilio_widgets_v1.json", widgets_spec())
+    path = _write(tmp_path, "widgets_v1.json", widgets_spec())
+    error = _problem(tmp_path)
+    assert (error.file, error.problem) == (
+        path,
+        "api widgets.v1 is also defined by twilio_widgets_v1.json",
+    )
+
+
+def _renamed(operation_id: str, path: str = "/v1/Widgets/{Sid}", method: str = "get") -> Any:
+    doc = widgets_spec()
+    doc["paths"][path][method]["operationId"] = operation_id
+    return doc
+
+
+def _v2010_with_create_verification() -> Any:
+    # A newer api.v2010 spec with an operation named like verify.v2's only one.
+    doc = json.loads(catalog_gen.read_specs(catalog_gen.SPECS)["twilio_api_v2010.json"])
+    doc["paths"]["/2010-04-01/Widgets.json"] = _renamed("CreateVerification", "/v1/Widgets")[
+        "paths"
+    ]["/v1/Widgets"]
+    return doc
+
+
+def _widgets_on_the_api_host() -> Any:
+    doc = widgets_spec()
+    doc["servers"] = [{"url": "https://api.twilio.com"}]
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("file_name", "doc", "problem"),
+    [
+        (
+            "twilio_widgets_v1.json",
+            lambda: _renamed("ListWidget"),
+            "operationId 'ListWidget' is ambiguous: both GET /v1/Widgets and GET /v1/Widgets/{Sid}",
+        ),
+        (
+            "twilio_widgets_v1.json",
+            lambda: _renamed("CreateVerification", "/v1/Widgets", "post"),
+            "operationId 'CreateVerification' would become ambiguous (verify.v2, widgets.v1): "
+            "envelopes naming it without 'api' would fail",
+        ),
+        (
+            "twilio_api_v2010.json",
+            _v2010_with_create_verification,
+            "operationId 'CreateVerification' would mean api.v2010's operation instead of "
+            "verify.v2's for envelopes without 'api'",
+        ),
+        (
+            # CreateMessage is in several apis; without it in api.v2010 it is ambiguous.
+            "twilio_api_v2010.json",
+            _widgets_on_the_api_host,
+            "operationId 'CreateMessage' would become ambiguous (assistants.v1, chat.v1, "
+            "chat.v2, ip_messaging.v1, ip_messaging.v2): envelopes naming it without 'api' "
+            "would fail",
+        ),
+    ],
+    ids=["twice-in-one-api", "ambiguous", "switches-api", "v2010-replaced-without-it"],
+)
+def test_an_operation_id_envelopes_could_no_longer_address_is_refused(
+    tmp_path: Path, file_name: str, doc: Callable[[], Any], problem: str
+) -> None:
+    path = _write(tmp_path, file_name, doc())
+    error = _problem(tmp_path)
+    assert (error.file, error.problem) == (path, problem)
+
+
+def test_a_name_may_move_when_its_spec_is_replaced(tmp_path: Path) -> None:
+    doc = widgets_spec()
+    doc["paths"]["/v1/Widgets"]["post"]["operationId"] = "CreateVerification"
+    _write(tmp_path, "twilio_widgets_v1.json", doc)
+    _write(tmp_path, "twilio_verify_v2.json", {"openapi": "3.0.1", "paths": {}})
+    assert Catalog.load(tmp_path).resolve("CreateVerification").api == "widgets.v1"
+
+
+def test_names_that_stay_resolvable_are_fine(catalog: Catalog, tmp_path: Path) -> None:
+    doc = widgets_spec()
+    # api.v2010 wins over other apis, and a name in several apis needed 'api' already.
+    doc["paths"]["/v1/Widgets"]["post"]["operationId"] = "CreateMessage"
+    doc["paths"]["/v1/Widgets"]["get"]["operationId"] = "FetchSafelist"
+    added = Catalog.load(_write(tmp_path, "twilio_widgets_v1.json", doc).parent)
+    assert added.resolve("CreateMessage").api == "api.v2010"
+    assert added.resolve("CreateMessage", "widgets.v1").method == "POST"
+    with pytest.raises(AmbiguousOperationError):
+        added.resolve("FetchSafelist")

@@ -29,14 +29,15 @@ def test_lists_are_repeated_keys_in_order() -> None:
         (2.0, "2"),
         (1e20, "100000000000000000000"),
         ("a b", "a b"),
-        ({"k": [1, "x"]}, '{"k":[1,"x"]}'),
+        # JSON as Twilio's Python SDK writes it (json.dumps): spaced, non-ASCII escaped.
+        ({"k": [1, "x"], "é": None}, '{"k": [1, "x"], "\\u00e9": null}'),
     ],
 )
 def test_scalars(value: object, text: str) -> None:
     assert format_scalar(value) == text
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), object()])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), object(), {"x": float("nan")}])
 def test_unencodable_values_raise(value: object) -> None:
     with pytest.raises(ValueError):
         format_scalar(value)
@@ -45,7 +46,24 @@ def test_unencodable_values_raise(value: object) -> None:
 def test_none_is_left_out_and_maps_flatten_only_when_asked() -> None:
     body = {"A": None, "B": [None, "x"], "AddOnsData": {"k": "v", "n": None}, "Obj": {"k": 1}}
     pairs = parse_qsl(encode_form(body, {"AddOnsData": "AddOns"}))
-    assert pairs == [("B", "x"), ("AddOns.k", "v"), ("Obj", '{"k":1}')]
+    assert pairs == [("B", "x"), ("AddOns.k", "v"), ("Obj", '{"k": 1}')]
+
+
+def test_flattened_maps_flatten_at_every_depth_as_the_sdk_does() -> None:
+    body = {
+        "AddOnsData": {
+            "payfone_tcpa_compliance": {"RightPartyContactedDate": "20160101", "n": None},
+            "list": {"k": [1, 2]},
+            "empty": {},
+            "flag": True,
+        }
+    }
+    assert parse_qsl(encode_form(body, {"AddOnsData": "AddOns"})) == [
+        ("AddOns.payfone_tcpa_compliance.RightPartyContactedDate", "20160101"),
+        ("AddOns.list.k", "1"),
+        ("AddOns.list.k", "2"),
+        ("AddOns.flag", "true"),
+    ]
 
 
 def test_special_characters_round_trip() -> None:
