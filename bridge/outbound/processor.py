@@ -4,6 +4,8 @@
 
 1. ``parse``: the envelope becomes a request, or the outcome of a rejected one;
 2. ``build_call``: the Twilio call, the instances read again before a credential is unknown;
+   then ``TrackingStep.prepare``: the account's defaults for sends, and the bridge's status
+   callback for a tracked send (recorded in the state topic just before step 4 sends it);
 3. ``IdempotencyGate.around``: an id seen before is answered without sending again;
 4. ``Sender.send``: the attempts, within the rate limiter and the retry policy;
 5. ``follow_pages``: with ``follow_pages``, the items of every page in one reply;

@@ -83,7 +83,7 @@ class Setup:
                 for body in stats["bodies"]:
                     form = dict(parse_qsl(body))
                     if form.get("Body") == request_id or form.get("Url") == request_id:
-                        return form["StatusCallback"]
+                        return str(form["StatusCallback"])
                 await asyncio.sleep(0.1)
         raise AssertionError(f"the mock never received {request_id}")
 
