@@ -9,7 +9,7 @@ partition order, so two callbacks of one send are never judged side by side.
 A new owner reads its partitions from the beginning: sends and states are taken as they come,
 events are held until the partition is read to its end, then applied unless the latest state
 says they were (``applied`` is the offset of the last event applied to a send). Its own states
-read back while it owns the partition are ignored: its memory is ahead of them.
+read back while the partition is live are ignored: its memory is ahead of them.
 """
 
 from __future__ import annotations
@@ -84,8 +84,11 @@ class Book:
         key = (record.key or b"").decode(errors="replace")
         if kind == EVENT and record.value is not None:
             return self._event(record, key.split("/", 1)[0], at)
+        # What this process wrote is behind its memory while the partition is live; after
+        # a new assignment memory is empty and it counts like anyone's.
+        mine = headers.get("by") == self.me.encode() and record.partition in self.live
         if record.value is None:
-            if headers.get("by") != self.me.encode():
+            if not mine:
                 self._drop(key)
             return []
         if kind not in (SEND, STATE):
@@ -96,7 +99,6 @@ class Book:
             log.warning("tracking: ignoring a record of the state topic: %s", exc)
             return []
         known = self.sends.get(key)
-        mine = headers.get("by") == self.me.encode()
         if kind == SEND and known is None:
             self._keep(send, record.partition)
         elif kind == STATE and not mine and _newer(send, known):

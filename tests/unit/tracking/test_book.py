@@ -101,3 +101,16 @@ def test_giving_up_publishes_expired_once() -> None:
         True,
     )
     assert change.gone
+
+
+def test_after_a_new_assignment_its_own_earlier_states_count() -> None:
+    book = Book("me")
+    book.read(_send(0), _at)
+    book.caught_up(0, _at)
+    _carry_out(book, book.read(_callback(1, "sent"), _at))
+    after_sent = book.sends[TOKEN]
+    book.reset()  # the partition is assigned again: read from the beginning
+    for record in (_send(0), _callback(1, "sent"), _state(2, after_sent, "me")):
+        book.read(record, _at)
+    assert _carry_out(book, book.caught_up(0, _at)) == []  # 'sent' is not published again
+    assert _carry_out(book, book.read(_callback(3, "delivered"), _at)) == [("delivered", 2, True)]
