@@ -42,6 +42,7 @@ __all__ = [
     "CREDENTIAL_NAME",
     "API_KEY_SID_PATTERN",
     "SID_PATTERN",
+    "SendDefaults",
     "AdminSettings",
     "CatalogSettings",
     "Credential",
@@ -53,6 +54,7 @@ __all__ = [
     "RateLimitSettings",
     "Settings",
     "SettingsError",
+    "TrackingSettings",
     "TwilioSettings",
     "WEBHOOK_FAMILIES",
     "WebhookSettings",
@@ -60,6 +62,7 @@ __all__ = [
     "credential_problem",
     "encryption_key",
     "family_keys",
+    "https_url",
     "load_settings",
 ]
 
@@ -85,6 +88,53 @@ def absolute_url(value: str | None) -> str | None:
     if value is not None and not re.match(r"^https?://[^/]+", value):
         raise ValueError("must be an absolute http(s) URL")
     return value.rstrip("/") if value else value
+
+
+def https_url(value: str | None) -> str | None:
+    """An absolute https URL (a callback Twilio calls), as given."""
+    if value is not None and not re.match(r"^https://[^/\s]+\S*$", value):
+        raise ValueError("must be an absolute https URL")
+    return value
+
+
+# A default sender: a phone number in E.164, a channel address (whatsapp:+…, messenger:…), or
+# an alphanumeric sender ID; a Messaging Service by its SID.
+E164_PATTERN = r"^(\+[1-9][0-9]{1,14}|[a-z]+:\S{1,200}|[A-Za-z0-9 ]{1,11})$"
+MESSAGING_SERVICE_SID_PATTERN = r"^MG[0-9a-fA-F]{32}$"
+
+
+class SendDefaults(BaseModel):
+    """An account's defaults for what it sends (a credential's or an instance's entries)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_from: str | None = Field(
+        default=None,
+        pattern=E164_PATTERN,
+        description="From of CreateMessage when the envelope gives neither From nor "
+        "MessagingServiceSid.",
+    )
+    default_messaging_service_sid: str | None = Field(
+        default=None,
+        pattern=MESSAGING_SERVICE_SID_PATTERN,
+        description="MessagingServiceSid of CreateMessage when the envelope gives neither "
+        "From nor MessagingServiceSid (over default_from when both are set).",
+    )
+    track: bool | None = Field(
+        default=None, description="Default of the envelope's track for this account."
+    )
+    status_callback: str | None = Field(
+        default=None,
+        description="StatusCallback of CreateMessage and CreateCall when the envelope has "
+        "none and does not track: the account's own callback endpoint (https).",
+    )
+
+    _check_callback = field_validator("status_callback")(https_url)
+
+    @classmethod
+    def of(cls, source: SendDefaults) -> SendDefaults:
+        """Just the defaults of ``source`` (a credential, an instance's configuration)."""
+        return cls.model_validate(source.model_dump(include=set(cls.model_fields)))
 
 
 TopicList = Annotated[list[str], NoDecode]
@@ -187,8 +237,8 @@ def credential_problem(
     return None
 
 
-class Credential(_Section):
-    """A Twilio account, with an Auth Token or an API key."""
+class Credential(SendDefaults):
+    """A Twilio account, with an Auth Token or an API key, and its defaults for sends."""
 
     account_sid: str = Field(pattern=SID_PATTERN)
     auth_token: SecretStr | None = None
@@ -355,6 +405,36 @@ class IdempotencySettings(_Section):
     )
 
 
+class TrackingSettings(_Section):
+    """``BRIDGE_TRACKING__*``: delivery tracking of sends with ``track`` (``bridge.tracking``)."""
+
+    default: bool = Field(default=False, description="Default of the envelope's track.")
+    topic: str = Field(default="twilio.deliveries", description="Where delivery records go.")
+    state_topic: str = Field(
+        default="twilio.deliveries.state",
+        description="Internal: tracked sends not yet final, and the callbacks for them.",
+    )
+    partitions: int = Field(default=12, ge=1)
+    reconcile_after_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Fetch a tracked send from Twilio when it has no final status this long "
+        "after it was sent.",
+    )
+    give_up_after_s: float = Field(
+        default=259_200.0,
+        gt=0,
+        description="End a tracked send with status expired when it has no final status this "
+        "long after it was sent.",
+    )
+
+    @model_validator(mode="after")
+    def _gives_up_after_reconciling(self) -> TrackingSettings:
+        if self.give_up_after_s <= self.reconcile_after_s:
+            raise ValueError("tracking.give_up_after_s must be over tracking.reconcile_after_s")
+        return self
+
+
 class AdminSettings(_Section):
     """The instances API: Twilio accounts added at runtime, kept in a compacted Kafka topic."""
 
@@ -443,6 +523,7 @@ class Settings(BaseSettings):
     dedupe: IdempotencySettings = Field(default_factory=IdempotencySettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field(
         default="json", description="JSON lines for log collectors, or text for a terminal."
@@ -461,6 +542,12 @@ class Settings(BaseSettings):
                     "webhook.dedupe_window_s must cover poller.lookback_s + refresh_interval_s "
                     f"({needed:.0f} s), or the poller would publish a state twice"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _tracking_needs_a_public_url(self) -> Settings:
+        if self.tracking.default and self.webhook.public_url is None:
+            raise ValueError("tracking.default needs webhook.public_url: the URL Twilio calls back")
         return self
 
     @classmethod

@@ -19,11 +19,12 @@ from typing import Protocol
 
 from bridge.app.http import create_app
 from bridge.app.watch import BrokerWatch
-from bridge.app.wiring import Inbound, Outbound, instances_api, polls
+from bridge.app.wiring import Inbound, Outbound, instances_api, polls, tracker
 from bridge.config import Settings
 from bridge.http.server import HttpServer
 from bridge.kafka.errors import BrokerError
 from bridge.kafka.producer import Publisher
+from bridge.tracking.log import DeliveryLog
 from bridge.twilio.accounts import Accounts
 from bridge.twilio.client import TwilioClient
 
@@ -50,15 +51,24 @@ class Bridge:
         self.client = TwilioClient(settings.twilio)
         self.publisher = Publisher(settings.kafka)
         self.instances, routes = instances_api(settings, self.accounts, self.publisher)
+        self.deliveries = DeliveryLog(settings.tracking, self.publisher)
         self.outbound = Outbound(
             settings,
             self.accounts,
             self.client,
             self.publisher,
             refresh_accounts=self.instances.latest if self.instances is not None else None,
+            deliveries=self.deliveries,
         )
+        self.tracker = tracker(settings, self.accounts, self.outbound, self.client, self.publisher)
         polled_by = (self.outbound.builder, self.client) if polls(settings) else None
-        self.inbound = Inbound(settings, self.accounts, self.publisher, polled_by=polled_by)
+        self.inbound = Inbound(
+            settings,
+            self.accounts,
+            self.publisher,
+            polled_by=polled_by,
+            deliveries=self.deliveries if self.tracker is not None else None,
+        )
         webhook = settings.webhook
         app = create_app(self.inbound.receiver, webhook, self.readiness, routes)
         self.http = HttpServer(app, settings.http, grace_s=webhook.ack_timeout_s + 1)
@@ -71,6 +81,7 @@ class Bridge:
             self.instances,
             self.inbound.redeliveries,
             self.outbound.idempotency,
+            self.tracker,
         )
         polled = [self.inbound.poller] if self.inbound.poller is not None else []
         return [
@@ -104,6 +115,8 @@ class Bridge:
         poller = self.inbound.poller
         polling = asyncio.create_task(poller.run(self.stopping)) if poller is not None else None
         tasks += [polling] if polling is not None else []
+        if self.tracker is not None:
+            tasks.append(asyncio.create_task(self.tracker.run(self.stopping)))
         try:
             await self.outbound.consumer.run(self.stopping)
             await self._drain(polling)
@@ -128,6 +141,8 @@ class Bridge:
             log.warning("grace period over; unfinished requests will be redelivered")
         if not await self.inbound.delivery.drain(grace_s):
             log.warning("grace period over; some webhook events were not acknowledged")
+        if not await self.deliveries.drain(grace_s):
+            log.warning("grace period over; some tracked callbacks were not acknowledged")
 
     async def _stop_http(self) -> None:
         await asyncio.sleep(self.settings.http.drain_delay_s)

@@ -25,6 +25,9 @@ from bridge.observability.metrics import IN_FLIGHT, TWILIO_IN_FLIGHT
 from bridge.outbound.handler import RequestHandler
 from bridge.outbound.idempotency.log import IdempotencyLog
 from bridge.outbound.processor import Processor, ProcessorOptions
+from bridge.outbound.tracking import TrackingStep
+from bridge.tracking.log import DeliveryLog
+from bridge.tracking.tracker import DeliveryTracker
 from bridge.twilio.accounts import Accounts
 from bridge.twilio.calls import CallBuilder
 from bridge.twilio.catalog import Catalog
@@ -32,7 +35,7 @@ from bridge.twilio.client import TwilioClient
 from bridge.twilio.ratelimit import Limiter, Limits
 from bridge.twilio.retry import RetryPolicy
 
-__all__ = ["Inbound", "Outbound", "instances_api", "polls"]
+__all__ = ["Inbound", "Outbound", "instances_api", "polls", "tracker"]
 
 
 class Outbound:
@@ -46,6 +49,7 @@ class Outbound:
         publisher: Publisher,
         *,
         refresh_accounts: Callable[[], Awaitable[None]] | None,
+        deliveries: DeliveryLog,
     ) -> None:
         kafka, dedupe = settings.kafka, settings.dedupe
         strict = settings.processing.strict_params
@@ -53,11 +57,15 @@ class Outbound:
             Catalog.load(settings.catalog.spec_dir), accounts, settings.twilio, strict=strict
         )
         self.idempotency = IdempotencyLog(kafka, dedupe, publisher) if dedupe.window_s else None
+        self.limiter = Limiter(Limits.of(**settings.rate_limit.model_dump()))
+        tracking = TrackingStep(
+            self.builder, deliveries, settings.tracking, settings.webhook.public_url
+        )
         processor = Processor(
             self.builder,
             client,
             RetryPolicy(**settings.retry.model_dump()),
-            Limiter(Limits.of(**settings.rate_limit.model_dump())),
+            self.limiter,
             options=ProcessorOptions(
                 filter_nulls=settings.processing.filter_nulls,
                 # Room for the envelope around the items, within the producer's limit.
@@ -67,6 +75,7 @@ class Outbound:
             ),
             idempotency=self.idempotency,
             refresh_accounts=refresh_accounts,
+            tracking=tracking,
         )
         self.handler = RequestHandler(
             processor, publisher, reply_topic=kafka.reply_topic, error_topic=kafka.error_topic
@@ -89,6 +98,7 @@ class Inbound:
         publisher: Publisher,
         *,
         polled_by: tuple[CallBuilder, TwilioClient] | None,
+        deliveries: DeliveryLog | None,
     ) -> None:
         webhook = settings.webhook
         self.redeliveries = (
@@ -98,7 +108,7 @@ class Inbound:
         )
         self.delivery = EventDelivery(publisher, self.redeliveries, webhook.ack_timeout_s)
         self.receiver = WebhookReceiver(
-            webhook, accounts, self.delivery, publisher.max_record_bytes
+            webhook, accounts, self.delivery, publisher.max_record_bytes, deliveries
         )
         self.poller: Poller | None = None
         if polled_by is not None:
@@ -113,6 +123,21 @@ class Inbound:
                 publisher,
                 self.delivery,
             )
+
+
+def tracker(
+    settings: Settings,
+    accounts: Accounts,
+    outbound: Outbound,
+    client: TwilioClient,
+    publisher: Publisher,
+) -> DeliveryTracker | None:
+    """The owner of the tracking state partitions, when sends can be tracked at all (Twilio
+    can call the bridge back: ``BRIDGE_WEBHOOK__PUBLIC_URL``)."""
+    if settings.webhook.public_url is None:
+        return None
+    fetch_with = (accounts, outbound.builder, client, outbound.limiter)
+    return DeliveryTracker(settings.tracking, settings.kafka, publisher, fetch_with)
 
 
 def polls(settings: Settings) -> bool:

@@ -91,6 +91,12 @@ class _RequestBase(BaseModel):
     filter_nulls: bool | None = Field(
         default=None, description="Remove null fields from the reply body (default: setting)."
     )
+    track: bool | None = Field(
+        default=None,
+        description="Track the delivery of a CreateMessage / CreateCall (or an advanced POST "
+        "to Messages.json / Calls.json): its statuses go to the deliveries topic, keyed like "
+        "this request (default: the account's, else BRIDGE_TRACKING__DEFAULT).",
+    )
 
 
 class BasicRequest(_RequestBase):

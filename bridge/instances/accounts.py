@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from bridge.config import Credential, TwilioSettings
+from bridge.config import Credential, SendDefaults, TwilioSettings
 from bridge.instances.model import Instance
 from bridge.twilio.accounts import Account, basic_auth_header
 from bridge.twilio.ratelimit import Limits
@@ -47,4 +47,5 @@ def account_of(instance: Instance, twilio: TwilioSettings) -> Account:
         filter_nulls=config.filter_nulls,
         retry=RetryPolicy(**config.retry.model_dump()) if config.retry else None,
         rate_limit=Limits.of(**config.rate_limit.model_dump()) if config.rate_limit else None,
+        defaults=SendDefaults.of(config),
     )

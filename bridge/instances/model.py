@@ -21,6 +21,7 @@ from bridge.config import (
     SID_PATTERN,
     RateLimitSettings,
     RetrySettings,
+    SendDefaults,
     absolute_url,
     credential_problem,
     family_keys,
@@ -77,8 +78,9 @@ class InstanceEvents(_Strict):
         return value
 
 
-class InstanceConfiguration(_Strict):
-    """One Twilio account: credentials, where it is called, its defaults and its events."""
+class InstanceConfiguration(SendDefaults):
+    """One Twilio account: credentials, where it is called, its defaults (sends included:
+    ``SendDefaults``) and its events."""
 
     account_sid: str = Field(pattern=SID_PATTERN)
     auth_token: SecretStr | None = Field(default=None, min_length=1, max_length=256)

@@ -36,6 +36,8 @@ class OwnedPartitions:
         self.owner = owner
         self._consumer: AIOKafkaConsumer | None = None
         self._ends: dict[int, int] = {}  # partition → end offset to read before owning it
+        # Counts assignments: a change tells that the partitions are being read again.
+        self.assignments = 0
 
     async def start(self, partitions: int, configs: Mapping[str, str]) -> None:
         """Create the topic if missing and join the group; raises ``BrokerError`` when either
@@ -96,6 +98,7 @@ class _Reread(ConsumerRebalanceListener):  # type: ignore[misc]
             self._owner._ends.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._owner.assignments += 1
         owned = sorted(tp.partition for tp in assigned)
         log.info("%s: owns state partitions %s", self._owner.owner, owned)
         if not assigned:

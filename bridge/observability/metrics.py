@@ -31,6 +31,8 @@ __all__ = [
     "BUILD",
     "CONSUMER_LAG",
     "CONTENT_TYPE",
+    "DELIVERIES",
+    "DELIVERIES_TRACKED",
     "ERRORS",
     "EVENTS_PUBLISHED",
     "IN_FLIGHT",
@@ -172,6 +174,18 @@ POLLER_ITEMS = Counter(
     "twilio_bridge_poller_items",
     "Resources listed by the poller, by resource (messages, calls).",
     ["resource"],
+    registry=REGISTRY,
+)
+DELIVERIES = Counter(
+    "twilio_bridge_deliveries",
+    "Statuses of tracked sends learnt, by source (callback, reconcile) and outcome "
+    "(published, duplicate, backwards, after_final, ...).",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
+DELIVERIES_TRACKED = Gauge(
+    "twilio_bridge_deliveries_tracked",
+    "Tracked sends not yet final in the state partitions this replica owns.",
     registry=REGISTRY,
 )
 

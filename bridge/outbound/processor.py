@@ -4,6 +4,8 @@
 
 1. ``parse``: the envelope becomes a request, or the outcome of a rejected one;
 2. ``build_call``: the Twilio call, the instances read again before a credential is unknown;
+   then ``TrackingStep.prepare``: the account's defaults for sends, and the bridge's status
+   callback for a tracked send (recorded in the state topic just before step 4 sends it);
 3. ``IdempotencyGate.around``: an id seen before is answered without sending again;
 4. ``Sender.send``: the attempts, within the rate limiter and the retry policy;
 5. ``follow_pages``: with ``follow_pages``, the items of every page in one reply;
@@ -41,6 +43,8 @@ from bridge.outbound.idempotency.index import IdempotencyStore
 from bridge.outbound.paging import DEFAULT_MAX_PAGES, follow_pages
 from bridge.outbound.replies import error_record, error_reply, reply_for_response, shaped
 from bridge.outbound.sender import Sender, Sent
+from bridge.outbound.tracking import TrackingStep
+from bridge.tracking.send import TrackedSend
 from bridge.twilio.calls import CallBuilder, TwilioCall
 from bridge.twilio.client import TwilioClient
 from bridge.twilio.ratelimit import Limiter
@@ -93,6 +97,7 @@ class Processor:
         options: ProcessorOptions | None = None,
         idempotency: IdempotencyStore | None = None,
         refresh_accounts: Callable[[], Awaitable[None]] | None = None,
+        tracking: TrackingStep | None = None,
     ) -> None:
         self._builder = builder
         self._sender = Sender(client, limiter)
@@ -104,6 +109,8 @@ class Processor:
         )
         # Reads the instances topic to its end, before an unknown credential is final.
         self._refresh_accounts = refresh_accounts
+        # Account defaults for sends, and delivery tracking; None: requests go as they come.
+        self._tracking = tracking
 
     async def process(self, record: Record) -> Outcome:
         """The outcome of one record; never raises except on cancellation."""
@@ -111,7 +118,7 @@ class Processor:
         if isinstance(request, Outcome):
             return request
         try:
-            guarded = await self._answer(request, record.text_headers())
+            guarded = await self._answer(request, record.text_headers(), record.key)
         except Exception:
             # A bug must not stop the partition: answer 'internal' and keep the evidence.
             log.exception("internal error processing request %s", request.id)
@@ -120,16 +127,22 @@ class Processor:
         return outcome_of(record, request, guarded)
 
     async def _answer(
-        self, request: BasicRequest | AdvancedRequest, headers: list[tuple[str, str]]
+        self,
+        request: BasicRequest | AdvancedRequest,
+        headers: list[tuple[str, str]],
+        key: bytes | None,
     ) -> Guarded:
         """The reply to ``request``, sent through the idempotency gate once its call is built."""
         started = time.perf_counter()
+        tracked: TrackedSend | None = None
         try:
             call = await build_call(self._builder, request, headers, self._refresh_accounts)
+            if self._tracking is not None:
+                call, tracked = self._tracking.prepare(request, call, headers, key)
         except BridgeError as exc:
             return Guarded(error_reply(request.id, exc, metadata=request.metadata))
         return await self._gate.around(
-            request, call, lambda: self._send(request, headers, call, started)
+            request, call, lambda: self._send(request, headers, call, started, tracked)
         )
 
     async def _send(
@@ -138,12 +151,21 @@ class Processor:
         headers: list[tuple[str, str]],
         call: TwilioCall,
         started: float,
+        tracked: TrackedSend | None = None,
     ) -> Reply:
-        """Send the call and reply: with every page when asked for, in the shape asked for."""
+        """Send the call and reply: with every page when asked for, in the shape asked for.
+
+        A tracked send is recorded before the call goes out, and Twilio's answer after."""
         policy = (call.account.retry or self._policy).with_options(request.retry)
+        if tracked is not None:
+            assert self._tracking is not None
+            await self._tracking.begin(tracked)
         sent = await self._sender.send(call, policy)
         call = replace(call, warnings=(*call.warnings, *sent.retried))
         reply = _reply_for(request, call, sent, (time.perf_counter() - started) * 1000)
+        if tracked is not None:
+            assert self._tracking is not None
+            await self._tracking.answered(tracked, reply)
         if request.follow_pages and reply.status == "ok":
             reply = await self._follow(request, headers, policy, reply)
             reply.duration_ms = round((time.perf_counter() - started) * 1000, 3)

@@ -22,7 +22,14 @@ from typing import Any, get_args
 import orjson
 
 from bridge import __version__
-from bridge.config import AdminSettings, KafkaSettings, PollerSettings, WebhookSettings
+from bridge.config import (
+    AdminSettings,
+    KafkaSettings,
+    PollerSettings,
+    TrackingSettings,
+    WebhookSettings,
+)
+from bridge.contract.deliveries import DeliveryRecord
 from bridge.contract.envelopes import ErrorInfo, ErrorRecord, Reply, SourceRef
 from bridge.contract.errors import ErrorKind
 from bridge.contract.event_schema import event_families, type_parameter
@@ -323,6 +330,34 @@ def _reply_examples() -> list[dict[str, Any]]:
     ]
 
 
+def _delivery_examples() -> list[dict[str, Any]]:
+    sent = {"AccountSid": _ACCOUNT, "MessageSid": _MESSAGE_SID, "MessageStatus": "sent"}
+    records = [
+        DeliveryRecord(
+            id="order-78456-sms",
+            sid=_MESSAGE_SID,
+            resource="message",
+            status=status,
+            final=final,
+            sequence=n,
+            source="callback",
+            at=f"2025-01-15T09:30:0{n}.000Z",
+            metadata={"order": "ORD-78456"},
+            event={**sent, "MessageStatus": status},
+        )
+        for n, (status, final) in enumerate((("sent", False), ("delivered", True)), 1)
+    ]
+    return [
+        {
+            "name": record.status,
+            "summary": "key: the request's key",
+            "headers": {"id": record.id},
+            "payload": record.model_dump(mode="json"),
+        }
+        for record in records
+    ]
+
+
 def _error_example(topic: str) -> dict[str, Any]:
     record = ErrorRecord(
         id="order-78457-sms",
@@ -388,6 +423,20 @@ def _messages(kafka: KafkaSettings) -> dict[str, Any]:
             "examples": [_error_example(kafka.request_topics[0])],
         },
     }
+    messages["deliveryRecord"] = {
+        "name": "deliveryRecord",
+        "title": "Delivery record",
+        "summary": "A new status of a tracked send (envelope field track), from a status "
+        "callback or a fetch from Twilio; exactly one per request is final.",
+        "contentType": "application/json",
+        "headers": _ref("components", "schemas", "deliveryHeaders"),
+        "payload": _payload("delivery-record.schema.json"),
+        "correlationId": {"location": "$message.header#/id"},
+        "bindings": _kafka_message(
+            _string("The request's key, as it was (absent when the request had none).")
+        ),
+        "examples": _delivery_examples(),
+    }
     for family in event_families():
         resource = "resource SID" if family == EVENT_STREAMS else FAMILIES[family][0]
         key_text = f"The {resource} (= ce_subject), so one resource's events keep their order."
@@ -438,6 +487,18 @@ def _messages(kafka: KafkaSettings) -> dict[str, Any]:
         "bindings": _kafka_message(_string("The instance's name.")),
         "tags": [_INTERNAL],
     }
+    messages["trackingState"] = {
+        "name": "trackingState",
+        "title": "Tracking state",
+        "summary": "A tracked send (kind send, then state; a tombstone once finished) or what "
+        "was learnt about it (kind event: Twilio's answer, a callback).",
+        "contentType": "application/json",
+        "payload": {"type": ["object", "null"]},
+        "bindings": _kafka_message(
+            _string("The send's correlation token; token/nonce for an event.")
+        ),
+        "tags": [_INTERNAL],
+    }
     messages["pollerState"] = {
         "name": "pollerState",
         "title": "Poller state",
@@ -459,6 +520,11 @@ def _schemas() -> dict[str, Any]:
     }
     for family in event_families():
         schemas[message_id(family) + "Headers"] = _event_headers(family)
+    schemas["deliveryHeaders"] = {
+        "type": "object",
+        "required": ["id"],
+        "properties": {"id": _string("The request's id, to correlate without parsing.")},
+    }
     schemas["pollerState"] = {
         "type": "object",
         "required": ["since", "watermark"],
@@ -486,7 +552,11 @@ def _channel(
 
 
 def _channels(
-    kafka: KafkaSettings, webhook: WebhookSettings, poller: PollerSettings, admin: AdminSettings
+    kafka: KafkaSettings,
+    webhook: WebhookSettings,
+    poller: PollerSettings,
+    admin: AdminSettings,
+    tracking: TrackingSettings,
 ) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     for n, topic in enumerate(kafka.request_topics):
@@ -517,6 +587,24 @@ def _channels(
             f"+ family, or BRIDGE_WEBHOOK__TOPICS).",
             [message_id(family)],
         )
+    channels["deliveries"] = _channel(
+        tracking.topic,
+        "The statuses of tracked sends, keyed like their requests (BRIDGE_TRACKING__TOPIC).",
+        ["deliveryRecord"],
+    )
+    channels["trackingState"] = _channel(
+        tracking.state_topic,
+        "Internal: tracked sends not yet final and what was learnt about them; partitions "
+        "decide which replica judges and reconciles which send (BRIDGE_TRACKING__STATE_TOPIC). "
+        "Created by the bridge when missing.",
+        ["trackingState"],
+        internal=True,
+        partitions=tracking.partitions,
+        topicConfiguration={
+            "cleanup.policy": ["compact", "delete"],
+            "retention.ms": int((tracking.give_up_after_s + 86_400) * 1000),
+        },
+    )
     channels["seenIds"] = _channel(
         webhook.dedupe_topic,
         "Internal: ids of published events, shared by the replicas to publish each event "
@@ -606,6 +694,9 @@ def _operations(kafka: KafkaSettings, channels: dict[str, Any]) -> dict[str, Any
                 f"Publish '{family}' events once Twilio's delivery was checked.",
             )
         )
+    operations["sendDeliveries"] = _operation(
+        "send", "deliveries", ["deliveryRecord"], "Publish each new status of a tracked send."
+    )
     operations["sendInstanceAudit"] = _operation(
         "send", "instanceAudit", ["instanceAudit"], "Record each change of an instance."
     )
@@ -623,6 +714,26 @@ def _operations(kafka: KafkaSettings, channels: dict[str, Any]) -> dict[str, Any
             "Every replica reads the whole topic (no consumer group) and follows it.",
             **internal,
         )
+    operations["sendTrackingState"] = _operation(
+        "send",
+        "trackingState",
+        ["trackingState"],
+        "Record a tracked send before its create call, and what is learnt after.",
+        **internal,
+    )
+    operations["receiveTrackingState"] = _operation(
+        "receive",
+        "trackingState",
+        ["trackingState"],
+        "Own the sends of the assigned partitions: apply their events, reconcile them.",
+        bindings={
+            "kafka": {
+                "groupId": {"type": "string", "const": f"{kafka.group_id}.tracking"},
+                "bindingVersion": _KAFKA,
+            }
+        },
+        **internal,
+    )
     operations["sendPollerState"] = _operation(
         "send", "pollerState", ["pollerState"], "Record a credential's progress.", **internal
     )
@@ -647,12 +758,14 @@ def asyncapi_document(
     webhook: WebhookSettings | None = None,
     poller: PollerSettings | None = None,
     admin: AdminSettings | None = None,
+    tracking: TrackingSettings | None = None,
 ) -> dict[str, Any]:
     """The AsyncAPI 3.0 document for these settings (default: the default topic names)."""
     kafka = kafka or KafkaSettings()
     webhook = webhook or WebhookSettings()
     poller = poller or PollerSettings()
-    channels = _channels(kafka, webhook, poller, admin or AdminSettings())
+    tracking = tracking or TrackingSettings()
+    channels = _channels(kafka, webhook, poller, admin or AdminSettings(), tracking)
     return {
         "asyncapi": "3.0.0",
         "info": {

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bridge.contract.deliveries import DeliveryRecord
 from bridge.contract.envelopes import ErrorRecord, Reply, request_adapter
 from bridge.contract.event_schema import event_data_schema, event_families
 from bridge.instances.model import InstanceSpec
@@ -36,6 +37,7 @@ def render_schemas() -> dict[str, str]:
     records: dict[str, type[BaseModel]] = {
         "reply.schema.json": Reply,
         "error-record.schema.json": ErrorRecord,
+        "delivery-record.schema.json": DeliveryRecord,
         "instance.schema.json": InstanceSpec,
         "instance-audit-data.schema.json": AuditData,
     }

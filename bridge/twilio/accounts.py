@@ -11,7 +11,7 @@ import base64
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from bridge.config import Credential, TwilioSettings, WebhookSettings
+from bridge.config import Credential, SendDefaults, TwilioSettings, WebhookSettings
 from bridge.twilio.ratelimit import Limits
 from bridge.twilio.retry import RetryPolicy
 
@@ -51,6 +51,8 @@ class Account:
     filter_nulls: bool | None = None
     retry: RetryPolicy | None = None
     rate_limit: Limits | None = None
+    # Sender, tracking and callback defaults for CreateMessage / CreateCall.
+    defaults: SendDefaults = field(default_factory=SendDefaults)
 
     @property
     def account_sid(self) -> str:
@@ -72,6 +74,7 @@ class Account:
             auth=basic_auth_header(credential),
             polls=credential.poll,
             resources=("messages", "calls") if calls else DEFAULT_RESOURCES,
+            defaults=SendDefaults.of(credential),
         )
 
 

@@ -17,11 +17,13 @@ request arriving over that many in flight is answered 429 (20429) at once.
 
 With ``--post-status 503`` every POST is answered 503 (Twilio error 20503) instead, as in an
 outage that refuses new messages; ``POST /__config?post_status=0`` (any field of ``Config``)
-changes the configuration of the running mock, so a test can make it recover.
+changes the configuration of the running mock, so a test can make it recover; ``fetch_status``
+is the status a GET of one resource answers (default ``queued``).
 
 ``GET /__stats`` returns request counts (total, by method, by ``"METHOD /path"``, by
-``I-Request-Id`` and ``X-Test-Id`` header, faults injected), the peak in flight, the first and
-last arrival time (seconds) of each ``X-Test-Id`` and the mock's CPU seconds; ``POST /__reset``
+``I-Request-Id`` and ``X-Test-Id`` header, faults injected), the last 100 POST bodies (as
+they arrived, before any answer), the peak in flight, the first and last arrival time
+(seconds) of each ``X-Test-Id`` and the mock's CPU seconds; ``POST /__reset``
 zeroes the counts. Those three paths are never delayed, faulted or counted.
 
 It is a plain ``asyncio.Protocol`` with a minimal HTTP/1.1 parser: keep-alive,
@@ -41,7 +43,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -65,6 +67,7 @@ class Config:
     account_limit: int = 0  # 0: no concurrency limit
     others: int = 0  # requests the account's other clients keep in flight
     post_status: int = 0  # answer every POST with this status (500 or 503); 0: as usual
+    fetch_status: str = "queued"  # the status a GET of one resource answers
 
     def update(self, query: str) -> None:
         """Set fields from a query string (``post_status=0&latency=0.1``), cast to their type."""
@@ -85,6 +88,7 @@ class Stats:
     sids: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
+    bodies: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # last POST bodies
 
     def reset(self) -> None:
         in_flight = self.in_flight
@@ -101,6 +105,7 @@ class Stats:
             "faults": self.faults,
             "arrivals": self.arrivals,
             "peak_in_flight": self.peak_in_flight,
+            "bodies": list(self.bodies),
             "cpu_seconds": time.process_time(),  # of the whole mock process, never reset
         }
 
@@ -163,6 +168,8 @@ class MockProtocol(asyncio.Protocol):
             stop = end + 4 + int(size)
             if len(self.buf) < stop:
                 return
+            if parts[0] == "POST":
+                self.stats.bodies.append(self.buf[end + 4 : stop].decode(errors="replace"))
             self.buf = self.buf[stop:]
             conn = headers.get("connection", "").lower()
             close = conn == "close" or (parts[2] == "HTTP/1.0" and conn != "keep-alive")
@@ -232,7 +239,7 @@ class MockProtocol(asyncio.Protocol):
             self._send(204, b"", close, concurrent)
         else:
             stats.sids += 1
-            body = _resource(path, stats.sids)
+            body = _resource(path, stats.sids, cfg.fetch_status if method == "GET" else "queued")
             self._send(201 if method == "POST" else 200, body, close, concurrent)
         if self.busy:
             self.busy = False
@@ -263,12 +270,14 @@ class MockProtocol(asyncio.Protocol):
         self.transport = None
 
 
-def _resource(path: str, n: int) -> bytes:
+def _resource(path: str, n: int, status: str = "queued") -> bytes:
     segments = path.split("/")
     account = segments[3] if len(segments) > 3 and segments[2] == "Accounts" else "AC" + "0" * 32
-    sid = f"SM{SID_PREFIX}{n:024x}"
+    named = segments[-1].removesuffix(".json")
+    # A fetch of one resource (…/Messages/SM….json) answers with that SID.
+    sid = named if len(named) == 34 and named[:2] in ("SM", "CA") else f"SM{SID_PREFIX}{n:024x}"
     uri = path.removesuffix(".json") + f"/{sid}.json" if path.endswith("s.json") else path
-    doc: dict[str, str | None] = {"sid": sid, "account_sid": account, "status": "queued"}
+    doc: dict[str, str | None] = {"sid": sid, "account_sid": account, "status": status}
     doc["api_version"] = "2010-04-01"
     doc |= {"num_segments": "1", "error_code": None, "error_message": None, "uri": uri}
     return json.dumps(doc).encode()

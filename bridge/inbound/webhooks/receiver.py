@@ -7,6 +7,7 @@ publishes nothing; a 2xx goes out only after Kafka acknowledged every event of t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from bridge.contract.events import (
 from bridge.inbound.delivery import EventDelivery
 from bridge.inbound.webhooks.signature import SignatureInvalid, verify_signature
 from bridge.observability.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
+from bridge.tracking.correlation import FAMILIES as TRACKED_FAMILIES
+from bridge.tracking.correlation import token_in
+from bridge.tracking.log import DeliveryLog
 from bridge.twilio.accounts import Account, Accounts, event_topic
 from bridge.twilio.encoding import FORM, parse_form
 
@@ -97,8 +101,11 @@ class WebhookReceiver:
         accounts: Accounts,
         delivery: EventDelivery,
         max_record_bytes: int,
+        tracking: DeliveryLog | None = None,
     ) -> None:
         self._settings = settings
+        # Status callbacks of tracked sends are handed over to it, beside their events.
+        self._tracking = tracking
         self._delivery = delivery
         self._max_record_bytes = max_record_bytes
         self._accounts = accounts
@@ -144,10 +151,21 @@ class WebhookReceiver:
         if any(size > self._max_record_bytes for size in sizes):
             return WebhookAnswer(413, "too_large", "an event exceeds the broker's message limit")
         topic = event_topic(self._settings, request.family, accounts)
-        if not await self._delivery.deliver([(topic, event) for event in events]):
+        if not await self._publish(request, data, [(topic, event) for event in events]):
             log.warning("webhook %s: Kafka did not acknowledge in time", request.family)
             return WebhookAnswer(503, "unavailable", "Kafka did not acknowledge in time; retry")
         return self._acknowledge(request.family)
+
+    async def _publish(
+        self, request: WebhookRequest, data: Any, events: list[tuple[str, CloudEvent]]
+    ) -> bool:
+        """Publish the events and, for a tracked send's callback, hand it over to tracking;
+        True once Kafka acknowledged all of it in time."""
+        token = token_in(request.url) if request.family in TRACKED_FAMILIES.values() else None
+        if token is None or self._tracking is None or not isinstance(data, dict):
+            return await self._delivery.deliver(events)
+        handed = self._tracking.hand_over(token, data, self._settings.ack_timeout_s)
+        return all(await asyncio.gather(self._delivery.deliver(events), handed))
 
     def _parse(self, request: WebhookRequest) -> tuple[list[tuple[str, str]], Any]:
         """(form params Twilio signed, the data): query for GET, form or JSON for POST."""

@@ -24,6 +24,7 @@ from bridge.config import (
     AdminSettings,
     KafkaSettings,
     PollerSettings,
+    TrackingSettings,
     WebhookSettings,
 )
 from bridge.contract.envelopes import request_adapter
@@ -78,6 +79,8 @@ def test_every_default_topic_is_a_channel_and_nothing_else() -> None:
         poller.state_topic,
         AdminSettings().topic,
         AdminSettings().audit_topic,
+        TrackingSettings().topic,
+        TrackingSettings().state_topic,
     }
     addresses = [channel["address"] for channel in DOC["channels"].values()]
     assert sorted(addresses) == sorted(topics)
@@ -92,6 +95,7 @@ def test_only_the_bookkeeping_topics_are_internal() -> None:
         WebhookSettings().dedupe_topic,
         PollerSettings().state_topic,
         AdminSettings().topic,
+        TrackingSettings().state_topic,
     }
     for channel in DOC["channels"].values():
         assert ("tags" in channel) == _internal(channel)
@@ -112,6 +116,8 @@ def test_the_bridge_receives_requests_and_sends_the_rest() -> None:
     # The bridge writes its bookkeeping and reads it back.
     both = {"send", "receive"}
     assert actions[webhook.dedupe_topic] == actions[PollerSettings().state_topic] == both
+    assert actions[TrackingSettings().state_topic] == both
+    assert actions[TrackingSettings().topic] == {"send"}
     receive = DOC["operations"]["receiveRequests"]
     assert receive["reply"]["channel"] == {"$ref": "#/channels/replies"}
 

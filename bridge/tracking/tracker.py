@@ -1,0 +1,198 @@
+"""The owner of state partitions: applies their events, publishes delivery records, reconciles.
+
+The replicas share the state topic as one consumer group (``<group id>.tracking``), so each
+token's partition, and with it each tracked send, has one owner at a time: it alone judges the
+send's statuses (``Book``), publishes its delivery records (key = the request's key, header
+``id``), writes its state after each, and fetches it from Twilio when no final status came
+within ``reconcile_after_s``. A fetch goes through the same rate limiter as the requests;
+one that fails publishes nothing and is tried again later, with backoff, until
+``give_up_after_s`` ends the send with ``expired``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from bridge.config import KafkaSettings, TrackingSettings
+from bridge.contract.envelopes import BasicRequest, utc_timestamp
+from bridge.contract.errors import BridgeError
+from bridge.kafka.errors import BrokerError
+from bridge.kafka.ownership import OwnedPartitions
+from bridge.kafka.producer import Publisher
+from bridge.kafka.retry import pause
+from bridge.observability.metrics import DELIVERIES, DELIVERIES_TRACKED
+from bridge.tracking.book import STATE, Book, Change
+from bridge.tracking.send import TrackedSend, finished, learnt
+from bridge.twilio.accounts import Accounts
+from bridge.twilio.calls import CallBuilder
+from bridge.twilio.client import TwilioClient
+from bridge.twilio.ratelimit import Limiter
+from bridge.twilio.responses import parse_body
+
+__all__ = ["DeliveryTracker"]
+
+log = logging.getLogger(__name__)
+
+_FETCHES = {"message": "FetchMessage", "call": "FetchCall"}
+_MAX_FETCHES = 16  # reconciling fetches in flight at once
+_MAX_BACKOFF_S = 6 * 3600.0
+
+
+class DeliveryTracker:
+    """Applies the events of the owned state partitions and reconciles their sends."""
+
+    def __init__(
+        self,
+        settings: TrackingSettings,
+        kafka: KafkaSettings,
+        publisher: Publisher,
+        fetch_with: tuple[Accounts, CallBuilder, TwilioClient, Limiter],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._publisher = publisher
+        self._accounts, self._builder, self._client, self._limiter = fetch_with
+        self._clock = clock
+        self._me = uuid.uuid4().hex
+        self.book = Book(self._me)
+        self._owned = OwnedPartitions(
+            kafka, settings.state_topic, f"{kafka.group_id}.tracking", owner="tracking"
+        )
+        self._assignments = 0
+        self._checks: dict[str, tuple[int, float]] = {}  # token -> (fetches, next at)
+        self._fetching: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
+        DELIVERIES_TRACKED.set_function(lambda: len(self.book))
+
+    async def start(self) -> None:
+        """Create the state topic if needed and join the owners' group."""
+        # Events and states of sends that never end are deleted a day after the bridge gave
+        # up on them; finished sends leave a tombstone, compacted away.
+        retention = str(int((self._settings.give_up_after_s + 86_400) * 1000))
+        configs = {"cleanup.policy": "compact,delete", "retention.ms": retention}
+        await self._owned.start(self._settings.partitions, configs)
+
+    async def stop(self) -> None:
+        """Stop the fetches under way and leave the group."""
+        for task in self._fetching.values():
+            task.cancel()
+        await self._owned.stop()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Follow the owned partitions and reconcile their sends until ``stopping`` is set."""
+        while not stopping.is_set():
+            try:
+                await self._turn()
+            except BrokerError as exc:
+                await pause("tracking: reading the state topic", exc, 1.0)
+
+    async def _turn(self) -> None:
+        records = await self._owned.fetch(timeout_ms=200)
+        if self._owned.assignments != self._assignments:
+            # Assigned anew: every partition is read again from its beginning.
+            self._assignments = self._owned.assignments
+            self.book.reset()
+            self._checks.clear()
+        for record in records:
+            await self._carry_out(self.book.read(record, utc_timestamp))
+        for partition in self._owned.owned() - self.book.live:
+            if await self._owned.caught_up(partition):
+                await self._carry_out(self.book.caught_up(partition, utc_timestamp))
+        await self._reconcile()
+
+    async def _carry_out(self, changes: list[Change]) -> None:
+        for change in changes:
+            await self._write(change, "callback")
+
+    async def _write(self, change: Change, source: str) -> None:
+        """Publish the change's record, then the send's new state (or its tombstone)."""
+        send = change.send
+        if change.record is not None:
+            value = change.record.model_dump_json().encode()
+            headers = [("id", send.request_id.encode())]
+            await self._publisher.publish(self._settings.topic, send.key, value, headers)
+        partition = self.book.partition_of.get(change.token)
+        if partition is not None and (change.gone or send != self.book.sends.get(change.token)):
+            value_or_tombstone = None if change.gone else send.to_json()
+            headers = [("by", self._me.encode())]
+            if not change.gone:
+                headers.append(("kind", STATE))
+            await self._publisher.publish(
+                self._settings.state_topic,
+                change.token.encode(),
+                value_or_tombstone,
+                headers,
+                partition=partition,
+            )
+        self.book.settle(change)
+        if change.gone:
+            self._checks.pop(change.token, None)
+        DELIVERIES.labels(source, _outcome(change)).inc()
+
+    async def _reconcile(self) -> None:
+        """Apply the fetches that finished, give up on sends too old, start the fetches due."""
+        for token, task in [(t, task) for t, task in self._fetching.items() if task.done()]:
+            del self._fetching[token]
+            fetched = None if task.cancelled() or task.exception() else task.result()
+            send = self.book.sends.get(token)
+            if fetched is not None and send is not None:
+                status = fetched.get("status")
+                if isinstance(status, str):
+                    verdict, after, record = learnt(
+                        send, status, fetched, source="reconcile", at=utc_timestamp()
+                    )
+                    change = Change(token, verdict, after, record, gone=finished(after))
+                    await self._write(change, "reconcile")
+        now = self._clock()
+        settings = self._settings
+        for token, send in list(self.book.sends.items()):
+            if self.book.partition_of.get(token) not in self.book.live:
+                continue
+            if now >= send.created_at + settings.give_up_after_s:
+                await self._write(self.book.expire(token, utc_timestamp()), "reconcile")
+                continue
+            if send.final or token in self._fetching or len(self._fetching) >= _MAX_FETCHES:
+                continue
+            first = send.created_at + settings.reconcile_after_s
+            fetches, due = self._checks.get(token, (0, first))
+            if now < due or send.sid is None:
+                continue
+            backoff = min(settings.reconcile_after_s * 2**fetches, _MAX_BACKOFF_S)
+            self._checks[token] = (fetches + 1, now + backoff)
+            self._fetching[token] = asyncio.create_task(self._fetch(send))
+
+    async def _fetch(self, send: TrackedSend) -> dict[str, Any] | None:
+        """The resource as Twilio has it now, or None when the fetch failed."""
+        account = self._accounts.get(send.credential)
+        if account is None or account.account_sid != send.account_sid or send.sid is None:
+            return None
+        request = BasicRequest(
+            id=f"reconcile-{send.request_id}",
+            mode="basic",
+            operation=_FETCHES[send.resource],
+            api="api.v2010",
+            credential=send.credential,
+            params={"Sid": send.sid},
+        )
+        try:
+            call = self._builder.build(request)
+            async with self._limiter.slot(account.name, None, account.rate_limit):
+                result = await self._client.send(call)
+        except BridgeError as exc:
+            log.warning("tracking: fetching %s failed: %s", send.sid, exc.message)
+            return None
+        body = parse_body(result) if result.status < 400 else None
+        if not isinstance(body, dict):
+            log.warning("tracking: fetching %s answered HTTP %s", send.sid, result.status)
+            return None
+        return body
+
+
+def _outcome(change: Change) -> str:
+    if change.record is not None:
+        return "published"
+    return str(change.verdict)
