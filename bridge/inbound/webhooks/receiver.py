@@ -25,7 +25,9 @@ from bridge.contract.events import (
     form_data,
     webhook_event,
 )
+from bridge.contract.twiml import TWIML_FAMILIES
 from bridge.inbound.delivery import EventDelivery
+from bridge.inbound.twiml.answers import TwimlAnswers
 from bridge.inbound.webhooks.signature import SignatureInvalid, verify_signature
 from bridge.observability.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
 from bridge.twilio.accounts import Account, Accounts, event_topic
@@ -41,7 +43,7 @@ _JSON_TYPES = (
     "application/cloudevents-batch+json",
 )
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-_TWIML_FAMILIES = ("messages", "voice")
+_XML = "text/xml; charset=utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,9 @@ class WebhookAnswer:
     outcome: str
     body: str = ""
     content_type: str = "text/plain; charset=utf-8"
+
+
+_UNAVAILABLE = WebhookAnswer(503, "unavailable", "Kafka did not acknowledge in time; retry")
 
 
 def public_url(
@@ -97,9 +102,12 @@ class WebhookReceiver:
         accounts: Accounts,
         delivery: EventDelivery,
         max_record_bytes: int,
+        answers: TwimlAnswers | None = None,
     ) -> None:
+        """``answers`` answers the families it awaits with TwiML from Kafka."""
         self._settings = settings
         self._delivery = delivery
+        self._answers = answers
         self._max_record_bytes = max_record_bytes
         self._accounts = accounts
         self._shared_keys = {k: v.get_secret_value() for k, v in settings.shared_keys.items()}
@@ -144,10 +152,21 @@ class WebhookReceiver:
         if any(size > self._max_record_bytes for size in sizes):
             return WebhookAnswer(413, "too_large", "an event exceeds the broker's message limit")
         topic = event_topic(self._settings, request.family, accounts)
-        if not await self._delivery.deliver([(topic, event) for event in events]):
-            log.warning("webhook %s: Kafka did not acknowledge in time", request.family)
-            return WebhookAnswer(503, "unavailable", "Kafka did not acknowledge in time; retry")
-        return self._acknowledge(request.family)
+        return await self._publish(request.family, topic, events)
+
+    async def _publish(self, family: str, topic: str, events: list[CloudEvent]) -> WebhookAnswer:
+        """Publish and answer: with the TwiML from Kafka when its family awaits it, once Kafka
+        acknowledged every event otherwise; 503 when Kafka did not in time."""
+        answers = self._answers
+        if answers is not None and family in answers.families:
+            # One event: the families answered with TwiML are single webhooks.
+            twiml = await answers.respond(family, topic, events[0], self._delivery)
+            if twiml is not None:
+                return WebhookAnswer(200, "published", twiml, _XML)
+        elif await self._delivery.deliver([(topic, event) for event in events]):
+            return self._acknowledge(family)
+        log.warning("webhook %s: Kafka did not acknowledge in time", family)
+        return _UNAVAILABLE
 
     def _parse(self, request: WebhookRequest) -> tuple[list[tuple[str, str]], Any]:
         """(form params Twilio signed, the data): query for GET, form or JSON for POST."""
@@ -211,9 +230,9 @@ class WebhookReceiver:
         return [event]
 
     def _acknowledge(self, family: str) -> WebhookAnswer:
-        if family in _TWIML_FAMILIES:
+        if family in TWIML_FAMILIES:
             twiml = self._settings.twiml.get(family, EMPTY_TWIML)
-            return WebhookAnswer(200, "published", twiml, "text/xml; charset=utf-8")
+            return WebhookAnswer(200, "published", twiml, _XML)
         return WebhookAnswer(200, "published")
 
 
