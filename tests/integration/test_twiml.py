@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from twilio.request_validator import RequestValidator
 from bridge.config import WEBHOOK_FAMILIES
 from bridge.contract.twiml import DEFAULT_FALLBACKS
 from bridge.tooling.local.tansu import TansuBroker, create_topics
+from tests.helpers import ROOT
 from tests.integration.harness import ACCOUNT, AUTH_TOKEN, BridgeProcess, Topics, collect
 
 SIGNER = RequestValidator(AUTH_TOKEN)
@@ -184,6 +186,42 @@ async def test_a_call_is_answered_with_the_responders_say_for_that_call(bridge: 
     for headers in responder.seen:
         assert headers["ce_twimlreplyto"] == bridge.twiml_topic
         assert headers["ce_twimldeadline"].endswith("Z")
+
+
+def readme_responder(bootstrap: str, topic: str, group: str) -> str:
+    """README's responder, pointed at this test's broker, topic and group."""
+    section = (ROOT / "README.md").read_text().split("## Answering calls and messages", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    for default, ours in (
+        ('"localhost:9092"', f'"{bootstrap}"'),
+        ('"twilio.events.voice"', f'"{topic}"'),
+        ('group_id="ivr"', f'group_id="{group}"'),
+    ):
+        assert default in code, default
+        code = code.replace(default, ours)
+    return code
+
+
+async def test_the_readme_responder_answers_calls(bridge: Bridge, tmp_path: Path) -> None:
+    code = readme_responder(bridge.bootstrap, bridge.topic("voice"), f"ivr-{uuid.uuid4().hex}")
+    log_path = tmp_path / "responder.log"
+    with log_path.open("wb") as log:
+        responder = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, stdout=log, stderr=log
+        )
+    try:
+        # Until its consumer group has joined, calls get the fallback: poll with a deadline.
+        deadline = time.monotonic() + 45
+        answer = await bridge.call(_sid("CA"))
+        while answer.text == FALLBACK and time.monotonic() < deadline:
+            assert responder.returncode is None, log_path.read_text()
+            answer = await bridge.call(_sid("CA"))
+    finally:
+        responder.terminate()
+        await responder.wait()
+    assert (
+        answer.text == "<Response><Say>Hello! You are calling from +14155550100.</Say></Response>"
+    )
 
 
 async def test_an_inbound_sms_is_answered_with_a_message(bridge: Bridge) -> None:
