@@ -41,6 +41,7 @@ from bridge.observability.metrics import (
     TWIML_ANSWERS,
     TWIML_DROPPED,
     TWIML_WAITING,
+    labelled,
 )
 
 __all__ = ["KEEP_S", "TwimlAnswers"]
@@ -123,7 +124,7 @@ class TwimlAnswers:
             settled = await self._wait(call, topic, delivery, deadline)
             if settled is None:
                 return None
-        TWIML_ANSWERS.labels(family, settled.outcome).inc()
+        labelled(TWIML_ANSWERS, family, settled.outcome).inc()
         return settled.twiml or self._settings.fallback[family]
 
     def published(self, topic: str, event: CloudEvent, partition: int, offset: int) -> None:
@@ -216,7 +217,7 @@ class TwimlAnswers:
                 self._record(failure)
         if call.published_at is not None:
             waited = asyncio.get_running_loop().time() - call.published_at
-            TWIML_ANSWER_SECONDS.labels(call.family).observe(waited)
+            labelled(TWIML_ANSWER_SECONDS, call.family).observe(waited)
         self._settle(call, settled)
 
     def _judge(self, record: Record, *, here: bool) -> tuple[Settled, str]:
