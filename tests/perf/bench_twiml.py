@@ -147,6 +147,18 @@ async def kafka_hop(bootstrap: str, rate: int, seconds: float) -> Paced:
     return run
 
 
+async def answer_seconds(base: str) -> tuple[float, float]:
+    """(sum, count) of the bridge's histogram of acknowledgement-to-answer times."""
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as answer:
+        text = await answer.text()
+    found = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for part in found:
+            if line.startswith(f"twilio_bridge_twiml_answer_duration_seconds_{part}{{"):
+                found[part] += float(line.rsplit(" ", 1)[1])
+    return found["sum"], found["count"]
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -228,10 +240,16 @@ async def answer_path(
         deadline = time.monotonic() + 30
         while (await paced_webhooks("warm-up", bridge.http_url, 5, 1)).answered < 5:
             assert time.monotonic() < deadline, "the responder never answered"
-        runs = [
-            await paced_webhooks("answer path", bridge.http_url, rate, ns.seconds)
-            for rate in ns.rates
-        ]
+        runs = []
+        for rate in ns.rates:
+            before = await answer_seconds(bridge.http_url)
+            runs.append(await paced_webhooks("answer path", bridge.http_url, rate, ns.seconds))
+            after = await answer_seconds(bridge.http_url)
+            count = after[1] - before[1]
+            mean = (after[0] - before[0]) / count * 1000 if count else float("nan")
+            print(
+                f"        {rate}/s: the bridge read each answer {mean:.1f} ms (mean) after the ack"
+            )
     finally:
         service.terminate()
         assert service.stdout is not None
