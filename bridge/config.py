@@ -37,6 +37,13 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from bridge.contract.envelopes import MaxAttempts, RetryDelay
 from bridge.contract.events import EVENT_STREAMS, FAMILIES
+from bridge.contract.twiml import (
+    DEFAULT_FALLBACKS,
+    TWIML_FAMILIES,
+    TwimlFamily,
+    TwimlInvalid,
+    check_twiml,
+)
 
 __all__ = [
     "CREDENTIAL_NAME",
@@ -56,6 +63,7 @@ __all__ = [
     "SettingsError",
     "TrackingSettings",
     "TwilioSettings",
+    "TwimlSettings",
     "WEBHOOK_FAMILIES",
     "WebhookSettings",
     "absolute_url",
@@ -370,6 +378,44 @@ class WebhookSettings(_Section):
         return self.topics.get(family) or self.topic_prefix + family
 
 
+class TwimlSettings(_Section):
+    """``BRIDGE_TWIML__*``: voice and message webhooks answered with TwiML from a Kafka service
+    (``bridge.inbound.twiml``) instead of the static ``BRIDGE_WEBHOOK__TWIML__*``."""
+
+    families: Annotated[list[TwimlFamily], NoDecode] = Field(
+        default_factory=list,
+        description="The webhook families whose answer a service gives on the TwiML topic.",
+    )
+    topic: str = "twilio.twiml"
+    # Twilio gives up on a webhook after 15 s; the wait counts from the webhook's arrival.
+    timeout_s: float = Field(default=8.0, gt=0, lt=15)
+    fallback: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_FALLBACKS))
+    max_bytes: int = Field(default=65_536, ge=1024, le=524_288)
+
+    _split = field_validator("families", mode="before")(_split_csv)
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _every_family_has_one(cls, value: Any) -> Any:
+        """The given fallbacks over the defaults: setting one family's keeps the other's."""
+        if not isinstance(value, dict):
+            return value
+        given = {str(k).lower(): v for k, v in value.items()}
+        unknown = sorted(set(given) - set(TWIML_FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; known: {list(TWIML_FAMILIES)}")
+        return {**DEFAULT_FALLBACKS, **given}
+
+    @model_validator(mode="after")
+    def _fallbacks_are_twiml(self) -> TwimlSettings:
+        for family, document in sorted(self.fallback.items()):
+            try:
+                check_twiml(document.encode(), self.max_bytes)
+            except TwimlInvalid as exc:
+                raise ValueError(f"twiml.fallback.{family} is not usable TwiML: {exc}") from None
+        return self
+
+
 class PollerSettings(_Section):
     """The message poller, for accounts that cannot receive webhooks (credentials with poll)."""
 
@@ -519,6 +565,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    twiml: TwimlSettings = Field(default_factory=TwimlSettings)
     poller: PollerSettings = Field(default_factory=PollerSettings)
     dedupe: IdempotencySettings = Field(default_factory=IdempotencySettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)

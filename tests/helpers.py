@@ -371,9 +371,11 @@ class RecordingDelivery(EventDelivery):
         super().__init__(cast(Publisher, None), None, 1.0)
         self.acknowledge = acknowledge
         self.events: list[tuple[str, CloudEvent]] = []
+        self.delivered = asyncio.Event()
 
     async def deliver(self, events: Sequence[tuple[str, CloudEvent]]) -> bool:
         self.events += events
+        self.delivered.set()
         return self.acknowledge
 
 

@@ -71,7 +71,9 @@ class Bridge:
         )
         webhook = settings.webhook
         app = create_app(self.inbound.receiver, webhook, self.readiness, routes)
-        self.http = HttpServer(app, settings.http, grace_s=webhook.ack_timeout_s + 1)
+        # A webhook lasts until Kafka's acknowledgement, or its TwiML answer from Kafka.
+        longest_s = max(webhook.ack_timeout_s, settings.twiml.timeout_s)
+        self.http = HttpServer(app, settings.http, grace_s=longest_s + 1)
         self.watch = BrokerWatch(self.publisher, self.outbound.consumer)
 
     @property
@@ -80,6 +82,7 @@ class Bridge:
         optional = (
             self.instances,
             self.inbound.redeliveries,
+            self.inbound.answers,
             self.outbound.idempotency,
             self.tracker,
         )

@@ -15,6 +15,7 @@ from bridge.config import Settings
 from bridge.inbound.delivery import EventDelivery
 from bridge.inbound.polling.poller import Poller
 from bridge.inbound.redelivery.log import RedeliveryLog
+from bridge.inbound.twiml.answers import TwimlAnswers
 from bridge.inbound.webhooks.receiver import WebhookReceiver
 from bridge.instances.api import instances_routes
 from bridge.instances.changes import Rules
@@ -106,9 +107,30 @@ class Inbound:
             if webhook.dedupe_window_s
             else None
         )
-        self.delivery = EventDelivery(publisher, self.redeliveries, webhook.ack_timeout_s)
+        twiml = settings.twiml
+        self.answers = (
+            TwimlAnswers(
+                twiml,
+                settings.kafka,
+                publisher,
+                published=self.redeliveries.contains if self.redeliveries is not None else None,
+            )
+            if twiml.families
+            else None
+        )
+        self.delivery = EventDelivery(
+            publisher,
+            self.redeliveries,
+            webhook.ack_timeout_s,
+            on_published=self.answers.published if self.answers is not None else None,
+        )
         self.receiver = WebhookReceiver(
-            webhook, accounts, self.delivery, publisher.max_record_bytes, deliveries
+            webhook,
+            accounts,
+            self.delivery,
+            publisher.max_record_bytes,
+            tracking=deliveries,
+            answers=self.answers,
         )
         self.poller: Poller | None = None
         if polled_by is not None:

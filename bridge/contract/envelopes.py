@@ -207,7 +207,9 @@ class Reply(BaseModel):
 
 
 class SourceRef(BaseModel):
-    """Where a request was read from, for operators and replay."""
+    """Where the record that failed is, for operators and replay: the request; for a webhook
+    answered with the fallback TwiML, the answer that could not be used or the event that got
+    none."""
 
     topic: str
     partition: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bridge.aio import TaskSet
 from bridge.contract.events import CloudEvent
@@ -21,15 +21,24 @@ from bridge.observability.metrics import EVENTS_PUBLISHED
 __all__ = ["EventDelivery"]
 
 log = logging.getLogger(__name__)
+# Told (topic, event, partition, offset) of each event Kafka acknowledged.
+OnPublished = Callable[[str, CloudEvent, int, int], None]
 
 
 class EventDelivery:
     """Publishes events once each and waits for Kafka's acknowledgement up to a deadline."""
 
-    def __init__(self, publisher: Publisher, seen: RedeliveryLog | None, timeout_s: float) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        seen: RedeliveryLog | None,
+        timeout_s: float,
+        on_published: OnPublished | None = None,
+    ) -> None:
         self._publisher = publisher
         self._seen = seen
         self._timeout_s = timeout_s
+        self._on_published = on_published
         self._pending = TaskSet("event delivery")  # by event id
 
     @property
@@ -62,7 +71,11 @@ class EventDelivery:
         return finished
 
     async def _publish(self, topic: str, event: CloudEvent) -> None:
-        await self._publisher.publish(topic, event.key, event.value(), event.headers())
+        partition, offset = await self._publisher.publish(
+            topic, event.key, event.value(), event.headers()
+        )
         EVENTS_PUBLISHED.labels(topic).inc()
+        if self._on_published is not None:
+            self._on_published(topic, event, partition, offset)
         if self._seen is not None:
             self._seen.add(event.id)

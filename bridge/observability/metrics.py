@@ -46,6 +46,10 @@ __all__ = [
     "RETRIES",
     "TWILIO_REQUESTS",
     "TWILIO_REQUEST_SECONDS",
+    "TWIML_ANSWERS",
+    "TWIML_ANSWER_SECONDS",
+    "TWIML_DROPPED",
+    "TWIML_WAITING",
     "WEBHOOKS",
     "WEBHOOK_SIGNATURE_FAILURES",
     "exposition",
@@ -162,6 +166,34 @@ EVENTS_PUBLISHED = Counter(
     "twilio_bridge_events_published",
     "CloudEvents acknowledged by Kafka, by topic (from webhooks and the poller).",
     ["topic"],
+    registry=REGISTRY,
+)
+TWIML_ANSWERS = Counter(
+    "twilio_bridge_twiml_answers",
+    "Webhooks answered with TwiML from Kafka (BRIDGE_TWIML__FAMILIES), Twilio's retries "
+    "included, by family and outcome: answered (the service's TwiML), timeout or invalid "
+    "(the fallback).",
+    ["family", "outcome"],
+    registry=REGISTRY,
+)
+TWIML_ANSWER_SECONDS = Histogram(
+    "twilio_bridge_twiml_answer_duration_seconds",
+    "From Kafka's acknowledgement of an awaited event to its answer read by this replica.",
+    ["family"],
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+TWIML_DROPPED = Counter(
+    "twilio_bridge_twiml_dropped",
+    "TwiML answers read and never sent, by reason: late (after this replica answered the "
+    "fallback), repeated (a second answer for an id this replica answered), unknown (an id no "
+    "replica published within BRIDGE_WEBHOOK__DEDUPE_WINDOW_S: every replica counts it).",
+    ["reason"],
+    registry=REGISTRY,
+)
+TWIML_WAITING = Gauge(
+    "twilio_bridge_twiml_waiting",
+    "Event ids this replica holds webhooks for, waiting for their TwiML answer.",
     registry=REGISTRY,
 )
 POLLER_RUNS = Counter(

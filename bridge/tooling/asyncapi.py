@@ -27,6 +27,7 @@ from bridge.config import (
     KafkaSettings,
     PollerSettings,
     TrackingSettings,
+    TwimlSettings,
     WebhookSettings,
 )
 from bridge.contract.deliveries import DeliveryRecord
@@ -40,6 +41,9 @@ from bridge.contract.events import (
     event_streams_events,
     webhook_event,
 )
+from bridge.contract.twiml import DEADLINE, REPLY_TO, TWIML_FAMILIES
+from bridge.inbound.twiml.failures import invalid_answer, no_answer, source_of
+from bridge.kafka.records import Record
 
 __all__ = [
     "ASYNCAPI_FILE",
@@ -142,6 +146,19 @@ _CLOUD_EVENT_HEADERS = {
 }
 
 
+_TWIML_HEADERS = {
+    f"ce_{REPLY_TO}": _string(
+        "Present when a service's TwiML is awaited for this webhook (BRIDGE_TWIML__FAMILIES): "
+        "the topic to answer on, with a record keyed by ce_id whose value is the TwiML."
+    ),
+    f"ce_{DEADLINE}": _string(
+        "With ce_twimlreplyto: the instant after which an answer is no use (Twilio got the "
+        "fallback).",
+        format="date-time",
+    ),
+}
+
+
 def _event_headers(family: str) -> dict[str, Any]:
     """The headers of one family: the CloudEvents ones, with its own type and source."""
     if family == EVENT_STREAMS:
@@ -169,6 +186,7 @@ def _event_headers(family: str) -> dict[str, Any]:
         own = {
             "required": ["ce_subject", "ce_time"],
             "properties": {
+                **(_TWIML_HEADERS if family in TWIML_FAMILIES else {}),
                 "ce_type": event_type,
                 "ce_source": _string(
                     "The account: /2010-04-01/Accounts/<AccountSid>.",
@@ -358,25 +376,39 @@ def _delivery_examples() -> list[dict[str, Any]]:
     ]
 
 
-def _error_example(topic: str) -> dict[str, Any]:
-    record = ErrorRecord(
+def _error_examples(topic: str, webhook: WebhookSettings, twiml: TwimlSettings) -> list[Any]:
+    request = ErrorRecord(
         id="order-78457-sms",
         error=ErrorInfo(kind="validation", message="invalid request envelope: missing: operation"),
         source=SourceRef(topic=topic, partition=3, offset=1042, key="b3JkZXItNzg0NTc="),
         request={"id": "order-78457-sms", "mode": "basic"},
         time="2025-01-15T09:30:00.000Z",
     )
-    return {
-        "name": "validation",
-        "headers": {"id": record.id or "", "kind": record.error.kind},
-        "payload": record.model_dump(mode="json"),
-    }
+    event_id = "idempotency-token-of-the-webhook"
+    call = Record(webhook.topic_for("voice"), 0, 311, _CALL_SID.encode(), None)
+    answer = Record(twiml.topic, 0, 97, event_id.encode(), b"<Say>Hello</Say>")
+    reason = "the root element is <Say>, not <Response>"
+    records = [
+        ("validation", request),
+        ("twiml-timeout", no_answer(event_id, "voice", source_of(call), twiml.timeout_s)),
+        ("twiml-invalid", invalid_answer(event_id, "voice", answer, reason, twiml.max_bytes)),
+    ]
+    return [
+        {
+            "name": name,
+            "headers": {"id": record.id or "", "kind": record.error.kind},
+            "payload": record.model_copy(update={"time": request.time}).model_dump(mode="json"),
+        }
+        for name, record in records
+    ]
 
 
 # ------------------------------------------------------------------------------- the document
 
 
-def _messages(kafka: KafkaSettings) -> dict[str, Any]:
+def _messages(
+    kafka: KafkaSettings, webhook: WebhookSettings, twiml: TwimlSettings
+) -> dict[str, Any]:
     request_key = _string(
         "Optional. Requests with the same key (in one partition) are called one after the "
         "other, in order; requests without a key run concurrently. The reply and the error "
@@ -414,13 +446,14 @@ def _messages(kafka: KafkaSettings) -> dict[str, Any]:
             "name": "errorRecord",
             "title": "Error record",
             "summary": "Every failure, with the request (or its raw bytes, base64) and where "
-            "it was read, for operators and replay.",
+            "it was read, for operators and replay; also each webhook that got the fallback "
+            "TwiML: kind timeout (source: the event) or validation (source and raw: the answer).",
             "contentType": "application/json",
             "headers": _ref("components", "schemas", "errorHeaders"),
             "payload": _payload("error-record.schema.json"),
             "correlationId": {"location": "$message.header#/id"},
             "bindings": _kafka_message(same_key),
-            "examples": [_error_example(kafka.request_topics[0])],
+            "examples": _error_examples(kafka.request_topics[0], webhook, twiml),
         },
     }
     messages["deliveryRecord"] = {
@@ -456,6 +489,29 @@ def _messages(kafka: KafkaSettings) -> dict[str, Any]:
             "bindings": _kafka_message(_string(key_text)),
             **({"examples": [example]} if example is not None else {}),
         }
+    messages["twimlAnswer"] = {
+        "name": "twimlAnswer",
+        "title": "TwiML answer",
+        "summary": "A service's answer to a webhook whose event carries ce_twimlreplyto: the "
+        "TwiML Twilio gets, if it comes before ce_twimldeadline and is usable (well-formed UTF-8 "
+        "XML without a DOCTYPE, root <Response>, at most BRIDGE_TWIML__MAX_BYTES); else Twilio "
+        "gets the fallback and the error topic a record.",
+        "contentType": "application/xml",
+        "headers": _ref("components", "schemas", "twimlAnswerHeaders"),
+        "payload": {"type": "string", "description": "The TwiML document, UTF-8."},
+        "bindings": _kafka_message(
+            _string("The ce_id of the event answered: the first answer for an id is used.")
+        ),
+        "examples": [
+            {
+                "name": "voice",
+                "summary": "key: the event's ce_id",
+                "headers": {"content-type": "application/xml"},
+                "payload": "<Response><Say>Thanks for calling. Connecting you now.</Say>"
+                "<Dial>+14155552671</Dial></Response>",
+            }
+        ],
+    }
     messages["seenId"] = {
         "name": "seenId",
         "title": "Published event id",
@@ -517,6 +573,10 @@ def _schemas() -> dict[str, Any]:
         "replyHeaders": _REPLY_HEADERS,
         "errorHeaders": _ERROR_HEADERS,
         "cloudEventHeaders": _CLOUD_EVENT_HEADERS,
+        "twimlAnswerHeaders": {
+            "type": "object",
+            "properties": {"content-type": _string("The value is TwiML.", const="application/xml")},
+        },
     }
     for family in event_families():
         schemas[message_id(family) + "Headers"] = _event_headers(family)
@@ -557,6 +617,7 @@ def _channels(
     poller: PollerSettings,
     admin: AdminSettings,
     tracking: TrackingSettings,
+    twiml: TwimlSettings,
 ) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     for n, topic in enumerate(kafka.request_topics):
@@ -604,6 +665,14 @@ def _channels(
             "cleanup.policy": ["compact", "delete"],
             "retention.ms": int((tracking.give_up_after_s + 86_400) * 1000),
         },
+    )
+    channels["twimlAnswers"] = _channel(
+        twiml.topic,
+        "Services' TwiML answers to the webhooks of BRIDGE_TWIML__FAMILIES "
+        "(BRIDGE_TWIML__TOPIC; the events name it in ce_twimlreplyto). Every replica reads "
+        "every new record and answers the webhooks it holds. Created by the bridge when "
+        "missing, with one partition; more may be added at any time.",
+        ["twimlAnswer"],
     )
     channels["seenIds"] = _channel(
         webhook.dedupe_topic,
@@ -697,6 +766,13 @@ def _operations(kafka: KafkaSettings, channels: dict[str, Any]) -> dict[str, Any
     operations["sendDeliveries"] = _operation(
         "send", "deliveries", ["deliveryRecord"], "Publish each new status of a tracked send."
     )
+    operations["receiveTwimlAnswers"] = _operation(
+        "receive",
+        "twimlAnswers",
+        ["twimlAnswer"],
+        "Every replica reads the new records of every partition (no consumer group) and "
+        "answers the webhook it holds for each key; other keys are another replica's.",
+    )
     operations["sendInstanceAudit"] = _operation(
         "send", "instanceAudit", ["instanceAudit"], "Record each change of an instance."
     )
@@ -759,13 +835,15 @@ def asyncapi_document(
     poller: PollerSettings | None = None,
     admin: AdminSettings | None = None,
     tracking: TrackingSettings | None = None,
+    twiml: TwimlSettings | None = None,
 ) -> dict[str, Any]:
     """The AsyncAPI 3.0 document for these settings (default: the default topic names)."""
     kafka = kafka or KafkaSettings()
     webhook = webhook or WebhookSettings()
     poller = poller or PollerSettings()
     tracking = tracking or TrackingSettings()
-    channels = _channels(kafka, webhook, poller, admin or AdminSettings(), tracking)
+    twiml = twiml or TwimlSettings()
+    channels = _channels(kafka, webhook, poller, admin or AdminSettings(), tracking, twiml)
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -774,7 +852,8 @@ def asyncapi_document(
             "description": "Puts Twilio behind Kafka: request envelopes become Twilio REST "
             "calls with exactly one reply each; Twilio webhooks, Event Streams and polled "
             "states become CloudEvents, one topic per event family (the message poller "
-            "publishes on the webhooks' topics, in the same shape). Topic names are the "
+            "publishes on the webhooks' topics, in the same shape); a service may answer voice "
+            "and message webhooks with TwiML on the TwiML topic. Topic names are the "
             "defaults; all are configurable. Channels tagged internal are the bridge's own "
             "bookkeeping. Payload schemas are the JSON Schema (2020-12) files beside this "
             "document; generated by `twilio-bridge schemas`.",
@@ -792,7 +871,7 @@ def asyncapi_document(
         "channels": channels,
         "operations": _operations(kafka, channels),
         "components": {
-            "messages": _messages(kafka),
+            "messages": _messages(kafka, webhook, twiml),
             "schemas": _schemas(),
         },
     }

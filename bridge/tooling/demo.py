@@ -2,7 +2,9 @@
 
 Starts an embedded Kafka-protocol broker (Tansu) and a Twilio mock (Prism serving Twilio's
 official OpenAPI spec), runs the bridge in-process, sends the operations of the SAP Twilio
-adapter guide plus two broken envelopes, prints each request and its reply, and stops.
+adapter guide plus two broken envelopes, prints each request and its reply, then a signed
+inbound SMS (published as a CloudEvent) and an incoming call answered with the TwiML of a
+responder on Kafka, and stops.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 import time
 from typing import Any
 from urllib.parse import urlencode
+from xml.sax.saxutils import escape
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -25,6 +28,7 @@ from bridge.config import (
     KafkaSettings,
     Settings,
     TwilioSettings,
+    TwimlSettings,
 )
 from bridge.inbound.webhooks.signature import sign
 from bridge.observability.logs import configure_logging
@@ -93,7 +97,13 @@ SAMPLES: list[dict[str, Any]] = [
     {"id": "demo-missing-to", "mode": "basic", "operation": "CreateMessage", "body": {}},
 ]
 JUNK = b"this is not JSON"
-TOPICS = ("twilio.requests", "twilio.replies", "twilio.errors", "twilio.events.messages")
+TOPICS = (
+    "twilio.requests",
+    "twilio.replies",
+    "twilio.errors",
+    "twilio.events.messages",
+    "twilio.events.voice",
+)
 DEMO_TOKEN = "demo-auth-token"
 INBOUND_SMS = {
     "AccountSid": ACCOUNT,
@@ -102,6 +112,14 @@ INBOUND_SMS = {
     "To": "+14155552671",
     "Body": "Where is my order?",
     "NumMedia": "0",
+}
+INCOMING_CALL = {
+    "AccountSid": ACCOUNT,
+    "CallSid": "CA" + "d" * 32,
+    "From": "+14155550100",
+    "To": "+14155552671",
+    "CallStatus": "ringing",
+    "Direction": "inbound",
 }
 
 
@@ -167,6 +185,64 @@ async def _inbound(bootstrap: str, http_url: str) -> bool:
     return answer.status_code == 200 and forged.status_code == 403 and len(records) == 1
 
 
+async def _answer_calls(bootstrap: str, seen: list[dict[str, str]]) -> None:
+    """The demo's answering service: greets each awaited call by its number, as README's
+    responder does; ``seen`` gets the headers of each event it read."""
+    consumer = AIOKafkaConsumer(
+        "twilio.events.voice",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await asyncio.gather(consumer.start(), producer.start())
+    try:
+        async for event in consumer:
+            seen.append({k: v.decode() for k, v in event.headers})
+            ce = {k[3:]: v.decode() for k, v in event.headers if k.startswith("ce_")}
+            if "twimlreplyto" not in ce:
+                continue
+            caller = escape(json.loads(event.value)["From"])
+            twiml = f"<Response><Say>Hello! You are calling from {caller}.</Say></Response>"
+            await producer.send_and_wait(
+                ce["twimlreplyto"],
+                twiml.encode(),
+                key=ce["id"].encode(),
+                headers=[("content-type", b"application/xml")],
+            )
+    finally:
+        await asyncio.gather(consumer.stop(), producer.stop())
+
+
+async def _incoming_call(bootstrap: str, http_url: str) -> bool:
+    """A signed "A call comes in" webhook, answered with the TwiML of ``_answer_calls``."""
+    url = f"{http_url}/webhooks/twilio/voice"
+    headers = {
+        "content-type": FORM,
+        "x-twilio-signature": sign(url, list(INCOMING_CALL.items()), DEMO_TOKEN),
+    }
+    seen: list[dict[str, str]] = []
+    responder = asyncio.create_task(_answer_calls(bootstrap, seen))
+    try:
+        async with httpx.AsyncClient(timeout=15) as http:
+            started = time.monotonic()
+            answer = await http.post(url, content=urlencode(INCOMING_CALL), headers=headers)
+            took_ms = (time.monotonic() - started) * 1000
+    finally:
+        responder.cancel()
+        await asyncio.gather(responder, return_exceptions=True)
+    _show(f"webhook POST {url} (an incoming call, signed)", INCOMING_CALL)
+    for headers in seen:
+        _show(
+            "the CloudEvent's headers, as the responder on twilio.events.voice read them", headers
+        )
+    _show(
+        f"answer to Twilio after {took_ms:.0f} ms: the responder's TwiML, read from twilio.twiml",
+        f"{answer.status_code} {answer.text}",
+    )
+    return answer.status_code == 200 and "<Say>Hello! You are calling" in answer.text
+
+
 async def _metrics(http_url: str) -> bool:
     """Show what ``/metrics`` counted during the demo; True when it parses."""
     async with httpx.AsyncClient() as http:
@@ -206,9 +282,9 @@ async def demo(*, verbose: bool = False) -> int:
             await mock_cm.__aexit__(None, None, None)
 
 
-async def _exchange(bootstrap: str, base_url: str) -> int:
-    await create_topics(bootstrap, TOPICS)
-    settings = Settings(
+def _settings(bootstrap: str, base_url: str) -> Settings:
+    """The bridge's settings for the demo: the local broker and mock, calls answered from Kafka."""
+    return Settings(
         kafka=KafkaSettings(
             bootstrap_servers=bootstrap,
             idempotent_producer=False,
@@ -219,8 +295,13 @@ async def _exchange(bootstrap: str, base_url: str) -> int:
         twilio=TwilioSettings(base_url=base_url),
         http=HttpSettings(host="127.0.0.1", port=0, drain_delay_s=0),
         credentials={"default": Credential(account_sid=ACCOUNT, auth_token=DEMO_TOKEN, poll=True)},
+        twiml=TwimlSettings(families=["voice"]),
     )
-    bridge = Bridge(settings)
+
+
+async def _exchange(bootstrap: str, base_url: str) -> int:
+    await create_topics(bootstrap, TOPICS)
+    bridge = Bridge(_settings(bootstrap, base_url))
     await bridge.start()
     serving = asyncio.create_task(bridge.serve())
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
@@ -250,8 +331,10 @@ async def _exchange(bootstrap: str, base_url: str) -> int:
         print(f"\n{len(got)}/{len(SAMPLES)} replies ({ok} ok), {len(error_records)} error records")
         http_url = f"http://127.0.0.1:{bridge.http.port}"
         event = await _inbound(bootstrap, http_url)
+        call = await _incoming_call(bootstrap, http_url)
         metrics = await _metrics(http_url)
-        return 0 if len(got) == len(SAMPLES) and junk and event and metrics else 1
+        done = len(got) == len(SAMPLES) and junk and event and call and metrics
+        return 0 if done else 1
     finally:
         bridge.stopping.set()
         await serving

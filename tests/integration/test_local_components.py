@@ -168,13 +168,15 @@ def test_patch_only_adds_form_array_encodings() -> None:
 
 
 def test_the_demo_command_runs_end_to_end() -> None:
-    """Quick start command 1, as a user runs it: every reply, the junk, the signed webhook."""
+    """Quick start command 1, as a user runs it: every reply, the junk, the signed webhook, the
+    call answered from Kafka."""
     done = subprocess.run(
         [sys.executable, "-m", "bridge", "demo"], capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "10/10 replies" in done.stdout
     assert "com.twilio.messaging.inbound-message.received" in done.stdout
+    assert "200 <Response><Say>Hello! You are calling from +14155550100." in done.stdout
     # /metrics parsed, with every family of tests/integration/test_operations.py.
     families = re.search(r"/metrics: (\d+) metric families", done.stdout)
     assert families is not None and int(families.group(1)) >= 16, done.stdout[-3000:]

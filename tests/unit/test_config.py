@@ -192,3 +192,42 @@ def test_a_bad_token_or_key_is_named_and_never_shown(
 def test_a_disabled_instances_api_ignores_a_bad_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_ADMIN__ENCRYPTION_KEY", "not base64")
     assert load_settings().admin.enabled is False
+
+
+def test_twiml_answers_are_off_by_default_and_opted_into_per_family(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = load_settings().twiml
+    assert defaults.families == [] and defaults.topic == "twilio.twiml"
+    assert defaults.timeout_s == 8 and defaults.max_bytes == 65_536
+    assert "<Say>" in defaults.fallback["voice"] and "<Hangup/>" in defaults.fallback["voice"]
+    assert defaults.fallback["messages"].endswith("<Response/>")
+    monkeypatch.setenv("BRIDGE_TWIML__FAMILIES", "voice, messages")
+    monkeypatch.setenv(
+        "BRIDGE_TWIML__FALLBACK__VOICE", "<Response><Redirect>/busy</Redirect></Response>"
+    )
+    twiml = load_settings().twiml
+    assert twiml.families == ["voice", "messages"]
+    # Setting one family's fallback keeps the other's default.
+    assert twiml.fallback == {
+        "voice": "<Response><Redirect>/busy</Redirect></Response>",
+        "messages": defaults.fallback["messages"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("BRIDGE_TWIML__TIMEOUT_S", "15", "BRIDGE_TWIML__TIMEOUT_S: Input should be less than 15"),
+        ("BRIDGE_TWIML__FAMILIES", "voice,call-status", "BRIDGE_TWIML__FAMILIES"),
+        ("BRIDGE_TWIML__FALLBACK__VOICE", "<Say>Sorry</Say>", "twiml.fallback.voice"),
+        ("BRIDGE_TWIML__FALLBACK__STATUS", "<Response/>", "unknown families ['status']"),
+    ],
+)
+def test_twiml_settings_that_cannot_work_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, problem: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert problem in str(info.value)

@@ -57,7 +57,8 @@ def webhook_openapi() -> dict[str, Any]:
     webhook_responses = {
         "200": {
             "description": "Published to Kafka (and acknowledged by it). TwiML for messages "
-            "and voice, empty otherwise.",
+            "and voice (static, or a service's answer from Kafka, or the fallback, with "
+            "BRIDGE_TWIML__FAMILIES), empty otherwise.",
             "content": {
                 "text/xml": {"schema": {"type": "string"}},
                 "text/plain": {"schema": {"type": "string", "maxLength": 0}},

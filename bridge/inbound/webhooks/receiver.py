@@ -26,7 +26,9 @@ from bridge.contract.events import (
     form_data,
     webhook_event,
 )
+from bridge.contract.twiml import TWIML_FAMILIES
 from bridge.inbound.delivery import EventDelivery
+from bridge.inbound.twiml.answers import TwimlAnswers
 from bridge.inbound.webhooks.signature import SignatureInvalid, verify_signature
 from bridge.observability.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
 from bridge.tracking.correlation import FAMILIES as TRACKED_FAMILIES
@@ -45,7 +47,7 @@ _JSON_TYPES = (
     "application/cloudevents-batch+json",
 )
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-_TWIML_FAMILIES = ("messages", "voice")
+_XML = "text/xml; charset=utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,9 @@ class WebhookAnswer:
     outcome: str
     body: str = ""
     content_type: str = "text/plain; charset=utf-8"
+
+
+_UNAVAILABLE = WebhookAnswer(503, "unavailable", "Kafka did not acknowledge in time; retry")
 
 
 def public_url(
@@ -102,11 +107,14 @@ class WebhookReceiver:
         delivery: EventDelivery,
         max_record_bytes: int,
         tracking: DeliveryLog | None = None,
+        answers: TwimlAnswers | None = None,
     ) -> None:
+        """``answers`` answers the families it awaits with TwiML from Kafka."""
         self._settings = settings
         # Status callbacks of tracked sends are handed over to it, beside their events.
         self._tracking = tracking
         self._delivery = delivery
+        self._answers = answers
         self._max_record_bytes = max_record_bytes
         self._accounts = accounts
         self._shared_keys = {k: v.get_secret_value() for k, v in settings.shared_keys.items()}
@@ -151,10 +159,25 @@ class WebhookReceiver:
         if any(size > self._max_record_bytes for size in sizes):
             return WebhookAnswer(413, "too_large", "an event exceeds the broker's message limit")
         topic = event_topic(self._settings, request.family, accounts)
-        if not await self._publish(request, data, [(topic, event) for event in events]):
-            log.warning("webhook %s: Kafka did not acknowledge in time", request.family)
-            return WebhookAnswer(503, "unavailable", "Kafka did not acknowledge in time; retry")
-        return self._acknowledge(request.family)
+        return await self._deliver(request, data, topic, events)
+
+    async def _deliver(
+        self, request: WebhookRequest, data: Any, topic: str, events: list[CloudEvent]
+    ) -> WebhookAnswer:
+        """Publish and answer: with the TwiML from Kafka when its family awaits it, once Kafka
+        acknowledged every event (and a tracked send's callback) otherwise; 503 when Kafka did
+        not in time."""
+        family = request.family
+        answers = self._answers
+        if answers is not None and family in answers.families:
+            # One event: the families answered with TwiML are single webhooks.
+            twiml = await answers.respond(family, topic, events[0], self._delivery)
+            if twiml is not None:
+                return WebhookAnswer(200, "published", twiml, _XML)
+        elif await self._publish(request, data, [(topic, event) for event in events]):
+            return self._acknowledge(family)
+        log.warning("webhook %s: Kafka did not acknowledge in time", family)
+        return _UNAVAILABLE
 
     async def _publish(
         self, request: WebhookRequest, data: Any, events: list[tuple[str, CloudEvent]]
@@ -229,9 +252,9 @@ class WebhookReceiver:
         return [event]
 
     def _acknowledge(self, family: str) -> WebhookAnswer:
-        if family in _TWIML_FAMILIES:
+        if family in TWIML_FAMILIES:
             twiml = self._settings.twiml.get(family, EMPTY_TWIML)
-            return WebhookAnswer(200, "published", twiml, "text/xml; charset=utf-8")
+            return WebhookAnswer(200, "published", twiml, _XML)
         return WebhookAnswer(200, "published")
 
 

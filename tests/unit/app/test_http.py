@@ -6,7 +6,9 @@ in ``tests/integration/test_webhooks.py``.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from types import SimpleNamespace
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import httpx
@@ -14,9 +16,18 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from bridge.app.http import create_app, openapi_document
-from bridge.config import WEBHOOK_FAMILIES, TwilioSettings, WebhookSettings
+from bridge.config import (
+    WEBHOOK_FAMILIES,
+    KafkaSettings,
+    TwilioSettings,
+    TwimlSettings,
+    WebhookSettings,
+)
+from bridge.inbound.twiml.answers import TwimlAnswers
 from bridge.inbound.webhooks.receiver import WebhookReceiver, public_url
 from bridge.instances.accounts import account_of
+from bridge.kafka.producer import Publisher
+from bridge.kafka.records import Record
 from bridge.observability.metrics import REGISTRY
 from bridge.twilio.accounts import Account, Accounts
 from tests.helpers import (
@@ -32,10 +43,15 @@ PARAMS = {"AccountSid": ACCOUNT, "MessageSid": "SM1", "Body": "hi"}
 
 
 def client(
-    delivery: RecordingDelivery, ready: bool = True, **settings: object
+    delivery: RecordingDelivery,
+    ready: bool = True,
+    answers: TwimlAnswers | None = None,
+    **settings: object,
 ) -> httpx.AsyncClient:
     webhook = WebhookSettings.model_validate(settings)
-    receiver = WebhookReceiver(webhook, Accounts(CREDENTIALS), delivery, max_record_bytes=10_000)
+    receiver = WebhookReceiver(
+        webhook, Accounts(CREDENTIALS), delivery, max_record_bytes=10_000, answers=answers
+    )
     app = create_app(receiver, webhook, lambda: {"started": ready, "consumer_joined": True})
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver")
 
@@ -76,6 +92,28 @@ async def test_static_twiml_per_family() -> None:
     )
     answer = await post(http, PARAMS)
     assert answer.text == "<Response><Message>Thanks</Message></Response>"
+
+
+async def test_an_awaited_family_gets_the_twiml_read_back_and_the_others_as_before() -> None:
+    delivery = RecordingDelivery()
+    twiml = TwimlSettings(families=["messages"], topic="sms.answers")
+    publisher = cast(Publisher, SimpleNamespace(max_record_bytes=1_000_000))
+    answers = TwimlAnswers(twiml, KafkaSettings(), publisher, published=None)
+    http = client(delivery, answers=answers, twiml={"voice": "<Response><Reject/></Response>"})
+    answering = asyncio.create_task(post(http, PARAMS))
+    await delivery.delivered.wait()
+    [(_, event)] = delivery.events
+    assert dict(event.headers())["ce_twimlreplyto"] == b"sms.answers"
+    said = b"<Response><Message>On its way</Message></Response>"
+    answers.read(Record("sms.answers", 0, 0, event.id.encode(), said))
+    answer = await answering
+    assert answer.status_code == 200 and answer.text == said.decode()
+    assert answer.headers["content-type"] == "text/xml; charset=utf-8"
+    voice = {"AccountSid": ACCOUNT, "CallSid": "CA1"}
+    url = "http://testserver/webhooks/twilio/voice"
+    assert (await post(http, voice, url)).text == "<Response><Reject/></Response>"
+    delivery.acknowledge = False
+    assert (await post(http, {**PARAMS, "MessageSid": "SM2"})).status_code == 503
 
 
 async def test_the_public_url_is_what_gets_checked_behind_an_ingress() -> None:

@@ -122,3 +122,13 @@ async def test_a_failed_start_up_stops_every_component_in_reverse() -> None:
         "stop HttpServer",
         "stop Publisher",
     ]
+
+
+async def test_twiml_answers_start_before_webhooks_are_served() -> None:
+    bridge = Bridge(Settings(dedupe={"window_s": 0}, twiml={"families": ["voice"]}))
+    calls: list[str] = []
+    names = _recording(bridge, calls)
+    assert names == ["Publisher", "RedeliveryLog", "TwimlAnswers", "HttpServer", "RequestConsumer"]
+    await bridge.start()
+    await bridge.close()
+    assert calls == [f"start {n}" for n in names] + [f"stop {n}" for n in reversed(names)]

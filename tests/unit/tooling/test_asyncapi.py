@@ -25,10 +25,12 @@ from bridge.config import (
     KafkaSettings,
     PollerSettings,
     TrackingSettings,
+    TwimlSettings,
     WebhookSettings,
 )
 from bridge.contract.envelopes import request_adapter
 from bridge.contract.events import CloudEvent, EventError, event_streams_events, webhook_event
+from bridge.contract.twiml import awaiting, check_twiml
 from bridge.inbound.polling.state import call_event, message_event
 from bridge.tooling.asyncapi import ASYNCAPI_FILE, asyncapi_document, event_data_file, message_id
 from bridge.tooling.local.cache import cache_dir, run_npm
@@ -81,6 +83,7 @@ def test_every_default_topic_is_a_channel_and_nothing_else() -> None:
         AdminSettings().audit_topic,
         TrackingSettings().topic,
         TrackingSettings().state_topic,
+        TwimlSettings().topic,
     }
     addresses = [channel["address"] for channel in DOC["channels"].values()]
     assert sorted(addresses) == sorted(topics)
@@ -107,7 +110,7 @@ def test_the_bridge_receives_requests_and_sends_the_rest() -> None:
         channel = _pointer(DOC, operation["channel"]["$ref"][1:])
         actions.setdefault(channel["address"], set()).add(operation["action"])
     kafka, webhook = KafkaSettings(), WebhookSettings()
-    for topic in kafka.request_topics:
+    for topic in (*kafka.request_topics, TwimlSettings().topic):
         assert actions[topic] == {"receive"}
     for topic in (kafka.reply_topic, kafka.error_topic):
         assert actions[topic] == {"send"}
@@ -188,8 +191,11 @@ def _registry() -> Registry[Any]:
 REGISTRY = _registry()
 
 
-def _payload_validator(message: str) -> jsonschema.Draft202012Validator:
-    file = DOC["components"]["messages"][message]["payload"]["schema"]["$ref"][2:]
+def _payload_validator(message: str) -> jsonschema.Validator:
+    payload = DOC["components"]["messages"][message]["payload"]
+    if "schemaFormat" not in payload:  # an AsyncAPI Schema Object inline (TwiML: a string)
+        return jsonschema.Draft7Validator(payload)
+    file = payload["schema"]["$ref"][2:]
     return jsonschema.Draft202012Validator(json.loads((SCHEMAS / file).read_text()))
 
 
@@ -230,6 +236,19 @@ def test_polled_states_match_their_family() -> None:
     for convert, resource in resources:
         family, event = convert(resource, NOW)
         _check_event(family, event)
+
+
+def test_awaited_events_and_answers_match() -> None:
+    for family in ("voice", "messages"):
+        sid = {"voice": "CallSid", "messages": "MessageSid"}[family]
+        data = {"AccountSid": ACCOUNT, sid: "XX1"}
+        event = webhook_event(family, data, idempotency_token="t", signed=b"", received=NOW)
+        _check_event(family, awaiting(event, TwimlSettings().topic, NOW))
+    answer = DOC["components"]["messages"]["twimlAnswer"]
+    for example in answer["examples"]:
+        check_twiml(example["payload"].encode(), TwimlSettings().max_bytes)
+    doc = asyncapi_document(twiml=TwimlSettings(topic="ivr.answers"))
+    assert doc["channels"]["twimlAnswers"]["address"] == "ivr.answers"
 
 
 def test_event_streams_events_match() -> None:
