@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any, cast
 
 import httpx
@@ -178,8 +178,13 @@ class FakeConsumer:
     def partitions_for_topic(self, topic: str) -> set[int]:
         return {tp.partition for tp in self.ends if tp.topic == topic}
 
-    async def force_metadata_update(self) -> None:
-        pass
+    @property
+    def _client(self) -> SimpleNamespace:
+        """aiokafka's consumer has no metadata refresh of its own; its client has."""
+        return SimpleNamespace(force_metadata_update=self.refresh_metadata)
+
+    async def refresh_metadata(self) -> None:
+        self._call("force_metadata_update")
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))

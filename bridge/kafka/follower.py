@@ -96,7 +96,8 @@ class TopicFollower:
             found: set[int] | None = consumer.partitions_for_topic(self.topic)
             if found:
                 return found
-            await consumer.force_metadata_update()
+            # The consumer has no public refresh; its client's is what partitions_for_topic reads.
+            await consumer._client.force_metadata_update()
             await asyncio.sleep(0.1)
         raise KafkaError(f"topic {self.topic} has no partitions")
 

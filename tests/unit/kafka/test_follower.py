@@ -50,3 +50,22 @@ async def test_a_failed_read_is_retried_and_catch_up_raises(fake: FakeConsumer) 
     with pytest.raises(BrokerError, match="catching up with seen: KafkaTimeoutError"):
         await follower.catch_up()
     await follower.stop()
+
+
+async def test_a_topic_without_metadata_yet_is_refreshed_until_its_partitions_show(
+    fake: FakeConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later = TopicPartition("later", 0)
+    refreshed = 0
+
+    async def force_metadata_update() -> None:
+        nonlocal refreshed
+        refreshed += 1
+        if refreshed == 2:
+            fake.ends[later] = 0  # the broker's metadata now has the new topic
+
+    monkeypatch.setattr(fake, "refresh_metadata", force_metadata_update)
+    follower = TopicFollower(KafkaSettings(), "later", lambda _: None)
+    await follower.start(1, {})
+    assert refreshed == 2 and fake.assigned == {later}
+    await follower.stop()
