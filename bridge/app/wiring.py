@@ -102,22 +102,8 @@ class Inbound:
         deliveries: DeliveryLog | None,
     ) -> None:
         webhook = settings.webhook
-        self.redeliveries = (
-            RedeliveryLog(settings.kafka, webhook.dedupe_topic, webhook.dedupe_window_s, publisher)
-            if webhook.dedupe_window_s
-            else None
-        )
-        twiml = settings.twiml
-        self.answers = (
-            TwimlAnswers(
-                twiml,
-                settings.kafka,
-                publisher,
-                published=self.redeliveries.contains if self.redeliveries is not None else None,
-            )
-            if twiml.families
-            else None
-        )
+        self.redeliveries = _redeliveries(settings, publisher)
+        self.answers = _answers(settings, publisher, self.redeliveries)
         self.delivery = EventDelivery(
             publisher,
             self.redeliveries,
@@ -145,6 +131,24 @@ class Inbound:
                 publisher,
                 self.delivery,
             )
+
+
+def _redeliveries(settings: Settings, publisher: Publisher) -> RedeliveryLog | None:
+    """The shared window of published event ids, unless ``BRIDGE_WEBHOOK__DEDUPE_WINDOW_S=0``."""
+    webhook = settings.webhook
+    if not webhook.dedupe_window_s:
+        return None
+    return RedeliveryLog(settings.kafka, webhook.dedupe_topic, webhook.dedupe_window_s, publisher)
+
+
+def _answers(
+    settings: Settings, publisher: Publisher, redeliveries: RedeliveryLog | None
+) -> TwimlAnswers | None:
+    """TwiML answers from Kafka, for the families of ``BRIDGE_TWIML__FAMILIES``."""
+    if not settings.twiml.families:
+        return None
+    published = redeliveries.contains if redeliveries is not None else None
+    return TwimlAnswers(settings.twiml, settings.kafka, publisher, published=published)
 
 
 def tracker(

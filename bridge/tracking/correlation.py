@@ -25,6 +25,7 @@ from bridge.contract.deliveries import Resource
 from bridge.contract.envelopes import AdvancedRequest, BasicRequest
 from bridge.contract.errors import RequestInvalid
 from bridge.tracking.send import TrackedSend
+from bridge.twilio.accounts import Account
 from bridge.twilio.calls import TwilioCall
 from bridge.twilio.encoding import encode_form, parse_form
 
@@ -131,6 +132,21 @@ def decide(
         own = defaults.status_callback
         added = {"StatusCallback": own} if own is not None and "StatusCallback" not in given else {}
         return Choice(_with(request, added))
+    return _tracked(request, resource, given, account, public_url, token=token, key=key, now=now)
+
+
+def _tracked(
+    request: Request,
+    resource: Resource,
+    given: set[str],
+    account: Account,
+    public_url: str | None,
+    *,
+    token: str,
+    key: bytes | None,
+    now: float,
+) -> Choice:
+    """The request with the bridge's callback on it, and the state of the send it tracks."""
     problem = _untrackable(public_url, account.auth_token, account.name)
     if problem is not None:
         raise RequestInvalid(problem, invalid=["track"])
