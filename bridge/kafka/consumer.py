@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from bridge.config import KafkaSettings, ProcessingSettings
+from bridge.kafka.closing import stop_consumer
 from bridge.kafka.connection import FETCH_MAX_BYTES, connection_kwargs
 from bridge.kafka.errors import BrokerError, kafka_errors
 from bridge.kafka.offsets import PartitionOffsets
@@ -29,6 +30,7 @@ __all__ = ["RequestConsumer"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Record], Awaitable[None]]
+COMMIT_TIMEOUT_S = 5.0
 
 
 class _Pulse:
@@ -192,10 +194,13 @@ class RequestConsumer:
             return
         try:
             with kafka_errors("committing offsets"):
-                await self._consumer.commit(offsets)
-        except BrokerError as exc:
+                # aiokafka waits for a group coordinator for as long as it takes: with the
+                # broker gone the loop would stop noticing a signal.
+                await asyncio.wait_for(self._consumer.commit(offsets), COMMIT_TIMEOUT_S)
+        except (BrokerError, TimeoutError) as exc:
             # Not fatal: the same offsets are committed next time, or re-read by the next owner.
-            log.warning("commit failed (%s); will retry", exc.reason)
+            reason = exc.reason if isinstance(exc, BrokerError) else "no answer"
+            log.warning("commit failed (%s); will retry", reason)
             return
         for tp, off in offsets.items():
             self._offsets[tp].committed(off)
@@ -221,5 +226,4 @@ class RequestConsumer:
     async def stop(self) -> None:
         """Cancel anything left and leave the group."""
         await self._runner.cancel()
-        with kafka_errors("stopping the request consumer"):
-            await self._consumer.stop()
+        await stop_consumer(self._consumer, "stopping the request consumer")

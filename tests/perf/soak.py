@@ -3,13 +3,15 @@
     python -m tests.perf.soak --minutes 30 [--rate 100] [--webhook-rate 10] [--interval-s 60]
 
 Starts its own Tansu broker and ``fast_mock`` (20 ms answers; 2 % answered 500/503, 2 % 429 with
-``Retry-After: 0``, 2 % after 2 s), then the bridge process (the harness's settings). For the
+``Retry-After: 0``, 2 % after 2 s), then the bridge process (the harness's settings, dedupe
+windows of 5 min so that they are full after the first five minutes). For the
 given time it publishes ``--rate`` request envelopes a second (four in five CreateMessage POSTs,
 one in five FetchMessage GETs, 1,000 keys) and posts ``--webhook-rate`` signed inbound-SMS
 webhooks a second. Every ``--interval-s`` it prints the bridge's RSS, open file descriptors,
 asyncio tasks (``twilio_bridge_event_loop_tasks``) and the end-to-end latency percentiles of the
 replies of that interval (publish to reply read); at the end, the slope of each per minute
-(least squares over the samples after the first, which holds the warm-up), and the counts:
+(least squares over the samples after ``--warmup-min``, 6 by default: the windows filling up),
+and the counts:
 sent, replied, lost, webhooks by status. Figures are printed, never asserted here; the test
 ``tests/integration/test_soak.py`` runs a short form in CI and checks that nothing was lost and
 that descriptors and tasks came back.
@@ -21,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import random
 import tempfile
 import time
 from collections import Counter
@@ -44,10 +45,17 @@ from tests.perf.webhook_load import FORM, inbound_sms
 
 __all__ = ["Sample", "SoakResult", "main", "soak"]
 
-MOCK_ARGS = ("--latency-ms", "20", "--error-rate", "0.02", "--rate-429", "0.02")
-MOCK_ARGS += ("--retry-after", "0", "--slow-rate", "0.02", "--slow-ms", "2000")
+MOCK_ARGS = (
+    *("--latency-ms", "20", "--error-rate", "0.02", "--rate-429", "0.02"),
+    *("--retry-after", "0", "--slow-rate", "0.02", "--slow-ms", "2000"),
+)
 BRIDGE_ENV = {
     "BRIDGE_LOG_LEVEL": "WARNING",
+    # The ids of the dedupe windows are what the bridge keeps by design (about 60 bytes each,
+    # for a day by default): 5 min windows fill within the run, so what grows after that is
+    # not the window.
+    "BRIDGE_DEDUPE__WINDOW_S": "300",
+    "BRIDGE_WEBHOOK__DEDUPE_WINDOW_S": "300",
     "BRIDGE_RETRY__BASE_DELAY_S": "0.1",
     "BRIDGE_RETRY__MAX_DELAY_S": "1",
 }
@@ -90,14 +98,17 @@ class SoakResult:
     idle_tasks_after: int = 0
     idle_fds_before: int = 0
     idle_fds_after: int = 0
+    warmup_min: float = 0.0  # samples up to here are left out of the slopes
 
     @property
     def lost(self) -> int:
         return self.sent - self.replied
 
     def slopes(self) -> dict[str, float]:
-        """Per minute, least squares over every sample after the first (the warm-up)."""
-        steady = self.samples[1:] if len(self.samples) > 2 else self.samples
+        """Per minute, least squares over the samples after the warm-up (at least the first)."""
+        steady = [s for s in self.samples[1:] if s.minute > self.warmup_min]
+        if len(steady) < 2:
+            steady = self.samples[1:] if len(self.samples) > 2 else self.samples
         xs = [s.minute for s in steady]
         return {
             name: slope(xs, [float(getattr(s, name)) for s in steady])
@@ -229,25 +240,40 @@ class Soak:
             self.caught_up.set()
 
     async def post_webhooks(self, rate: float, until: float) -> None:
+        """Post ``rate`` webhooks a second on a schedule, whatever the answers' latency."""
         url = f"{self.bridge.http_url}/webhooks/twilio/messages"
         validator = RequestValidator(AUTH_TOKEN)
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            n = 0
-            while time.monotonic() < until and rate > 0:
-                params = inbound_sms(ACCOUNT, n)
-                headers = {"content-type": FORM}
-                headers["x-twilio-signature"] = validator.compute_signature(url, params)
-                try:
-                    async with session.post(url, data=urlencode(params), headers=headers) as r:
-                        await r.read()
-                        status = r.status
-                except (aiohttp.ClientError, TimeoutError):
-                    status = 0
-                self.hooks[status] += 1
-                self.result.webhooks[status] += 1
-                n += 1
-                await asyncio.sleep(random.expovariate(rate))
+            posts: set[asyncio.Task[None]] = set()
+            n, started = 0, time.monotonic()
+            while (now := time.monotonic()) < until and rate > 0:
+                for _ in range(int((now - started) * rate) - n):
+                    params = inbound_sms(ACCOUNT, n)
+                    headers = {"content-type": FORM}
+                    headers["x-twilio-signature"] = validator.compute_signature(url, params)
+                    post = asyncio.create_task(self._post(session, url, params, headers))
+                    posts.add(post)
+                    post.add_done_callback(posts.discard)
+                    n += 1
+                await asyncio.sleep(0.1)
+            await asyncio.gather(*posts)
+
+    async def _post(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+    ) -> None:
+        try:
+            async with session.post(url, data=urlencode(params), headers=headers) as answer:
+                await answer.read()
+                status = answer.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        self.hooks[status] += 1
+        self.result.webhooks[status] += 1
 
     @property
     def pid(self) -> int:
@@ -286,12 +312,13 @@ async def soak(
     webhook_rate: float = 10,
     interval_s: float = 60,
     drain_s: float = 60,
+    warmup_min: float = 0.0,
 ) -> SoakResult:
     """Run the load for ``seconds`` against a fresh bridge; samples printed as they come."""
     topics = Topics.fresh()
     await topics.create(bootstrap, 4)
     bridge = BridgeProcess(bootstrap, base_url, topics, workdir / "bridge.log", BRIDGE_ENV)
-    result = SoakResult()
+    result = SoakResult(warmup_min=warmup_min)
     try:
         bridge.start()
         await bridge.wait_ready(60)
@@ -351,6 +378,7 @@ async def _main(ns: argparse.Namespace) -> SoakResult:
                 rate=ns.rate,
                 webhook_rate=ns.webhook_rate,
                 interval_s=ns.interval_s,
+                warmup_min=ns.warmup_min,
             )
         finally:
             if mock is not None:
@@ -364,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=100, help="request envelopes a second")
     p.add_argument("--webhook-rate", type=float, default=10, help="webhooks a second")
     p.add_argument("--interval-s", type=float, default=60, help="time between samples")
+    p.add_argument("--warmup-min", type=float, default=6, help="minutes left out of the slopes")
     p.add_argument("--workdir", default=None, help="where the logs go (default: a temp dir)")
     result = asyncio.run(_main(p.parse_args(argv)))
     print(result.summary(), flush=True)

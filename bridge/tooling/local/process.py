@@ -6,13 +6,22 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["LocalProcess"]
+__all__ = ["LocalProcess", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class LocalProcess:
@@ -40,12 +49,17 @@ class LocalProcess:
         """Return once the process serves requests; raise when it cannot."""
         raise NotImplementedError
 
-    def _spawn(self, command: Sequence[str]) -> None:
+    def _spawn(self, command: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """Start ``command``, with ``env`` added to this process's environment."""
         # A log file, not a pipe: nobody reads a pipe, and a full one would block the child.
         # Its own session: stop() reaches it and anything it forks, all at once.
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **env} if env else None,
             )
 
     def _exited(self) -> bool:
