@@ -26,6 +26,7 @@ from bridge.tooling.local.tansu import create_topics, free_port
 __all__ = [
     "ACCOUNT",
     "BridgeProcess",
+    "Received",
     "TopicReader",
     "Topics",
     "collect",
