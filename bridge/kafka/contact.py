@@ -9,6 +9,7 @@ change.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from typing import Any
 
@@ -42,7 +43,10 @@ async def reach_broker(settings: KafkaSettings, timeout_s: float) -> None:
                 raise
             failures.append(f"{host}:{port} {exc.reason}")
         except (OSError, TimeoutError) as exc:
-            failures.append(f"{host}:{port} {exc.strerror or type(exc).__name__}")
+            # The errno's own words: asyncio and uvloop word the same refusal differently.
+            failures.append(
+                f"{host}:{port} {os.strerror(exc.errno) if exc.errno else type(exc).__name__}"
+            )
         else:
             return
     raise BrokerError(

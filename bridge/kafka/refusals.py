@@ -24,11 +24,12 @@ _AUTHORIZATION = ("ClusterAuthorizationFailedError", "TransactionalIdAuthorizati
 def idempotence_refusal(reason: str) -> str:
     """The broker refused InitProducerId: it has no idempotent producer, or denies it to us."""
     if reason in _AUTHORIZATION:
-        why = "the bridge's user may not use it (grant IdempotentWrite on the cluster)"
+        why, fix = "the bridge's user may not use it", "grant it IdempotentWrite on the cluster"
     else:
-        why = f"the broker does not support it (InitProducerId answered {reason})"
+        why = f"InitProducerId answered {reason}: the broker does not support it"
+        fix = "use a broker that does"
     return (
-        f"the broker refused the idempotent producer: {why}. Grant or enable it, or set "
+        f"the broker refused the idempotent producer ({why}): {fix}, or set "
         "BRIDGE_KAFKA__IDEMPOTENT_PRODUCER=false to run without it; a producer retry may then "
         "write a reply twice (consumers keep the first reply of each id)"
     )
