@@ -72,6 +72,8 @@ class BridgeProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     http_port: int = field(default_factory=free_port)
+    # Out of the terminal's process group, so that a Ctrl-C reaches only the parent.
+    own_session: bool = False
 
     @property
     def http_url(self) -> str:
@@ -122,6 +124,7 @@ class BridgeProcess:
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.own_session,
             )
         return self
 

@@ -24,7 +24,14 @@ async def test_a_minute_of_mixed_load_loses_nothing_and_leaks_nothing(
     tansu: Any, mock: Callable[..., str], tmp_path: Path
 ) -> None:
     base_url = mock(*MOCK_ARGS)
-    result = await soak(tansu.bootstrap_servers, base_url, tmp_path, seconds=SECONDS, interval_s=20)
+    result = await soak(
+        tansu.bootstrap_servers,
+        base_url,
+        tmp_path,
+        seconds=SECONDS,
+        interval_s=20,
+        broker_pid=tansu.pid,
+    )
     print("\n" + "\n".join(s.line() for s in result.samples) + "\n" + result.summary())
     assert result.sent > 0 and result.lost == 0
     assert set(result.statuses) <= {"ok", "twilio", "rate_limited"}, result.statuses

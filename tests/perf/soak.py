@@ -8,10 +8,11 @@ windows of 5 min so that they are full after the first five minutes). For the
 given time it publishes ``--rate`` request envelopes a second (four in five CreateMessage POSTs,
 one in five FetchMessage GETs, 1,000 keys) and posts ``--webhook-rate`` signed inbound-SMS
 webhooks a second. Every ``--interval-s`` it prints the bridge's RSS, open file descriptors,
-asyncio tasks (``twilio_bridge_event_loop_tasks``) and the end-to-end latency percentiles of the
-replies of that interval (publish to reply read); at the end, the slope of each per minute
-(least squares over the samples after ``--warmup-min``, 6 by default: the windows filling up),
-and the counts:
+asyncio tasks (``twilio_bridge_event_loop_tasks``), the end-to-end latency percentiles of the
+replies of that interval (publish to reply read) beside the bridge's own time (the replies'
+``duration_ms``, Twilio's answer included), and the CPU of the bridge and of the broker; at
+the end, the slope of each per minute (least squares over the samples after ``--warmup-min``,
+6 by default: the windows filling up), and the counts:
 sent, replied, lost, webhooks by status. Figures are printed, never asserted here; the test
 ``tests/integration/test_soak.py`` runs a short form in CI and checks that nothing was lost and
 that descriptors and tasks came back.
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -40,6 +42,7 @@ from twilio.request_validator import RequestValidator
 from bridge.tooling.local.tansu import TansuBroker
 from tests.helpers import ACCOUNT
 from tests.integration.harness import AUTH_TOKEN, BridgeProcess, Topics
+from tests.perf.bench_bridge import percentile, proc_cpu
 from tests.perf.fast_mock import spawn
 from tests.perf.webhook_load import FORM, inbound_sms
 
@@ -74,14 +77,20 @@ class Sample:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    bridge_p50_ms: float  # the reply's duration_ms: the bridge's own time, Twilio's included
+    bridge_p99_ms: float
+    bridge_cpu: float  # share of a core over the interval
+    broker_cpu: float
     webhooks: dict[int, int]
 
     def line(self) -> str:
         hooks = " ".join(f"{k}:{v}" for k, v in sorted(self.webhooks.items())) or "-"
         return (
-            f"{self.minute:6.1f} min  rss {self.rss_mb:6.1f} MB  fds {self.fds:4d}  "
-            f"tasks {self.tasks:5d}  replies {self.replies:6d}  latency p50/p95/p99 "
-            f"{self.p50_ms:6.0f} / {self.p95_ms:6.0f} / {self.p99_ms:6.0f} ms  webhooks {hooks}"
+            f"{self.minute:5.1f} min  rss {self.rss_mb:5.1f} MB  fds {self.fds:3d}  "
+            f"tasks {self.tasks:4d}  replies {self.replies:5d}  latency p50/p95/p99 "
+            f"{self.p50_ms:4.0f} / {self.p95_ms:4.0f} / {self.p99_ms:4.0f} ms (in the bridge "
+            f"{self.bridge_p50_ms:4.0f} / {self.bridge_p99_ms:4.0f})  cpu bridge "
+            f"{self.bridge_cpu:4.0%} broker {self.broker_cpu:4.0%}  webhooks {hooks}"
         )
 
 
@@ -137,13 +146,6 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -179,11 +181,17 @@ def envelope(n: int, sent: float) -> tuple[bytes, bytes]:
 class Soak:
     """One run against a broker, a mock and a bridge that are already up."""
 
-    def __init__(self, bootstrap: str, bridge: BridgeProcess, result: SoakResult) -> None:
+    def __init__(
+        self, bootstrap: str, bridge: BridgeProcess, result: SoakResult, broker_pid: int | None
+    ) -> None:
         self.bootstrap = bootstrap
         self.bridge = bridge
         self.result = result
+        self.broker_pid = broker_pid
+        self.interrupted = asyncio.Event()  # Ctrl-C: stop the load, drain, report
         self.latencies: list[float] = []
+        self.durations: list[float] = []
+        self.cpu = (0.0, 0.0, time.monotonic())
         self.hooks: Counter[int] = Counter()
         self.seen: set[str] = set()
         self.sending = True
@@ -195,7 +203,7 @@ class Soak:
         try:
             tick, n = 0.1, 0
             started = time.monotonic()
-            while (now := time.monotonic()) < until:
+            while (now := time.monotonic()) < until and not self.interrupted.is_set():
                 due = int((now - started) * rate)
                 for _ in range(due - n):
                     key, value = envelope(n, time.time())
@@ -233,6 +241,7 @@ class Soak:
         error = reply.get("error") or {}
         self.result.statuses[error.get("kind", "ok")] += 1
         self.latencies.append((now - reply["metadata"]["sent"]) * 1000)
+        self.durations.append(reply["duration_ms"])
         self.check_caught_up()
 
     def check_caught_up(self) -> None:
@@ -247,7 +256,7 @@ class Soak:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             posts: set[asyncio.Task[None]] = set()
             n, started = 0, time.monotonic()
-            while (now := time.monotonic()) < until and rate > 0:
+            while (now := time.monotonic()) < until and rate > 0 and not self.interrupted.is_set():
                 for _ in range(int((now - started) * rate) - n):
                     params = inbound_sms(ACCOUNT, n)
                     headers = {"content-type": FORM}
@@ -283,7 +292,9 @@ class Soak:
     async def sample(self, http: httpx.AsyncClient, started: float) -> Sample:
         pid = self.pid
         latencies, self.latencies = self.latencies, []
+        durations, self.durations = self.durations, []
         hooks, self.hooks = self.hooks, Counter()
+        bridge_cpu, broker_cpu = self.cpu_shares()
         return Sample(
             minute=(time.monotonic() - started) / 60,
             rss_mb=rss_mb(pid),
@@ -293,8 +304,22 @@ class Soak:
             p50_ms=percentile(latencies, 0.50),
             p95_ms=percentile(latencies, 0.95),
             p99_ms=percentile(latencies, 0.99),
+            bridge_p50_ms=percentile(durations, 0.50),
+            bridge_p99_ms=percentile(durations, 0.99),
+            bridge_cpu=bridge_cpu,
+            broker_cpu=broker_cpu,
             webhooks=dict(hooks),
         )
+
+    def cpu_shares(self) -> tuple[float, float]:
+        """The bridge's and the broker's CPU since the last call, as shares of one core."""
+        bridge = proc_cpu(self.pid)
+        broker = proc_cpu(self.broker_pid) if self.broker_pid else 0.0
+        last_bridge, last_broker, since = self.cpu
+        now = time.monotonic()
+        self.cpu = (bridge, broker, now)
+        elapsed = max(now - since, 1e-9)
+        return (bridge - last_bridge) / elapsed, (broker - last_broker) / elapsed
 
     async def idle(self, http: httpx.AsyncClient) -> tuple[int, int]:
         """(tasks, descriptors) once the bridge has had a moment without work."""
@@ -313,19 +338,25 @@ async def soak(
     interval_s: float = 60,
     drain_s: float = 60,
     warmup_min: float = 0.0,
+    broker_pid: int | None = None,
 ) -> SoakResult:
     """Run the load for ``seconds`` against a fresh bridge; samples printed as they come."""
     topics = Topics.fresh()
     await topics.create(bootstrap, 4)
-    bridge = BridgeProcess(bootstrap, base_url, topics, workdir / "bridge.log", BRIDGE_ENV)
+    bridge = BridgeProcess(
+        bootstrap, base_url, topics, workdir / "bridge.log", BRIDGE_ENV, own_session=True
+    )
     result = SoakResult(warmup_min=warmup_min)
     try:
         bridge.start()
         await bridge.wait_ready(60)
-        await _run(
-            Soak(bootstrap, bridge, result), seconds, rate, webhook_rate, interval_s, drain_s
-        )
+        run = Soak(bootstrap, bridge, result, broker_pid)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, run.interrupted.set)
+        await _run(run, seconds, rate, webhook_rate, interval_s, drain_s)
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().remove_signal_handler(signum)
         code = bridge.stop()
     if code != 0:
         raise RuntimeError(f"the bridge exited {code}:\n{bridge.log()[-3000:]}")
@@ -339,6 +370,7 @@ async def _run(
     stop = asyncio.Event()
     async with httpx.AsyncClient(timeout=10) as http:
         result.idle_tasks_before, result.idle_fds_before = await run.idle(http)
+        run.cpu_shares()  # from here
         started = time.monotonic()
         until = started + seconds
         reading = asyncio.create_task(run.read_replies(stop))
@@ -379,6 +411,7 @@ async def _main(ns: argparse.Namespace) -> SoakResult:
                 webhook_rate=ns.webhook_rate,
                 interval_s=ns.interval_s,
                 warmup_min=ns.warmup_min,
+                broker_pid=broker.pid,
             )
         finally:
             if mock is not None:
