@@ -36,13 +36,13 @@ from urllib.parse import urlencode
 
 import aiohttp
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from twilio.request_validator import RequestValidator
 
 from bridge.tooling.local.tansu import TansuBroker
 from tests.helpers import ACCOUNT
 from tests.integration.harness import AUTH_TOKEN, BridgeProcess, Topics
-from tests.perf.bench_bridge import percentile, proc_cpu
+from tests.perf.bench_bridge import follow, percentile, proc_cpu
 from tests.perf.fast_mock import spawn
 from tests.perf.webhook_load import FORM, inbound_sms
 
@@ -216,22 +216,13 @@ class Soak:
             await producer.stop()
 
     async def read_replies(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
+        await follow(
+            self.bootstrap,
             self.bridge.topics.replies,
-            bootstrap_servers=self.bootstrap,
-            auto_offset_reset="earliest",
+            lambda record, now: self._reply(json.loads(record.value), now),
+            stop,
             fetch_max_wait_ms=50,
         )
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200)
-                now = time.time()
-                for records in batch.values():
-                    for record in records:
-                        self._reply(json.loads(record.value), now)
-        finally:
-            await consumer.stop()
 
     def _reply(self, reply: dict[str, Any], now: float) -> None:
         if reply["id"] in self.seen:

@@ -8,7 +8,8 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -64,6 +65,29 @@ class LocalProcess:
 
     def _exited(self) -> bool:
         return self._process is None or self._process.poll() is not None
+
+    async def _until_ready(
+        self,
+        attempt: Callable[[], Awaitable[None]],
+        failures: tuple[type[Exception], ...],
+        timeout_s: float,
+        pause_s: float,
+    ) -> None:
+        """Call ``attempt`` until it returns, pausing after each of ``failures``; stop the
+        process and raise ``RuntimeError`` when it exits or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._exited():
+                raise RuntimeError(f"{self.name} exited during start-up; see {self.log_path}")
+            try:
+                await attempt()
+                return
+            except failures as exc:
+                last = exc
+                await asyncio.sleep(pause_s)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready within {timeout_s} s ({last!r})")
 
     def start(self) -> Self:
         """Start and block until ready (usable with or without a running loop)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bridge.tooling.local.process import LocalProcess, free_port
@@ -59,19 +58,11 @@ class S3Storage(LocalProcess):
 
     async def wait_ready(self) -> None:
         """Poll until the bucket can be created (which needs the endpoint up)."""
-        deadline = time.monotonic() + self.start_timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._exited():
-                raise RuntimeError(f"moto exited during start-up; see {self.log_path}")
-            try:
-                await asyncio.to_thread(self._create_bucket)
-                return
-            except Exception as exc:  # botocore's connection errors have no common base here
-                last = exc
-                await asyncio.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"moto not ready within {self.start_timeout_s} s ({last!r})")
+        # botocore's connection errors have no common base that is not Exception.
+        await self._until_ready(self._bucket, (Exception,), self.start_timeout_s, 0.1)
+
+    async def _bucket(self) -> None:
+        await asyncio.to_thread(self._create_bucket)
 
     def _create_bucket(self) -> None:
         try:

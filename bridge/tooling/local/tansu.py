@@ -23,7 +23,6 @@ import asyncio
 import os
 import signal
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -85,25 +84,17 @@ class TansuBroker(LocalProcess):
 
     async def wait_ready(self) -> None:
         """Poll until the port accepts connections and a metadata request is answered."""
-        deadline = time.monotonic() + self.start_timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._exited():
-                raise RuntimeError(f"tansu exited during start-up; see {self.log_path}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await writer.wait_closed()
-                if self.advertised_listener is None:
-                    await _list_topics(self.bootstrap_servers)
-                else:  # metadata would send the client to the advertised address
-                    await _api_versions("127.0.0.1", self.port)
-                return
-            except (OSError, KafkaError) as exc:  # TimeoutError is an OSError
-                last = exc
-                await asyncio.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"tansu not ready within {self.start_timeout_s} s ({last!r})")
+        # TimeoutError is an OSError.
+        await self._until_ready(self._answers, (OSError, KafkaError), self.start_timeout_s, 0.02)
+
+    async def _answers(self) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.close()
+        await writer.wait_closed()
+        if self.advertised_listener is None:
+            await _list_topics(self.bootstrap_servers)
+        else:  # metadata would send the client to the advertised address
+            await _api_versions("127.0.0.1", self.port)
 
     def suspend(self) -> None:
         """Freeze the broker (SIGSTOP): clients see an unresponsive broker, data is kept."""
