@@ -30,7 +30,7 @@ __all__ = ["RequestConsumer"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Record], Awaitable[None]]
-COMMIT_TIMEOUT_S = 5.0
+COMMIT_TIMEOUT_S = 2.0
 
 
 class _Pulse:
@@ -123,19 +123,27 @@ class RequestConsumer:
         """
         interval = self._kafka.commit_interval_s
         next_commit = time.monotonic() + interval
-        while not stopping.is_set():
-            free = self._max_in_flight - self._in_flight
-            if free <= 0:
-                await self._pulse.wait(interval)
-            else:
-                with kafka_errors("fetching requests"):
-                    batch = await self._consumer.getmany(timeout_ms=100, max_records=free)
-                for tp, records in batch.items():
-                    for record in records:
-                        self._dispatch(tp, record)
-            if time.monotonic() >= next_commit:
-                await self._commit()
-                next_commit = time.monotonic() + interval
+        # Beside the loop, one at a time: with the broker gone a commit waits for its timeout,
+        # and the loop must still notice ``stopping`` at once.
+        committing: asyncio.Task[None] | None = None
+        try:
+            while not stopping.is_set():
+                free = self._max_in_flight - self._in_flight
+                if free <= 0:
+                    await self._pulse.wait(interval)
+                else:
+                    with kafka_errors("fetching requests"):
+                        batch = await self._consumer.getmany(timeout_ms=100, max_records=free)
+                    for tp, records in batch.items():
+                        for record in records:
+                            self._dispatch(tp, record)
+                if time.monotonic() >= next_commit and (committing is None or committing.done()):
+                    committing = asyncio.create_task(self._commit())
+                    next_commit = time.monotonic() + interval
+        finally:
+            if committing is not None:  # drain() commits whatever it would have
+                committing.cancel()
+                await asyncio.gather(committing, return_exceptions=True)
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Per assigned partition: its end offset minus the group's committed offset.

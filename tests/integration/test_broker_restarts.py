@@ -273,15 +273,18 @@ async def test_started_with_the_broker_down_the_bridge_waits_and_recovers_by_its
         async with on_s3(s3, tmp_path, port) as broker:
             await topics.create(bootstrap, 2)
             ready_s = await readyz_until(waiting, 200, 60)
-            sent = [counted_post(n, "late") for n in range(300)]
+            sent = [counted_post(n, "late") for n in range(600)]
             async with TopicReader(bootstrap, topics.replies) as replies:
-                await produce(bootstrap, topics.requests, sent, forward_id)
-                await replies.until(lambda r: len(r.ids()) >= 100, 60)
+                await produce(bootstrap, topics.requests, sent[:300], forward_id)
+                await replies.until(lambda r: len(r.ids()) >= 300, 60)
+                away = await _gone_longer_than_the_session(broker, waiting)
+                await produce(bootstrap, topics.requests, sent[300:], forward_id)
+                await replies.until(lambda r: len(r.ids()) >= 400, 60)
                 stopped = await _sigterm_with_the_broker_down(broker, waiting)
                 await broker.restart()
                 last = BridgeProcess(bootstrap, base_url, topics, tmp_path / "last.log").start()
                 try:
-                    await replies.until(lambda r: len(r.ids()) >= 300, 120)
+                    await replies.until(lambda r: len(r.ids()) >= 600, 120)
                 finally:
                     assert last.stop() == 0, last.log()[-3000:]
     finally:
@@ -289,10 +292,25 @@ async def test_started_with_the_broker_down_the_bridge_waits_and_recovers_by_its
     calls = await mock_calls(base_url)
     duplicates = sum(c - 1 for c in calls.values())
     print(
-        f"ready {ready_s:.1f} s after the broker came up; {stopped}; replied "
-        f"{len(replies.ids())}/300, duplicate POSTs={duplicates}"
+        f"ready {ready_s:.1f} s after the broker came up; {away}; {stopped}; replied "
+        f"{len(replies.ids())}/600, duplicate POSTs={duplicates}"
     )
     assert duplicates == 0
+
+
+async def _gone_longer_than_the_session(broker: TansuBroker, bridge: BridgeProcess) -> str:
+    """The broker away for 8 s, past the group's session timeout (6 s): the bridge stays up,
+    not ready, and is ready again once the broker is back, by itself."""
+    broker.crash()
+    not_ready_s = await readyz_until(bridge, 503, 10)
+    await asyncio.sleep(8)
+    assert bridge.process is not None and bridge.process.poll() is None
+    await broker.restart()
+    ready_s = await readyz_until(bridge, 200, 60)
+    return (
+        f"broker gone 8 s: not ready {not_ready_s:.1f} s after the kill, ready again "
+        f"{ready_s:.1f} s after the restart"
+    )
 
 
 async def _sigterm_with_the_broker_down(broker: TansuBroker, bridge: BridgeProcess) -> str:
