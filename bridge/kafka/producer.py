@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.client import CoordinationType
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.protocol.metadata import MetadataRequest
 
 from bridge.config import KafkaSettings
@@ -116,11 +116,13 @@ class Publisher:
         client = self._producer.client
         for broker in client.cluster.brokers():
             try:
-                if await asyncio.wait_for(client.ready(broker.nodeId), timeout_s):
-                    self._connected = True
-                    return True
-            except (KafkaError, OSError, TimeoutError):
+                with kafka_errors(f"connecting to broker {broker.nodeId}"):
+                    ready = await asyncio.wait_for(client.ready(broker.nodeId), timeout_s)
+            except (BrokerError, OSError, TimeoutError):
                 continue
+            if ready:
+                self._connected = True
+                return True
         self._connected = False
         return False
 
