@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge import __version__
 from bridge.config import WebhookSettings
@@ -25,15 +26,22 @@ from bridge.observability.metrics import CONTENT_TYPE, exposition
 
 __all__ = ["create_app", "openapi_document"]
 
+# What answers while start-up waits for the broker: the probes, so that Kubernetes sees a live
+# pod that is not ready yet, the metrics and this document.
+ALWAYS_SERVED = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
 
 def create_app(
     receiver: WebhookReceiver,
     settings: WebhookSettings,
     readiness: Callable[[], Mapping[str, bool]],
     admin: Sequence[Route] = (),
-) -> Starlette:
+    *,
+    started: Callable[[], bool] = lambda: True,
+) -> ASGIApp:
     """The ASGI app; ``readiness`` gives the conditions for receiving traffic, all required;
-    ``admin`` are the instances API's routes, when it is enabled."""
+    ``admin`` are the instances API's routes, when it is enabled. Until ``started()``, every
+    path but the probes, metrics and OpenAPI document is answered 503."""
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -64,7 +72,26 @@ def create_app(
     # A path with a trailing slash is not a route (404), never a 307 to one: Twilio does not
     # follow redirects with the signed POST, and a redirect is no documented answer.
     app.router.redirect_slashes = False
-    return app
+    return _UntilStarted(app, started)
+
+
+class _UntilStarted:
+    """503 for webhooks and the instances API until every component has started: their
+    handlers need the producer and the logs that start-up is still waiting for."""
+
+    def __init__(self, app: ASGIApp, started: Callable[[], bool]) -> None:
+        self._app = app
+        self._started = started
+        self._open = False  # once started, a single check per request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._open and scope["type"] == "http" and scope["path"] not in ALWAYS_SERVED:
+            self._open = self._started()
+            if not self._open:
+                answer = PlainTextResponse("starting: not serving yet (see /readyz)", 503)
+                await answer(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
 
 
 def _readiness(description: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The running bridge: one ordered list of components, the main loop, and graceful shutdown.
 
 Start-up starts the components in the order of ``Bridge.components``; shutdown stops every one
-of them in reverse, started or not (a half-started client is closed too). The
+of them in reverse, started or not (a half-started client is closed too). The HTTP app comes
+first, so the probes answer while start-up waits for a broker (for as long as it takes, or
+until a signal); webhooks and the instances API answer 503 until everything has started. The
 main loop consumes requests and serves webhooks until a signal; then readiness turns off,
 webhooks and fetching stop, in-flight work finishes within the grace period, offsets are
 committed and the group is left. A second signal exits at once without committing unfinished
@@ -11,9 +13,11 @@ work. ``run`` owns the process's signals, as uvicorn's ``Server`` does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
+import time
 from contextlib import AsyncExitStack
 from typing import Protocol
 
@@ -22,6 +26,7 @@ from bridge.app.watch import BrokerWatch
 from bridge.app.wiring import Inbound, Outbound, instances_api, polls, tracker
 from bridge.config import Settings
 from bridge.http.server import HttpServer
+from bridge.kafka.contact import reach_broker
 from bridge.kafka.errors import BrokerError
 from bridge.kafka.producer import Publisher
 from bridge.tracking.log import DeliveryLog
@@ -31,6 +36,9 @@ from bridge.twilio.client import TwilioClient
 __all__ = ["Bridge", "Component", "run"]
 
 log = logging.getLogger(__name__)
+CONTACT_TIMEOUT_S = 5.0  # for one broker to answer at start-up
+CONTACT_EVERY_S = 1.0  # between tries while none answers
+WAITING_LOG_EVERY_S = 30.0
 
 
 class Component(Protocol):
@@ -70,7 +78,9 @@ class Bridge:
             deliveries=self.deliveries if self.tracker is not None else None,
         )
         webhook = settings.webhook
-        app = create_app(self.inbound.receiver, webhook, self.readiness, routes)
+        app = create_app(
+            self.inbound.receiver, webhook, self.readiness, routes, started=lambda: self.started
+        )
         # A webhook lasts until Kafka's acknowledgement, or its TwiML answer from Kafka.
         longest_s = max(webhook.ack_timeout_s, settings.twiml.timeout_s)
         self.http = HttpServer(app, settings.http, grace_s=longest_s + 1)
@@ -88,9 +98,9 @@ class Bridge:
         )
         polled = [self.inbound.poller] if self.inbound.poller is not None else []
         return [
+            self.http,
             self.publisher,
             *(c for c in optional if c is not None),
-            self.http,
             self.outbound.consumer,
             *polled,
         ]
@@ -105,12 +115,48 @@ class Bridge:
         }
 
     async def start(self) -> None:
-        """Start every component in order: the broker, the logs, HTTP, the consumer group."""
+        """Start every component in order: HTTP, then (once a broker answers) the producer, the
+        logs, the consumer group. Returns with ``started`` still false when a signal came while
+        waiting for the broker."""
         if not self.settings.webhook.validate_signatures:
             log.warning("webhook signature validation is OFF: anyone can publish events")
         for component in self.components:
+            if component is self.publisher and not await self._wait_for_broker():
+                return
             await component.start()
+            if component is self.publisher:
+                kafka = self.settings.kafka
+                topics = [*kafka.request_topics, kafka.reply_topic, kafka.error_topic]
+                await self.publisher.check_access(topics, kafka.group_id)
         self.started = True
+
+    async def _wait_for_broker(self) -> bool:
+        """Until a broker answers (True) or a signal comes (False). Readiness says so meanwhile
+        (``broker_reachable`` false), and the log every 30 s; a broker that answers but refuses
+        the bridge (TLS, SASL) raises instead."""
+        began = time.monotonic()
+        told: float | None = None
+        while not self.stopping.is_set():
+            try:
+                await reach_broker(self.settings.kafka, CONTACT_TIMEOUT_S)
+            except BrokerError as exc:
+                if not exc.retriable:
+                    raise
+                if told is None or time.monotonic() - told >= WAITING_LOG_EVERY_S:
+                    told = time.monotonic()
+                    log.warning(
+                        "waiting for the broker (%s: %s); not ready until it answers",
+                        exc.reason,
+                        exc.detail,
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), CONTACT_EVERY_S)
+                continue
+            if told is not None:
+                log.info("broker reachable after %.1f s; starting", time.monotonic() - began)
+            self.watch.found(True)
+            return True
+        return False
 
     async def serve(self) -> None:
         """Consume until ``stopping`` is set, then shut down gracefully."""
@@ -136,15 +182,18 @@ class Bridge:
         not move.
         """
         grace_s = self.settings.processing.shutdown_grace_s
+        deadline = time.monotonic() + grace_s
         consumer = self.outbound.consumer
         log.info("stopping: finishing %d in-flight requests", consumer.in_flight)
         polled = asyncio.wait({polling}, timeout=grace_s) if polling else asyncio.sleep(0)
         drained, *_ = await asyncio.gather(consumer.drain(), polled, self._stop_http())
         if not drained:
             log.warning("grace period over; unfinished requests will be redelivered")
-        if not await self.inbound.delivery.drain(grace_s):
+        # One grace period for everything: webhook events get what the requests left.
+        left_s = max(0.0, deadline - time.monotonic())
+        if not await self.inbound.delivery.drain(left_s):
             log.warning("grace period over; some webhook events were not acknowledged")
-        if not await self.deliveries.drain(grace_s):
+        if not await self.deliveries.drain(max(0.0, deadline - time.monotonic())):
             log.warning("grace period over; some tracked callbacks were not acknowledged")
 
     async def _stop_http(self) -> None:
@@ -181,6 +230,10 @@ async def run(settings: Settings) -> int:
     try:
         if not await _start(bridge):
             return 1
+        if not bridge.started:  # a signal while waiting for the broker
+            await bridge.close()
+            log.info("bridge stopped before it started")
+            return 0
         log.info("bridge started; consuming %s", ", ".join(settings.kafka.request_topics))
         # What start-up built (catalog, settings, clients: ~80,000 objects) lives as long as the
         # process: frozen, a full collection no longer walks it (30-60 ms each, ~20 per 20k

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from bridge.config import KafkaSettings, ProcessingSettings
+from bridge.kafka.closing import stop_consumer
 from bridge.kafka.connection import FETCH_MAX_BYTES, connection_kwargs
 from bridge.kafka.errors import BrokerError, kafka_errors
 from bridge.kafka.offsets import PartitionOffsets
@@ -29,6 +30,7 @@ __all__ = ["RequestConsumer"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Record], Awaitable[None]]
+COMMIT_TIMEOUT_S = 2.0
 
 
 class _Pulse:
@@ -121,19 +123,27 @@ class RequestConsumer:
         """
         interval = self._kafka.commit_interval_s
         next_commit = time.monotonic() + interval
-        while not stopping.is_set():
-            free = self._max_in_flight - self._in_flight
-            if free <= 0:
-                await self._pulse.wait(interval)
-            else:
-                with kafka_errors("fetching requests"):
-                    batch = await self._consumer.getmany(timeout_ms=100, max_records=free)
-                for tp, records in batch.items():
-                    for record in records:
-                        self._dispatch(tp, record)
-            if time.monotonic() >= next_commit:
-                await self._commit()
-                next_commit = time.monotonic() + interval
+        # Beside the loop, one at a time: with the broker gone a commit waits for its timeout,
+        # and the loop must still notice ``stopping`` at once.
+        committing: asyncio.Task[None] | None = None
+        try:
+            while not stopping.is_set():
+                free = self._max_in_flight - self._in_flight
+                if free <= 0:
+                    await self._pulse.wait(interval)
+                else:
+                    with kafka_errors("fetching requests"):
+                        batch = await self._consumer.getmany(timeout_ms=100, max_records=free)
+                    for tp, records in batch.items():
+                        for record in records:
+                            self._dispatch(tp, record)
+                if time.monotonic() >= next_commit and (committing is None or committing.done()):
+                    committing = asyncio.create_task(self._commit())
+                    next_commit = time.monotonic() + interval
+        finally:
+            if committing is not None:  # drain() commits whatever it would have
+                committing.cancel()
+                await asyncio.gather(committing, return_exceptions=True)
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Per assigned partition: its end offset minus the group's committed offset.
@@ -192,10 +202,13 @@ class RequestConsumer:
             return
         try:
             with kafka_errors("committing offsets"):
-                await self._consumer.commit(offsets)
-        except BrokerError as exc:
+                # aiokafka waits for a group coordinator for as long as it takes: with the
+                # broker gone the loop would stop noticing a signal.
+                await asyncio.wait_for(self._consumer.commit(offsets), COMMIT_TIMEOUT_S)
+        except (BrokerError, TimeoutError) as exc:
             # Not fatal: the same offsets are committed next time, or re-read by the next owner.
-            log.warning("commit failed (%s); will retry", exc.reason)
+            reason = exc.reason if isinstance(exc, BrokerError) else "no answer"
+            log.warning("commit failed (%s); will retry", reason)
             return
         for tp, off in offsets.items():
             self._offsets[tp].committed(off)
@@ -221,5 +234,4 @@ class RequestConsumer:
     async def stop(self) -> None:
         """Cancel anything left and leave the group."""
         await self._runner.cancel()
-        with kafka_errors("stopping the request consumer"):
-            await self._consumer.stop()
+        await stop_consumer(self._consumer, "stopping the request consumer")

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.config import KafkaSettings
 from bridge.kafka.admin import create_topic
+from bridge.kafka.closing import stop_consumer
 from bridge.kafka.connection import FETCH_MAX_BYTES, connection_kwargs
 from bridge.kafka.errors import kafka_errors
 from bridge.kafka.retry import until_taken
@@ -88,8 +89,7 @@ class TopicFollower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._consumer is not None:
-            with kafka_errors(f"stopping to follow {self.topic}"):
-                await self._consumer.stop()
+            await stop_consumer(self._consumer, f"stopping to follow {self.topic}")
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
         for _ in range(50):  # metadata for a topic just created takes a moment

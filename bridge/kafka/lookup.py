@@ -12,6 +12,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bridge.config import KafkaSettings
+from bridge.kafka.closing import stop_consumer
 from bridge.kafka.connection import connection_kwargs
 from bridge.kafka.errors import kafka_errors
 from bridge.kafka.records import Record
@@ -49,8 +50,7 @@ class RecordLookup:
     async def stop(self) -> None:
         """Disconnect, if a read ever connected."""
         if self._consumer is not None:
-            with kafka_errors(f"stopping to read {self.topic}"):
-                await self._consumer.stop()
+            await stop_consumer(self._consumer, f"stopping to read {self.topic}")
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from bridge.config import KafkaSettings
 from bridge.kafka.admin import create_topic
+from bridge.kafka.closing import stop_consumer
 from bridge.kafka.connection import connection_kwargs
 from bridge.kafka.errors import kafka_errors
 from bridge.kafka.records import Record
@@ -58,8 +59,7 @@ class OwnedPartitions:
     async def stop(self) -> None:
         """Leave the group."""
         if self._consumer is not None:
-            with kafka_errors(f"leaving the group of {self.topic}"):
-                await self._consumer.stop()
+            await stop_consumer(self._consumer, f"leaving the group of {self.topic}")
 
     def owned(self) -> set[int]:
         """The partitions assigned to this replica now."""

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.client import CoordinationType
 from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from bridge.config import KafkaSettings
 from bridge.kafka.connection import connection_kwargs
 from bridge.kafka.errors import BrokerError, kafka_errors
+from bridge.kafka.refusals import group_refusal, idempotence_refusal, topic_refusals
 from bridge.kafka.retry import until_taken
 
 __all__ = ["Publisher", "RecordTooLarge"]
@@ -37,6 +41,8 @@ class Publisher:
         self._settings = settings
         self._max_backoff_s = max_backoff_s
         self._listed: dict[str, asyncio.Future[None]] = {}
+        # What the last look at the producer's connections found (see ``connected``).
+        self._connected = True
         self._producer = AIOKafkaProducer(
             **connection_kwargs(settings),
             acks="all" if settings.acks == "all" else 1,
@@ -63,9 +69,62 @@ class Publisher:
         return self._settings.max_request_size - 16_384
 
     async def start(self) -> None:
-        """Connect to the broker; raises ``BrokerError`` when it cannot."""
-        with kafka_errors("starting the producer"):
-            await self._producer.start()
+        """Connect to the broker; raises ``BrokerError`` when it cannot.
+
+        With the idempotent producer the broker is asked for a producer id once connected; a
+        refusal says which setting to change, and why, rather than turning it off.
+        """
+        try:
+            with kafka_errors("starting the producer"):
+                await self._producer.start()
+        except BrokerError as exc:
+            # Connected (the cluster is known) and refused: InitProducerId, the only request
+            # of start() after the connection, and only with idempotence on.
+            if exc.retriable or not self._settings.idempotent_producer:
+                raise
+            if not self._producer.client.cluster.brokers():
+                raise
+            detail = idempotence_refusal(exc.reason)
+            raise BrokerError(exc.what, exc.reason, detail, retriable=False) from exc
+
+    async def check_access(self, topics: Sequence[str], group: str) -> None:
+        """Ask the broker for ``topics`` (creating them where it creates topics on first use)
+        and for ``group``'s coordinator, as the clients will; raises ``BrokerError`` naming
+        every topic or the group it refuses, with what to change. Retriable errors pass."""
+        client = self._producer.client
+        node = client.get_random_node()
+        with kafka_errors("looking up the topics"):
+            answer = await client.send(node, MetadataRequest(list(topics), True))
+        refused = topic_refusals((name, code) for code, name, *_ in answer.topics)
+        if refused is not None:
+            raise BrokerError("looking up the topics", *refused, retriable=False)
+        try:
+            with kafka_errors(f"looking up the coordinator of group {group}"):
+                await client.coordinator_lookup(CoordinationType.GROUP, group)
+        except BrokerError as exc:
+            if (detail := group_refusal(group, exc.reason)) is None:
+                return  # a coordinator not elected yet: the consumer waits for it
+            raise BrokerError(exc.what, exc.reason, detail, retriable=False) from exc
+
+    async def connected(self, timeout_s: float) -> bool:
+        """True when the producer holds, or opens within ``timeout_s``, a connection to a broker
+        of its cluster; never raises.
+
+        A broker that died closes its connections, so this tells within one call; one that
+        hangs keeps them open, which only ``reachable``'s request notices.
+        """
+        client = self._producer.client
+        for broker in client.cluster.brokers():
+            try:
+                with kafka_errors(f"connecting to broker {broker.nodeId}"):
+                    ready = await asyncio.wait_for(client.ready(broker.nodeId), timeout_s)
+            except (BrokerError, OSError, TimeoutError):
+                continue
+            if ready:
+                self._connected = True
+                return True
+        self._connected = False
+        return False
 
     async def reachable(self, timeout_s: float) -> bool:
         """True when a broker answers a metadata request within ``timeout_s``; never raises."""
@@ -77,11 +136,13 @@ class Publisher:
         return True
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Flush and disconnect, giving up after ``timeout_s``.
+        """Flush and disconnect, giving up after ``timeout_s`` (1 s when the broker was last
+        found unreachable: nothing would be acknowledged anyway).
 
         Giving up loses nothing: whatever waits on an acknowledgement that never came was never
         counted as done (its offset is not committed, its webhook was not answered 2xx).
         """
+        timeout_s = timeout_s if self._connected else min(timeout_s, 1.0)
         try:
             with kafka_errors("stopping the producer"):
                 await asyncio.wait_for(self._producer.stop(), timeout_s)

@@ -7,6 +7,7 @@ whatever the traffic.
 
 from __future__ import annotations
 
+import asyncio
 import platform
 from typing import TypeVar
 
@@ -28,12 +29,14 @@ __all__ = [
     "ADMIN_REQUESTS",
     "INSTANCES",
     "INSTANCE_CHANGES",
+    "BROKER_REACHABLE",
     "BUILD",
     "CONSUMER_LAG",
     "CONTENT_TYPE",
     "DELIVERIES",
     "DELIVERIES_TRACKED",
     "ERRORS",
+    "EVENT_LOOP_TASKS",
     "EVENTS_PUBLISHED",
     "IN_FLIGHT",
     "POLLER_ITEMS",
@@ -238,6 +241,30 @@ ADMIN_REQUESTS = Counter(
     ["method", "status"],
     registry=REGISTRY,
 )
+
+BROKER_REACHABLE = Gauge(
+    "twilio_bridge_broker_reachable",
+    "1 while this replica's Kafka producer reaches a broker, 0 while it cannot (readiness "
+    "follows it within about a second).",
+    registry=REGISTRY,
+)
+EVENT_LOOP_TASKS = Gauge(
+    "twilio_bridge_event_loop_tasks",
+    "asyncio tasks alive in the bridge's event loop: follows the work in flight, and keeps "
+    "growing only when tasks leak.",
+    registry=REGISTRY,
+)
+
+
+def _loop_tasks() -> int:
+    # /metrics is served inside the bridge's loop; anywhere else there is no loop to count.
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:
+        return 0
+
+
+EVENT_LOOP_TASKS.set_function(_loop_tasks)
 
 
 def status_class(status: int | None) -> str:

@@ -221,16 +221,11 @@ def _rows() -> list[tuple[str, list[Graph]]]:
                     width=6,
                 ),
                 Graph(
-                    "Broker reachability (pods ready)",
-                    "1 when the pod is ready. Readiness is false while the pod cannot reach the "
-                    "Kafka broker (checked every 5 s), and at start-up and shutdown "
-                    "(kube-state-metrics).",
-                    [
-                        (
-                            f'max by (pod) (kube_pod_status_ready{{{_PODS}, condition="true"}})',
-                            "{{pod}}",
-                        )
-                    ],
+                    "Broker reachable",
+                    "1 while the pod's producer reaches a Kafka broker, 0 while it cannot "
+                    "(followed twice a second; readiness is false meanwhile, and at start-up "
+                    "until a broker answers).",
+                    [(f"max by (pod) ({_m('twilio_bridge_broker_reachable')})", "{{pod}}")],
                     width=6,
                 ),
                 _per_second(

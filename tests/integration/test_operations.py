@@ -44,6 +44,8 @@ FAMILIES = {
     "twilio_bridge_rate_limit_wait_seconds": "counter",
     "twilio_bridge_reply_publish_duration_seconds": "histogram",
     "twilio_bridge_consumer_lag": "gauge",
+    "twilio_bridge_broker_reachable": "gauge",
+    "twilio_bridge_event_loop_tasks": "gauge",
     "twilio_bridge_webhooks": "counter",
     "twilio_bridge_webhook_signature_failures": "counter",
     "twilio_bridge_events_published": "counter",
@@ -203,3 +205,23 @@ async def test_a_second_signal_exits_at_once_without_committing_unfinished_work(
     print(f"second signal: exit {code} after {time.monotonic() - started:.2f} s")
     assert code == 130 and time.monotonic() - started < 5
     assert await committed(tansu.bootstrap_servers, topics.group, topics.requests) == [-1]
+
+
+async def test_a_broker_refusing_the_idempotent_producer_stops_start_up_naming_the_setting(
+    tansu: Any, tmp_path: Path
+) -> None:
+    # Tansu answers InitProducerId with UnknownError, as brokers without idempotence do.
+    env = {"BRIDGE_KAFKA__IDEMPOTENT_PRODUCER": "true"}
+    bridge = BridgeProcess(
+        tansu.bootstrap_servers, "http://127.0.0.1:9", Topics.fresh(), tmp_path / "b.log", env
+    ).start()
+    code = await asyncio.to_thread(bridge.wait, 30)
+    log = bridge.log()
+    message = next(
+        json.loads(line)["message"] for line in log.splitlines() if "start-up failed" in line
+    )
+    print(f"\nexit {code}: {message}")
+    assert code == 1, log[-3000:]
+    assert message.startswith("start-up failed: UnknownError: the broker refused the idempotent")
+    assert "BRIDGE_KAFKA__IDEMPOTENT_PRODUCER=false" in message
+    assert "Traceback" not in log

@@ -273,9 +273,20 @@ class Replies:
             self.done.set()
 
 
-async def watch(bootstrap: str, topic: str, replies: Replies, stop: asyncio.Event) -> None:
+async def follow(
+    bootstrap: str,
+    topic: str,
+    on_record: Callable[[Any, float], None],
+    stop: asyncio.Event,
+    fetch_max_wait_ms: int = 10,
+) -> None:
+    """Hand every record of ``topic``, from its start, to ``on_record`` with the wall-clock
+    time it was read, until ``stop`` is set."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=10
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
     await consumer.start()
     try:
@@ -284,9 +295,15 @@ async def watch(bootstrap: str, topic: str, replies: Replies, stop: asyncio.Even
             now = time.time()
             for records in batch.values():
                 for r in records:
-                    replies.add(r.value, r.headers, r.timestamp, now)
+                    on_record(r, now)
     finally:
         await consumer.stop()
+
+
+async def watch(bootstrap: str, topic: str, replies: Replies, stop: asyncio.Event) -> None:
+    await follow(
+        bootstrap, topic, lambda r, now: replies.add(r.value, r.headers, r.timestamp, now), stop
+    )
 
 
 async def mock_stats(base: str, reset: bool = False) -> dict[str, Any]:

@@ -3,13 +3,15 @@
 Run it as its own process so its CPU does not count against the code under test::
 
     python tests/support/fast_twilio.py --port 0 --latency-ms 100 --error-rate 0.01 \
-        --rate-429 0.01 --retry-after 1 --reset-rate 0.01 --account-limit 100
+        --rate-429 0.01 --retry-after 1 --reset-rate 0.01 --account-limit 100 \
+        --slow-rate 0.01 --slow-ms 2000
 
 It prints ``READY <port>`` once listening. Every path answers: POST → 201, DELETE → 204,
 anything else → 200, with a small Twilio-like JSON body and a fresh ``SM…`` sid, after
-``--latency-ms`` (a timer, never blocking). By rate it instead answers 500 or 503 (half each,
-Twilio errors 20500 and 20503), 429 (20429, ``Retry-After`` unless ``--retry-after`` is
-negative) or resets the connection without answering.
+``--latency-ms`` (a timer, never blocking), or, for a share ``--slow-rate`` of requests, after
+``--slow-ms``. By rate it instead answers 500 or 503 (half each, Twilio errors 20500 and
+20503), 429 (20429, ``Retry-After`` unless ``--retry-after`` is negative) or resets the
+connection without answering.
 
 Like Twilio, every answer carries ``Twilio-Concurrent-Requests``: the requests in flight when
 it arrived, plus ``--others`` held by the account's other clients. With ``--account-limit`` a
@@ -68,6 +70,8 @@ class Config:
     others: int = 0  # requests the account's other clients keep in flight
     post_status: int = 0  # answer every POST with this status (500 or 503); 0: as usual
     fetch_status: str = "queued"  # the status a GET of one resource answers
+    slow_rate: float = 0.0  # share of requests answered after ``slow`` instead of ``latency``
+    slow: float = 0.0  # seconds
 
     def update(self, query: str) -> None:
         """Set fields from a query string (``post_status=0&latency=0.1``), cast to their type."""
@@ -207,12 +211,18 @@ class MockProtocol(asyncio.Protocol):
             stats.faults["429 over the account limit"] += 1
             stats.in_flight -= 1
             self._send(429, ERROR_429, close, concurrent)
-        elif self.config.latency > 0:
+        elif (delay := self._delay()) > 0:
             self.busy = True
             loop = asyncio.get_running_loop()
-            loop.call_later(self.config.latency, self._answer, method, path, close, concurrent)
+            loop.call_later(delay, self._answer, method, path, close, concurrent)
         else:
             self._answer(method, path, close, concurrent)
+
+    def _delay(self) -> float:
+        if self.config.slow_rate and random.random() < self.config.slow_rate:
+            self.stats.faults["slow"] += 1
+            return self.config.slow
+        return self.config.latency
 
     def _answer(self, method: str, path: str, close: bool, concurrent: str) -> None:
         cfg, stats = self.config, self.stats
@@ -311,6 +321,8 @@ async def _main(ns: argparse.Namespace) -> None:
         ns.account_limit,
         ns.others,
         ns.post_status,
+        ns.slow_rate,
+        ns.slow_ms / 1000,
     )
     server = await serve(config, ns.host, ns.port)
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
@@ -333,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--account-limit", type=int, default=0, help="429 past this many in flight")
     p.add_argument("--others", type=int, default=0, help="in flight from other clients")
     p.add_argument("--post-status", type=int, default=0, choices=(0, *SERVER_ERRORS))
+    p.add_argument("--slow-rate", type=float, default=0.0, help="share answered after --slow-ms")
+    p.add_argument("--slow-ms", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=None)
     ns = p.parse_args(argv)
     random.seed(ns.seed)

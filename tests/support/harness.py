@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +19,14 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from bridge.tooling.local.tansu import create_topics, free_port
 
 __all__ = [
     "BridgeProcess",
+    "Received",
+    "TopicReader",
     "Topics",
     "collect",
     "counted_post",
@@ -64,6 +69,8 @@ class BridgeProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     http_port: int = field(default_factory=free_port)
+    # Out of the terminal's process group, so that a Ctrl-C reaches only the parent.
+    own_session: bool = False
 
     @property
     def http_url(self) -> str:
@@ -114,6 +121,7 @@ class BridgeProcess:
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.own_session,
             )
         return self
 
@@ -212,6 +220,65 @@ async def collect(
     finally:
         await consumer.stop()
     return found
+
+
+class TopicReader:
+    """Reads ``topic`` from its start in the background while open (``async with``), keeping
+    every record; survives a broker restart.
+
+    It counts the records it read and never asks for an end offset: Tansu on S3 storage can
+    answer ListOffsets with a stale one.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.records: list[Received] = []
+        self._consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=50
+        )
+        self._grew = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await asyncio.gather(self._task or asyncio.sleep(0), return_exceptions=True)
+        await self._consumer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=200)
+            except KafkaError:  # the broker is down: try again
+                await asyncio.sleep(0.2)
+                continue
+            for records in batch.values():
+                for r in records:
+                    value = json.loads(r.value) if r.value else None
+                    self.records.append(
+                        Received(r.key, value, dict(r.headers), r.partition, r.offset)
+                    )
+            if batch:
+                self._grew.set()
+
+    def ids(self) -> Counter[str]:
+        """Records per ``id`` of their JSON value."""
+        return Counter(r.value["id"] for r in self.records if isinstance(r.value, dict))
+
+    async def until(self, condition: Callable[[TopicReader], bool], within_s: float) -> None:
+        """Return once ``condition(self)`` holds; AssertionError after ``within_s``."""
+        deadline = time.monotonic() + within_s
+        while not condition(self):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"not reached in {within_s} s ({len(self.records)} read)")
+            self._grew.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._grew.wait(), min(left, 1.0))
 
 
 async def committed(bootstrap: str, group: str, topic: str, partitions: int = 1) -> list[int]:

