@@ -111,7 +111,7 @@ class Processor:
         if isinstance(request, Outcome):
             return request
         try:
-            guarded = await self._answer(request, record.text_headers())
+            guarded = await self._answer(request, record.text_headers(), record.partition)
         except Exception:
             # A bug must not stop the partition: answer 'internal' and keep the evidence.
             log.exception("internal error processing request %s", request.id)
@@ -120,16 +120,20 @@ class Processor:
         return outcome_of(record, request, guarded)
 
     async def _answer(
-        self, request: BasicRequest | AdvancedRequest, headers: list[tuple[str, str]]
+        self,
+        request: BasicRequest | AdvancedRequest,
+        headers: list[tuple[str, str]],
+        partition: int,
     ) -> Guarded:
-        """The reply to ``request``, sent through the idempotency gate once its call is built."""
+        """The reply to ``request`` (consumed from ``partition``), sent through the idempotency
+        gate once its call is built."""
         started = time.perf_counter()
         try:
             call = await build_call(self._builder, request, headers, self._refresh_accounts)
         except BridgeError as exc:
             return Guarded(error_reply(request.id, exc, metadata=request.metadata))
         return await self._gate.around(
-            request, call, lambda: self._send(request, headers, call, started)
+            request, call, lambda: self._send(request, headers, call, started), partition
         )
 
     async def _send(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "BUCKET_BITS",
     "Answered",
     "IdempotencyIndex",
     "IdempotencyStore",
@@ -71,9 +72,9 @@ _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
 _PARTITION_MASK = 0xFFFF
 # Digests are uniform, so buckets fill evenly; with 65,536 buckets a million
 # ids make 15 entries a bucket, a hundred million (a day at 1,000/s) 1,300: one C-speed
-# find over 32 KB.
-_BUCKET_BITS = 16
-_BUCKET_MASK = (1 << _BUCKET_BITS) - 1
+# find over 32 KB. An empty bucket costs nothing, a used one ~100 bytes: an index of one
+# partition's ids takes fewer (``bucket_bits``).
+BUCKET_BITS = 16
 _MASK_64 = (1 << 64) - 1
 
 
@@ -85,10 +86,11 @@ class IdempotencyIndex:
     may linger a while in memory, never in answers.
     """
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, bucket_bits: int = BUCKET_BITS) -> None:
         self.window_s = window_s
         self._window_ms = round(window_s * 1000)
-        self._buckets: list[bytearray | None] = [None] * (1 << _BUCKET_BITS)
+        self._bits = bucket_bits
+        self._buckets: list[bytearray | None] = [None] * (1 << bucket_bits)
         # Which bucket a digest falls in depends on a secret odd multiplier: ids picked to
         # share one bucket (easily found for 16 bits) would make every look-up a long scan.
         self._spread = random.getrandbits(64) | 1
@@ -120,11 +122,14 @@ class IdempotencyIndex:
         where = (partition & _PARTITION_MASK) << _OFFSET_BITS | (offset + 1)
         at_ms = round(at * 1000)
         bucket, pos = self._find(key)
-        if pos >= 0:
-            assert bucket is not None
-            if _ENTRY.unpack_from(bucket, pos)[2] == where:
-                return  # the same answer, read back from the topic
-        self._put(key, at_ms, where, bucket, pos)
+        if pos < 0:
+            self._put(key, at_ms, where, bucket, pos)
+            return
+        assert bucket is not None
+        if _ENTRY.unpack_from(bucket, pos)[2] != where:  # else: the same answer, read back
+            # In place: the start it replaces came seconds earlier, so the bucket stays in
+            # about the order of recording, and no bytes move.
+            _ENTRY.pack_into(bucket, pos, key, at_ms, where)
 
     def prior(self, request_id: str, now: float) -> Prior | None:
         """What happened to ``request_id`` within the window before ``now``, if anything."""
@@ -152,7 +157,7 @@ class IdempotencyIndex:
             self._now_ms = now_ms
 
     def _bucket(self, key: int) -> int:
-        return (key * self._spread & _MASK_64) >> (64 - _BUCKET_BITS)
+        return (key * self._spread & _MASK_64) >> (64 - self._bits)
 
     def _find(self, key: int) -> tuple[bytearray | None, int]:
         """The key's bucket and its entry's position there (-1: none)."""
@@ -177,9 +182,9 @@ class IdempotencyIndex:
         else:
             bucket += entry
             self._count += 1
-        # One bucket cleaned per write: each is visited every 65,536 writes.
+        # One bucket cleaned per write: each is visited once every len(buckets) writes.
         self._clean(self._sweep)
-        self._sweep = (self._sweep + 1) & _BUCKET_MASK
+        self._sweep = (self._sweep + 1) % len(self._buckets)
 
     def _clean(self, index: int) -> None:
         """Cut expired entries from the front of bucket ``index``."""
@@ -197,15 +202,16 @@ class IdempotencyIndex:
 
 
 class IdempotencyStore(Protocol):
-    """Where outcomes are recorded and looked up (``bridge.outbound.idempotency.log``)."""
+    """Where outcomes are recorded and looked up (``bridge.outbound.idempotency.log``); each
+    request is recorded under the partition of the request topic it was consumed from."""
 
-    async def check(self, request_id: str) -> Prior | None:
+    async def check(self, request_id: str, partition: int) -> Prior | None:
         """What became of ``request_id`` before, once any send of it here has finished."""
 
-    async def begin(self, request_id: str) -> None:
+    async def begin(self, request_id: str, partition: int) -> None:
         """Record that ``request_id`` is about to be sent."""
 
-    def finish(self, request_id: str, reply: bytes) -> asyncio.Future[None]:
+    def finish(self, request_id: str, reply: bytes, partition: int) -> asyncio.Future[None]:
         """Record ``reply`` as the answer of ``request_id``: done once written (or refused),
         the id released either way."""
 

@@ -39,3 +39,34 @@ async def test_a_failed_read_is_a_broker_error(fake: FakeConsumer) -> None:
     with pytest.raises(BrokerError, match="reading outcomes/0 at 3: KafkaConnectionError"):
         await lookup.read(0, 3)
     await lookup.stop()
+
+
+async def test_a_scan_hands_over_a_partition_up_to_its_end_or_until_told_to_stop(
+    fake: FakeConsumer,
+) -> None:
+    lookup = RecordLookup(KafkaSettings(), "outcomes")
+    tp = TopicPartition("outcomes", 1)
+    fake.ends[tp] = 3
+    fake.records = [consumed("outcomes", 1, n, b"k", b"%d" % n) for n in range(4)]
+    seen: list[int] = []
+
+    def every(record: Record) -> bool:
+        seen.append(record.offset)
+        return False
+
+    await lookup.scan(1, None, every)
+    assert seen == [0, 1, 2]  # offset 3 came after the scan began
+    assert fake.seeks == [(tp, 0)]
+    fake.records = [consumed("outcomes", 1, n, b"k", b"") for n in (1, 2)]
+    seen.clear()
+
+    def first(record: Record) -> bool:
+        seen.append(record.offset)
+        return True
+
+    await lookup.scan(1, 1, first)
+    assert seen == [1] and fake.seeks[-1] == (tp, 1)  # stopped when told to
+    fake.failures["getmany"] = [KafkaConnectionError("gone")]
+    with pytest.raises(BrokerError, match="reading outcomes/1: KafkaConnectionError"):
+        await lookup.scan(1, None, lambda record: False)
+    await lookup.stop()

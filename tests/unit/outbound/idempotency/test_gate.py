@@ -45,7 +45,7 @@ async def through(
     gate: IdempotencyGate, send: Send, envelope: dict[str, Any] = ENVELOPE
 ) -> Guarded:
     request, call = request_and_call(envelope)
-    return await gate.around(request, call, send)
+    return await gate.around(request, call, send, 0)
 
 
 def gate(
