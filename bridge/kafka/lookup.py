@@ -53,8 +53,12 @@ class RecordLookup:
         self, partition: int, start: int | None, on_record: Callable[[Record], bool]
     ) -> None:
         """Hand ``on_record`` every record of ``partition`` from offset ``start`` (its
-        beginning when None) up to its end as it is now, until it returns True; raises
-        ``BrokerError`` when a read fails."""
+        beginning when None) up to at least its end as it is now, until it returns True;
+        raises ``BrokerError`` when a read fails.
+
+        Whole fetches are handed over, never cut at the end offset: Tansu answers the end
+        offset of a partition as the first offset of its last batch plus one.
+        """
         tp = TopicPartition(self.topic, partition)
         what = f"reading {self.topic}/{partition}"
         async with self._reading:
@@ -74,7 +78,7 @@ class RecordLookup:
                         tp, timeout_ms=_READ_TIMEOUT_MS, max_records=_SCAN_RECORDS
                     )
                 for raw in batch.get(tp, []):
-                    if raw.offset >= end or on_record(Record.of(raw)) or raw.offset == end - 1:
+                    if on_record(Record.of(raw)):
                         return
 
     async def stop(self) -> None:
