@@ -365,7 +365,7 @@ class Bench:
             **system.env,
         }
         if layout == "legacy":
-            env.pop("BRIDGE_DEDUPE__ANSWERS_TOPIC")
+            env.pop("BRIDGE_DEDUPE__ANSWERS_TOPIC")  # that tree refuses a setting it lacks
         log_path = self.workdir / f"{topics.group}-{name}.log"
         BenchBridge.pinning = self.pinning
         BenchBridge.root = system.root
@@ -375,7 +375,7 @@ class Bench:
         assert bridge.process is not None
         pid = bridge.process.pid
         try:
-            await bridge.wait_ready(600)
+            await self.ready(bridge, port)
             result.ready_s = time.time() - spawned
             result.lines = log_times(log_path)
             result.join_s = result.lines.get("assigned", float("nan")) - spawned
@@ -398,6 +398,22 @@ class Bench:
         if code != 0 and not result.problem:
             result.problem = f"exit code {code}; see {log_path}"
         return result
+
+    async def ready(self, bridge: BenchBridge, port: int) -> None:
+        """Until ``/readyz`` answers 200; raises if the bridge exits or takes 10 minutes."""
+        assert bridge.process is not None
+        deadline = time.monotonic() + 600
+        async with httpx.AsyncClient() as http:
+            while time.monotonic() < deadline:
+                if bridge.process.poll() is not None:
+                    raise RuntimeError(f"exited {bridge.process.returncode}: {bridge.log()[-300:]}")
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError("not ready within 600 s")
 
     async def probe(self, topics: Topics, written: list[Batch], owned: int) -> str:
         """Resend ``probes`` ids of the log on partition ``owned`` under new keys: each must be

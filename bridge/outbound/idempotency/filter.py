@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections import Counter
 
 __all__ = ["IdFilter"]
 
@@ -44,14 +45,19 @@ class IdFilter:
         self._span_ms = max(1, self._window_ms // _GENERATIONS)
         # Generation number (recording time ÷ span) → its buckets.
         self._generations: dict[int, list[bytearray | None]] = {}
-        self._counts: dict[int, int] = {}
+        # Per generation: the ids added, by the partition (its low byte) they were started in.
+        self._counts: dict[int, Counter[int]] = {}
         # Which bucket a digest falls in depends on a secret odd multiplier, as in the index:
         # ids chosen to share a bucket would make every question a long scan.
         self._spread = random.getrandbits(64) | 1
         self._now_ms = 0
 
     def __len__(self) -> int:
-        return sum(self._counts.values())
+        return sum(sum(counts.values()) for counts in self._counts.values())
+
+    def count(self, partition: int) -> int:
+        """The ids added for ``partition`` (its low byte) that have not gone yet."""
+        return sum(counts[partition & 0xFF] for counts in self._counts.values())
 
     def add(self, key: int, partition: int, at: float) -> None:
         """The digest ``key`` was started in ``partition`` at ``at``."""
@@ -74,7 +80,7 @@ class IdFilter:
                 buckets[index] = bytearray(entry)
             else:
                 bucket += entry
-        self._counts[round(at * 1000) // self._span_ms] += whole // _DIGEST.size
+        self._counts[round(at * 1000) // self._span_ms][tag] += whole // _DIGEST.size
 
     def tags(self, key: int, now: float) -> set[int]:
         """The low bytes of the partitions ``key`` may have been started in within the window
@@ -115,5 +121,5 @@ class IdFilter:
             if self._expired(number):
                 return None
             buckets = self._generations[number] = [None] * (1 << _BUCKET_BITS)
-            self._counts[number] = 0
+            self._counts[number] = Counter()
         return buckets

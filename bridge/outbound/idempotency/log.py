@@ -68,8 +68,6 @@ log = logging.getLogger(__name__)
 _ANSWERS_HEADERS = [(STATE, ANSWERS)]
 # A batch of answers is sent before it grows past this: followers read every batch whole.
 _ANSWERS_BYTES = 256 * 1024
-# The index of one partition's ids: 4,096 buckets, a find over 6 KB at a million ids.
-_PARTITION_BUCKET_BITS = 12
 # Records read at a time, each held whole until handled: starts are ~8 bytes an id, answers
 # up to _ANSWERS_BYTES. A hundred thousand answers read 1,000 records at a time left the
 # process ~6 MB larger than 50 at a time did, and no faster.
@@ -195,9 +193,9 @@ class IdempotencyLog:
         for partition in set(self._owned) - owned:
             del self._owned[partition]
         for partition in gained:
-            self._owned[partition] = IdempotencyIndex(
-                self._settings.window_s, _PARTITION_BUCKET_BITS
-            )
+            # Sized for the ids the filter knows were started there: no growing while loading.
+            expected = self._filter.count(partition)
+            self._owned[partition] = IdempotencyIndex(self._settings.window_s, expected)
         self._synced = self._loads.add(self._load(self._synced, owned, gained))
 
     async def _load(

@@ -22,7 +22,7 @@ def test_an_id_added_is_found_with_the_partitions_it_was_started_in() -> None:
     ids.add(digest("a-7"), partition=260, at=11)  # a second start, elsewhere: 260 & 0xFF
     assert all(ids.tags(digest(f"a-{n}"), now=20) == {3} for n in range(5000) if n != 7)
     assert ids.tags(digest("a-7"), now=20) == {3, 4}
-    assert len(ids) == 5001
+    assert len(ids) == 5001 and ids.count(3) == 5000 and ids.count(4) == 1
 
 
 def test_an_id_never_added_is_almost_never_taken_for_one() -> None:

@@ -19,6 +19,7 @@ import pytest
 from bridge.config import IdempotencySettings, KafkaSettings
 from bridge.kafka.errors import BrokerError
 from bridge.kafka.records import Record
+from bridge.outbound.idempotency import index as index_module
 from bridge.outbound.idempotency.index import Answered, IdempotencyIndex, Prior, Started, digest
 from bridge.outbound.idempotency.log import IdempotencyLog, InStartsTopic
 from bridge.outbound.idempotency.records import starts_headers
@@ -75,6 +76,29 @@ def test_another_replicas_clock_running_ahead_expires_nothing_early() -> None:
     for n in range(1 << 16):
         index.record_started(digest(f"new-{n}"), at=10_000)
     assert index.prior("a", now=20) == Answered(10, 1, 2)
+
+
+def test_buckets_grow_a_few_at_a_time_and_every_id_stays_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(index_module, "_PER_BUCKET", 2)  # grow past 8,192 ids, not a million
+    index = IdempotencyIndex(window_s=100)
+    keys = [digest(f"req-{n}") for n in range(12_000)]
+    for n, key in enumerate(keys):
+        index.record_started(key, at=10)
+        if n == 8_200:  # growing: some buckets moved, most not yet
+            assert index._old is not None and index._bits == 14
+            assert all(index.prior_of(k, now=20) == Started(10) for k in keys[: n + 1])
+    assert index._old is None and len(index) == len(keys)
+    for n, key in enumerate(keys):
+        index.record_answered(key, at=11, partition=1, offset=n)
+    assert all(index.prior_of(k, now=20) == Answered(11, 1, n) for n, k in enumerate(keys))
+    assert index.prior("req-x", now=20) is None
+
+
+def test_an_index_is_sized_for_the_ids_it_expects() -> None:
+    assert IdempotencyIndex(window_s=100)._bits == 12  # 4,096 buckets, to a million ids
+    assert IdempotencyIndex(window_s=100, expected=2_000_000)._bits == 14
 
 
 def test_an_id_costs_well_under_a_hundred_bytes() -> None:
