@@ -442,8 +442,21 @@ class IdempotencySettings(_Section):
         ge=0,
         description="How long a request id is remembered; 0 turns outbound idempotency off.",
     )
-    topic: str = "twilio.requests.outcomes"
-    partitions: int = Field(default=12, ge=1)
+    topic: str = Field(
+        default="twilio.requests.outcomes",
+        description="Where a request id is recorded before its send: read whole by every replica.",
+    )
+    answers_topic: str = Field(
+        default="twilio.requests.answers",
+        description="Where the first reply of each id is recorded: a replica reads the "
+        "partitions of the request partitions it owns.",
+    )
+    partitions: int = Field(
+        default=12,
+        ge=1,
+        description="Partitions of both topics when the bridge creates them: the request "
+        "topics' partition count (request partition p records in partition p modulo this).",
+    )
     on_unknown_outcome: Literal["error", "resend"] = Field(
         default="error",
         description="A request that was being sent when a bridge process died: answer "

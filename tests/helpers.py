@@ -339,16 +339,16 @@ class MemoryIdempotencyStore:
         self.running: dict[str, asyncio.Event] = {}
         self.now = 1000.0
 
-    async def check(self, request_id: str) -> Prior | None:
+    async def check(self, request_id: str, partition: int) -> Prior | None:
         while (running := self.running.get(request_id)) is not None:
             await running.wait()
         return self.index.prior(request_id, self.now)
 
-    async def begin(self, request_id: str) -> None:
+    async def begin(self, request_id: str, partition: int) -> None:
         self.running[request_id] = asyncio.Event()
         self.index.record_started(digest(request_id), self.now)
 
-    def finish(self, request_id: str, reply: bytes) -> asyncio.Future[None]:
+    def finish(self, request_id: str, reply: bytes, partition: int) -> asyncio.Future[None]:
         offset = len(self.replies)
         self.replies[offset] = reply
         self.index.record_answered(digest(request_id), self.now, 0, offset)

@@ -107,9 +107,12 @@ class Bridge:
 
     def readiness(self) -> dict[str, bool]:
         """Each condition for receiving traffic; all must hold. False from the first signal."""
+        idempotency = self.outbound.idempotency
         return {
             "started": self.started and not self.stopping.is_set(),
             "consumer_joined": self.outbound.consumer.joined,
+            # The outcomes of the partitions it owns read: it can tell a duplicate.
+            "dedupe_loaded": idempotency is None or idempotency.ready,
             "broker_reachable": self.watch.reachable,
             "http_serving": self.http.serving,
         }

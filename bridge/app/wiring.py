@@ -81,9 +81,9 @@ class Outbound:
         self.handler = RequestHandler(
             processor, publisher, reply_topic=kafka.reply_topic, error_topic=kafka.error_topic
         )
-        resync = self.idempotency.resync if self.idempotency is not None else None
+        assigned = self.idempotency.assigned if self.idempotency is not None else None
         self.consumer = RequestConsumer(
-            kafka, settings.processing, self.handler, on_assigned=resync
+            kafka, settings.processing, self.handler, on_assigned=assigned
         )
         IN_FLIGHT.set_function(lambda: self.consumer.in_flight)
         TWILIO_IN_FLIGHT.set_function(lambda: client.in_flight)

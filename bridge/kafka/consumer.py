@@ -26,11 +26,13 @@ from bridge.kafka.offsets import PartitionOffsets
 from bridge.kafka.ordering import KeyedRunner
 from bridge.kafka.records import Record
 
-__all__ = ["RequestConsumer"]
+__all__ = ["OnAssigned", "RequestConsumer"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Record], Awaitable[None]]
 COMMIT_TIMEOUT_S = 2.0
+# Told the partitions (topic, partition) this member owns after each rebalance.
+OnAssigned = Callable[[frozenset[tuple[str, int]]], None]
 
 
 class _Pulse:
@@ -60,10 +62,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         # A member with no partition (more replicas than partitions) has joined all the same.
         self._owner.joined = True
-        if assigned and self._owner.on_assigned is not None:
+        if self._owner.on_assigned is not None:
             # Fetching has already resumed: the callback can only start what records of
-            # these partitions must wait for (their previous owner's outcomes, say).
-            self._owner.on_assigned()
+            # these partitions must wait for (their previous owner's outcomes, say). It gets
+            # the whole assignment, every time (possibly none).
+            self._owner.on_assigned(frozenset((tp.topic, tp.partition) for tp in assigned))
         log.info("assigned %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
 
@@ -75,7 +78,7 @@ class RequestConsumer:
         kafka: KafkaSettings,
         processing: ProcessingSettings,
         handle: Handler,
-        on_assigned: Callable[[], None] | None = None,
+        on_assigned: OnAssigned | None = None,
     ) -> None:
         self._kafka = kafka
         self._max_in_flight = processing.max_in_flight

@@ -38,6 +38,7 @@ __all__ = [
     "ERRORS",
     "EVENT_LOOP_TASKS",
     "EVENTS_PUBLISHED",
+    "IDEMPOTENCY_LOAD_SECONDS",
     "IN_FLIGHT",
     "POLLER_ITEMS",
     "POLLER_RUNS",
@@ -151,6 +152,13 @@ CONSUMER_LAG = Gauge(
     "twilio_bridge_consumer_lag",
     "Records in a request partition after the group's committed offset (end minus committed).",
     ["topic", "partition"],
+    registry=REGISTRY,
+)
+IDEMPOTENCY_LOAD_SECONDS = Gauge(
+    "twilio_bridge_idempotency_load_seconds",
+    "How long this replica last took to read the outbound dedupe state it needs: at start-up "
+    "every partition's starts and its own partitions' answers, at a rebalance those of the "
+    "partitions it gained.",
     registry=REGISTRY,
 )
 WEBHOOKS = Counter(

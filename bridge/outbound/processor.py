@@ -118,7 +118,9 @@ class Processor:
         if isinstance(request, Outcome):
             return request
         try:
-            guarded = await self._answer(request, record.text_headers(), record.key)
+            guarded = await self._answer(
+                request, record.text_headers(), record.key, record.partition
+            )
         except Exception:
             # A bug must not stop the partition: answer 'internal' and keep the evidence.
             log.exception("internal error processing request %s", request.id)
@@ -131,8 +133,10 @@ class Processor:
         request: BasicRequest | AdvancedRequest,
         headers: list[tuple[str, str]],
         key: bytes | None,
+        partition: int,
     ) -> Guarded:
-        """The reply to ``request``, sent through the idempotency gate once its call is built."""
+        """The reply to ``request`` (consumed with ``key`` from ``partition``), sent through the
+        idempotency gate once its call is built."""
         started = time.perf_counter()
         tracked: TrackedSend | None = None
         try:
@@ -142,7 +146,10 @@ class Processor:
         except BridgeError as exc:
             return Guarded(error_reply(request.id, exc, metadata=request.metadata))
         return await self._gate.around(
-            request, call, lambda: self._send(request, headers, call, started, tracked)
+            request,
+            call,
+            lambda: self._send(request, headers, call, started, tracked),
+            partition,
         )
 
     async def _send(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
 
 from bridge.tooling.local.tansu import TansuBroker
 from tests.support.harness import (
@@ -57,6 +59,91 @@ async def test_a_resent_request_is_answered_with_the_first_reply_even_after_a_re
     for first, again in by_id.values():
         assert again["body"] == first["body"] and again["status"] == "ok"
         assert again["warnings"][-1].startswith("duplicate request id")
+
+
+def _owned(log: str, topic: str) -> set[int]:
+    """The request partitions a bridge was given last, from its ``assigned [...]`` line."""
+    lines = re.findall(r'"message":"assigned \[([^\]]*)\]', log)
+    return (
+        {int(tp.rsplit("/", 1)[1]) for tp in re.findall(r"'([^']+)'", lines[-1])}
+        if lines
+        else set()
+    )
+
+
+async def test_ids_resent_under_other_keys_after_a_rebalance_are_not_sent_again(
+    tansu: Any, mock: Any, tmp_path: Path
+) -> None:
+    """A client resends ids under new Kafka keys, so on other partitions, after a second
+    replica took half of them: each replica owns the outcomes of its own partitions only, and
+    must still find those of the other's."""
+    bootstrap = tansu.bootstrap_servers
+    total, partitions = 200, 4
+    base_url = mock()
+    topics = Topics.fresh()
+    await topics.create(bootstrap, partitions)
+    env = {"BRIDGE_DEDUPE__PARTITIONS": str(partitions)}
+    first = BridgeProcess(bootstrap, base_url, topics, tmp_path / "first.log", env).start()
+    second = BridgeProcess(bootstrap, base_url, topics, tmp_path / "second.log", env)
+    try:
+        items = [counted_post(n, "moved") for n in range(total)]
+        await produce_to(
+            bootstrap, topics.requests, [(n % partitions, i) for n, i in enumerate(items)]
+        )
+        await collect(bootstrap, topics.replies, total, 60)
+        second.start()
+        deadline = time.monotonic() + 60
+        while not (_owned(first.log(), topics.requests) and _owned(second.log(), topics.requests)):
+            assert time.monotonic() < deadline, second.log()[-3000:]
+            await asyncio.sleep(0.2)
+        await first.wait_ready()
+        await second.wait_ready()
+        on_second = _owned(second.log(), topics.requests)
+        on_first = set(range(partitions)) - on_second
+        # Each id again, under a new key, on a partition of the other replica than its first.
+        moved = []
+        for n, (key, value) in enumerate(items):
+            others = sorted(on_first if n % partitions in on_second else on_second)
+            moved.append((others[n % len(others)], (b"resent-" + key, value)))
+        await produce_to(bootstrap, topics.requests, moved)
+        replies = await collect(bootstrap, topics.replies, 2 * total, 60, settle_s=1)
+    finally:
+        assert second.stop() == 0, second.log()[-3000:]
+        assert first.stop() == 0, first.log()[-3000:]
+    calls = await _calls(base_url)
+    by_id: dict[str, list[Any]] = {}
+    for reply in replies:
+        by_id.setdefault(reply.value["id"], []).append(reply.value)
+    duplicate_calls = sum(c - 1 for c in calls.values())
+    again = [r[1] for r in by_id.values() if len(r) > 1]
+    answered = sum(1 for r in again if r["warnings"][-1:] and "duplicate" in r["warnings"][-1])
+    print(
+        f"sent={total} resent under other keys={total} on partitions {sorted(on_first)} / "
+        f"{sorted(on_second)}; replied={len(by_id)} lost={total - len(by_id)} "
+        f"answered from the log={answered} calls at the mock={sum(calls.values())} "
+        f"duplicate POSTs={duplicate_calls}"
+    )
+    assert len(by_id) == total and duplicate_calls == 0 and len(calls) == total
+    assert answered == total
+    for first_reply, resent in (r[:2] for r in by_id.values()):
+        assert resent["body"] == first_reply["body"] and resent["status"] == "ok"
+
+
+async def produce_to(
+    bootstrap: str, topic: str, items: list[tuple[int, tuple[bytes, bytes]]]
+) -> None:
+    """Publish each (key, value) to the partition given with it, forwarding its id."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for partition, (key, value) in items:
+            request_id = key.removeprefix(b"resent-")
+            await producer.send(
+                topic, value, key=key, partition=partition, headers=forward_id(request_id)
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 async def test_sigkill_three_times_under_load_never_sends_a_post_twice(

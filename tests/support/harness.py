@@ -108,6 +108,7 @@ class BridgeProcess:
                 # Each test's own, so one test's webhooks are never another's duplicates.
                 "BRIDGE_WEBHOOK__DEDUPE_TOPIC": f"seen-{self.topics.group}",
                 "BRIDGE_DEDUPE__TOPIC": f"outcomes-{self.topics.group}",
+                "BRIDGE_DEDUPE__ANSWERS_TOPIC": f"answers-{self.topics.group}",
                 "BRIDGE_DEDUPE__PARTITIONS": "2",
             }
         )

@@ -52,15 +52,17 @@ class IdempotencyGate:
         request: BasicRequest | AdvancedRequest,
         call: TwilioCall,
         send: Callable[[], Awaitable[Reply]],
+        partition: int,
     ) -> Guarded:
-        """The reply of ``send()``, or the one owed without sending when the id was seen."""
+        """The reply of ``send()``, or the one owed without sending when the id was seen;
+        ``partition`` is the request partition the request was consumed from."""
         store = self._store
         if store is None or not changes_state(call.method):
             return Guarded(await send())
-        earlier = await self._earlier(store, request, call)
+        earlier = await self._earlier(store, request, call, partition)
         if earlier is not None:
             return Guarded(earlier)
-        await store.begin(request.id)
+        await store.begin(request.id, partition)
         try:
             reply = await send()
             value = reply_bytes(reply, self._record_limit)
@@ -68,13 +70,17 @@ class IdempotencyGate:
             store.release(request.id)
             raise
         # finish releases the id once the answer is acknowledged (or failed to be).
-        return Guarded(reply, value, store.finish(request.id, value))
+        return Guarded(reply, value, store.finish(request.id, value, partition))
 
     async def _earlier(
-        self, store: IdempotencyStore, request: BasicRequest | AdvancedRequest, call: TwilioCall
+        self,
+        store: IdempotencyStore,
+        request: BasicRequest | AdvancedRequest,
+        call: TwilioCall,
+        partition: int,
     ) -> Reply | None:
         """The reply for an id seen before that must not be sent again; None to send it."""
-        prior: Prior | None = await store.check(request.id)
+        prior: Prior | None = await store.check(request.id, partition)
         if isinstance(prior, Answered):
             first = await store.first_reply(request.id, prior)
             return _duplicate(first, prior) if first is not None else None

@@ -69,11 +69,15 @@ _AT = struct.Struct(">q")
 _OFFSET_BITS = 48
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
 _PARTITION_MASK = 0xFFFF
-# Digests are uniform, so buckets fill evenly; with 65,536 buckets a million
-# ids make 15 entries a bucket, a hundred million (a day at 1,000/s) 1,300: one C-speed
-# find over 32 KB.
-_BUCKET_BITS = 16
-_BUCKET_MASK = (1 << _BUCKET_BITS) - 1
+# Digests are uniform, so buckets fill evenly. A bucket holds 256 entries on average at most
+# (6 KB: one C-speed find, about a microsecond); past that there are four times as many,
+# filled from the old ones a few at a time, so that no write stops the event loop to move
+# millions of entries. A used bucket costs ~100 bytes, so an index starts small: 4,096
+# buckets, or as many as the ids it expects need.
+_PER_BUCKET = 256
+_MIN_BITS = 12
+_MAX_BITS = 24
+_MOVED_PER_WRITE = 8
 _MASK_64 = (1 << 64) - 1
 
 
@@ -85,10 +89,17 @@ class IdempotencyIndex:
     may linger a while in memory, never in answers.
     """
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, expected: int = 0) -> None:
         self.window_s = window_s
         self._window_ms = round(window_s * 1000)
-        self._buckets: list[bytearray | None] = [None] * (1 << _BUCKET_BITS)
+        self._bits = _MIN_BITS
+        while _PER_BUCKET << self._bits < expected and self._bits < _MAX_BITS:
+            self._bits += 2
+        self._buckets: list[bytearray | None] = [None] * (1 << self._bits)
+        # While the buckets grow: the old ones, each None once its entries moved, and how
+        # many of them the steady move has passed.
+        self._old: list[bytearray | None] | None = None
+        self._moved = 0
         # Which bucket a digest falls in depends on a secret odd multiplier: ids picked to
         # share one bucket (easily found for 16 bits) would make every look-up a long scan.
         self._spread = random.getrandbits(64) | 1
@@ -120,11 +131,14 @@ class IdempotencyIndex:
         where = (partition & _PARTITION_MASK) << _OFFSET_BITS | (offset + 1)
         at_ms = round(at * 1000)
         bucket, pos = self._find(key)
-        if pos >= 0:
-            assert bucket is not None
-            if _ENTRY.unpack_from(bucket, pos)[2] == where:
-                return  # the same answer, read back from the topic
-        self._put(key, at_ms, where, bucket, pos)
+        if pos < 0:
+            self._put(key, at_ms, where, bucket, pos)
+            return
+        assert bucket is not None
+        if _ENTRY.unpack_from(bucket, pos)[2] != where:  # else: the same answer, read back
+            # In place: the start it replaces came seconds earlier, so the bucket stays in
+            # about the order of recording, and no bytes move.
+            _ENTRY.pack_into(bucket, pos, key, at_ms, where)
 
     def prior(self, request_id: str, now: float) -> Prior | None:
         """What happened to ``request_id`` within the window before ``now``, if anything."""
@@ -152,11 +166,14 @@ class IdempotencyIndex:
             self._now_ms = now_ms
 
     def _bucket(self, key: int) -> int:
-        return (key * self._spread & _MASK_64) >> (64 - _BUCKET_BITS)
+        return (key * self._spread & _MASK_64) >> (64 - self._bits)
 
     def _find(self, key: int) -> tuple[bytearray | None, int]:
         """The key's bucket and its entry's position there (-1: none)."""
-        bucket = self._buckets[self._bucket(key)]
+        index = self._bucket(key)
+        if self._old is not None:
+            self._move(index >> 2)
+        bucket = self._buckets[index]
         if bucket is None:
             return None, -1
         wanted = _KEY.pack(key)
@@ -177,12 +194,41 @@ class IdempotencyIndex:
         else:
             bucket += entry
             self._count += 1
-        # One bucket cleaned per write: each is visited every 65,536 writes.
+        # One bucket cleaned per write: each is visited once every len(buckets) writes.
         self._clean(self._sweep)
-        self._sweep = (self._sweep + 1) & _BUCKET_MASK
+        self._sweep = (self._sweep + 1) % len(self._buckets)
+        if self._old is not None:
+            for old in range(self._moved, min(self._moved + _MOVED_PER_WRITE, len(self._old))):
+                self._move(old)
+            self._moved += _MOVED_PER_WRITE
+            if self._moved >= len(self._old):
+                self._old = None
+        elif self._count > _PER_BUCKET << self._bits and self._bits < _MAX_BITS:
+            self._old, self._moved, self._sweep = self._buckets, 0, 0
+            self._bits += 2
+            self._buckets = [None] * (1 << self._bits)
+
+    def _move(self, old: int) -> None:
+        """Spread old bucket ``old`` over its four new ones, in the order of its entries."""
+        assert self._old is not None
+        bucket = self._old[old]
+        if bucket is None:
+            return
+        self._old[old] = None
+        buckets = self._buckets
+        for pos in range(0, len(bucket), _SIZE):
+            index = self._bucket(_KEY.unpack_from(bucket, pos)[0])
+            entry = bucket[pos : pos + _SIZE]
+            moved = buckets[index]
+            if moved is None:
+                buckets[index] = entry
+            else:
+                moved += entry
 
     def _clean(self, index: int) -> None:
         """Cut expired entries from the front of bucket ``index``."""
+        if self._old is not None:
+            self._move(index >> 2)
         bucket = self._buckets[index]
         if bucket is None:
             return
@@ -197,15 +243,16 @@ class IdempotencyIndex:
 
 
 class IdempotencyStore(Protocol):
-    """Where outcomes are recorded and looked up (``bridge.outbound.idempotency.log``)."""
+    """Where outcomes are recorded and looked up (``bridge.outbound.idempotency.log``); each
+    request is recorded under the partition of the request topic it was consumed from."""
 
-    async def check(self, request_id: str) -> Prior | None:
+    async def check(self, request_id: str, partition: int) -> Prior | None:
         """What became of ``request_id`` before, once any send of it here has finished."""
 
-    async def begin(self, request_id: str) -> None:
+    async def begin(self, request_id: str, partition: int) -> None:
         """Record that ``request_id`` is about to be sent."""
 
-    def finish(self, request_id: str, reply: bytes) -> asyncio.Future[None]:
+    def finish(self, request_id: str, reply: bytes, partition: int) -> asyncio.Future[None]:
         """Record ``reply`` as the answer of ``request_id``: done once written (or refused),
         the id released either way."""
 

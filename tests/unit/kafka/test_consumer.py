@@ -76,3 +76,17 @@ async def test_a_failed_fetch_ends_run_with_a_broker_error(fake: FakeConsumer) -
     await running
     assert [(r.topic, r.partition, r.offset, r.key) for r in handled] == [("requests", 0, 5, b"k")]
     await consumer.stop()
+
+
+async def test_every_assignment_is_told_whole_even_an_empty_one(fake: FakeConsumer) -> None:
+    told: list[frozenset[tuple[str, int]]] = []
+
+    async def handle(record: Record) -> None:
+        pass
+
+    consumer = RequestConsumer(KafkaSettings(), ProcessingSettings(), handle, told.append)
+    await consumer.start()
+    await fake.listener.on_partitions_assigned({REQUESTS, TopicPartition("requests", 3)})
+    await fake.listener.on_partitions_assigned(set())  # more replicas than partitions
+    assert told == [frozenset({("requests", 0), ("requests", 3)}), frozenset()]
+    assert consumer.joined

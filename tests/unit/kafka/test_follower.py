@@ -69,3 +69,31 @@ async def test_a_topic_without_metadata_yet_is_refreshed_until_its_partitions_sh
     await follower.start(1, {})
     assert refreshed == 2 and fake.assigned == {later}
     await follower.stop()
+
+
+async def test_a_follower_of_some_partitions_changes_which_and_keeps_its_place(
+    fake: FakeConsumer,
+) -> None:
+    one, two, three = (TopicPartition("seen", p) for p in (1, 2, 3))
+    fake.ends.update({one: 0, two: 0, three: 0})
+    read: list[tuple[int, int]] = []
+    came = asyncio.Event()
+
+    def on_record(record: Any) -> None:
+        read.append((record.partition, record.offset))
+        came.set()
+
+    follower = TopicFollower(KafkaSettings(), "seen", on_record, max_records=10)
+    await follower.start(1, {}, follow=(), wait=False)
+    assert follower.partitions == {0, 1, 2, 3} and fake.assigned == set()
+    await follower.catch_up()  # nothing followed: nothing to wait for
+    await follower.follow({1, 2, 9})  # 9: not a partition of the topic
+    assert fake.assigned == {one, two} and set(fake.seeks) == {(one, 0), (two, 0)}
+    fake.records = [consumed("seen", 1, 4, b"k", b"")]
+    await asyncio.wait_for(came.wait(), 10)
+    fake.seeks.clear()
+    await follower.follow({1, 3})
+    # Partition 1 goes on after offset 4; 3 starts at its beginning; 2 is dropped.
+    assert fake.assigned == {one, three} and set(fake.seeks) == {(one, 5), (three, 0)}
+    assert read == [(1, 4)]
+    await follower.stop()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from bridge.config import KafkaSettings
@@ -38,4 +40,50 @@ async def test_a_failed_read_is_a_broker_error(fake: FakeConsumer) -> None:
     lookup = RecordLookup(KafkaSettings(), "outcomes")
     with pytest.raises(BrokerError, match="reading outcomes/0 at 3: KafkaConnectionError"):
         await lookup.read(0, 3)
+    await lookup.stop()
+
+
+class FetchingConsumer(FakeConsumer):
+    """A fake whose position moves past what each fetch handed over, as aiokafka's does."""
+
+    async def getmany(
+        self, *tps: TopicPartition, **kwargs: Any
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        batch = await super().getmany(*tps, **kwargs)
+        for tp, records in batch.items():
+            self.positions[tp] = records[-1].offset + 1
+        return batch
+
+
+async def test_a_scan_hands_over_a_partition_up_to_its_end_or_until_told_to_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = use_fake_consumer(monkeypatch, lookup_module, FetchingConsumer())
+    lookup = RecordLookup(KafkaSettings(), "outcomes")
+    tp = TopicPartition("outcomes", 1)
+    fake.ends[tp] = 2  # as Tansu tells it when offsets 1-3 are one batch
+    fake.records = [consumed("outcomes", 1, n, b"k", b"%d" % n) for n in range(4)]
+    seen: list[int] = []
+
+    def every(record: Record) -> bool:
+        seen.append(record.offset)
+        return False
+
+    await lookup.scan(1, None, every)
+    assert seen == [0, 1, 2, 3]  # the whole fetch: never cut at the end offset
+    assert fake.seeks == [(tp, 0)]
+    fake.positions[tp] = 0
+    fake.records = [consumed("outcomes", 1, n, b"k", b"") for n in (1, 2)]
+    seen.clear()
+
+    def first(record: Record) -> bool:
+        seen.append(record.offset)
+        return True
+
+    await lookup.scan(1, 1, first)
+    assert seen == [1] and fake.seeks[-1] == (tp, 1)  # stopped when told to
+    fake.positions[tp] = 0
+    fake.failures["getmany"] = [KafkaConnectionError("gone")]
+    with pytest.raises(BrokerError, match="reading outcomes/1: KafkaConnectionError"):
+        await lookup.scan(1, None, lambda record: False)
     await lookup.stop()

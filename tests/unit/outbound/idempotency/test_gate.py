@@ -48,7 +48,7 @@ async def through(
     gate: IdempotencyGate, send: Send, envelope: dict[str, Any] = ENVELOPE
 ) -> Guarded:
     request, call = request_and_call(envelope)
-    return await gate.around(request, call, send)
+    return await gate.around(request, call, send, 0)
 
 
 def gate(
