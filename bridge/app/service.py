@@ -26,9 +26,10 @@ from bridge.app.watch import BrokerWatch
 from bridge.app.wiring import Inbound, Outbound, instances_api, polls, tracker
 from bridge.config import Settings
 from bridge.http.server import HttpServer
+from bridge.kafka.consumer import COMMIT_TIMEOUT_S
 from bridge.kafka.contact import reach_broker
 from bridge.kafka.errors import BrokerError
-from bridge.kafka.producer import Publisher
+from bridge.kafka.producer import UNREACHABLE_FLUSH_S, Publisher
 from bridge.tracking.log import DeliveryLog
 from bridge.twilio.accounts import Accounts
 from bridge.twilio.client import TwilioClient
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 CONTACT_TIMEOUT_S = 5.0  # for one broker to answer at start-up
 CONTACT_EVERY_S = 1.0  # between tries while none answers
 WAITING_LOG_EVERY_S = 30.0
+SHUTDOWN_RESERVE_S = COMMIT_TIMEOUT_S + UNREACHABLE_FLUSH_S
 
 
 class Component(Protocol):
@@ -184,12 +186,16 @@ class Bridge:
         readiness. A poll stuck on a broker outage is cancelled afterwards; its watermark did
         not move.
         """
+        # What follows the wait takes up to SHUTDOWN_RESERVE_S when the broker is gone (the
+        # last commit, the producer's flush): the wait leaves it room (half the grace period
+        # at most), so that the process exits within the grace period.
         grace_s = self.settings.processing.shutdown_grace_s
+        grace_s -= min(SHUTDOWN_RESERVE_S, grace_s / 2)
         deadline = time.monotonic() + grace_s
         consumer = self.outbound.consumer
         log.info("stopping: finishing %d in-flight requests", consumer.in_flight)
         polled = asyncio.wait({polling}, timeout=grace_s) if polling else asyncio.sleep(0)
-        drained, *_ = await asyncio.gather(consumer.drain(), polled, self._stop_http())
+        drained, *_ = await asyncio.gather(consumer.drain(grace_s), polled, self._stop_http())
         if not drained:
             log.warning("grace period over; unfinished requests will be redelivered")
         # One grace period for everything: webhook events get what the requests left.

@@ -26,7 +26,7 @@ from bridge.kafka.offsets import PartitionOffsets
 from bridge.kafka.ordering import KeyedRunner
 from bridge.kafka.records import Record
 
-__all__ = ["OnAssigned", "RequestConsumer"]
+__all__ = ["COMMIT_TIMEOUT_S", "OnAssigned", "RequestConsumer"]
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Record], Awaitable[None]]
@@ -227,9 +227,10 @@ class RequestConsumer:
             self._in_flight -= self._unfinished.pop(tp, 0)
         self._pulse.fire()
 
-    async def drain(self) -> bool:
-        """Wait for in-flight work up to the grace period, commit; True when all finished."""
-        finished = await self._wait_finished(None, self._grace_s)
+    async def drain(self, within_s: float | None = None) -> bool:
+        """Wait for in-flight work up to ``within_s`` (the grace period), commit (up to
+        ``COMMIT_TIMEOUT_S`` more); True when all finished."""
+        finished = await self._wait_finished(None, self._grace_s if within_s is None else within_s)
         await self._runner.cancel()
         await self._commit()
         return finished

@@ -22,10 +22,12 @@ from bridge.kafka.errors import BrokerError, kafka_errors
 from bridge.kafka.refusals import group_refusal, idempotence_refusal, topic_refusals
 from bridge.kafka.retry import until_taken
 
-__all__ = ["Publisher", "RecordTooLarge"]
+__all__ = ["UNREACHABLE_FLUSH_S", "Publisher", "RecordTooLarge"]
 
 log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
+# How long stop() waits for a flush while the broker was last found unreachable.
+UNREACHABLE_FLUSH_S = 1.0
 
 
 class RecordTooLarge(Exception):
@@ -142,7 +144,7 @@ class Publisher:
         Giving up loses nothing: whatever waits on an acknowledgement that never came was never
         counted as done (its offset is not committed, its webhook was not answered 2xx).
         """
-        timeout_s = timeout_s if self._connected else min(timeout_s, 1.0)
+        timeout_s = timeout_s if self._connected else min(timeout_s, UNREACHABLE_FLUSH_S)
         try:
             with kafka_errors("stopping the producer"):
                 await asyncio.wait_for(self._producer.stop(), timeout_s)

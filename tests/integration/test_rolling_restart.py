@@ -109,7 +109,7 @@ async def test_a_rolling_restart_of_two_replicas_under_load_loses_nothing(
     tansu: Any, mock: Callable[..., str], tmp_path: Path
 ) -> None:
     bootstrap = tansu.bootstrap_servers
-    total, rate = 3000, 150.0
+    total, rate = 2000, 150.0
     base_url = mock("--latency-ms", "50")
     topics = Topics.fresh()
     await topics.create(bootstrap, 4)

@@ -127,7 +127,8 @@ class SoakResult:
     def summary(self) -> str:
         slopes = ", ".join(f"{k} {v:+.3f}" for k, v in self.slopes().items())
         return (
-            f"sent={self.sent} replied={self.replied} lost={self.lost} "
+            f"sent={self.sent} replied={self.replied} not replied by the end of the drain="
+            f"{self.lost} "
             f"replies by outcome {dict(self.statuses)} webhooks by status "
             f"{dict(sorted(self.webhooks.items()))}\n"
             f"idle before/after load: tasks {self.idle_tasks_before} -> "
