@@ -312,17 +312,18 @@ def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
 
 
 async def _main(ns: argparse.Namespace) -> None:
+    # By name: Config gains fields, and a positional list would shift silently.
     config = Config(
-        ns.latency_ms / 1000,
-        ns.error_rate,
-        ns.rate_429,
-        ns.retry_after,
-        ns.reset_rate,
-        ns.account_limit,
-        ns.others,
-        ns.post_status,
-        ns.slow_rate,
-        ns.slow_ms / 1000,
+        latency=ns.latency_ms / 1000,
+        error_rate=ns.error_rate,
+        rate_429=ns.rate_429,
+        retry_after=ns.retry_after,
+        reset_rate=ns.reset_rate,
+        account_limit=ns.account_limit,
+        others=ns.others,
+        post_status=ns.post_status,
+        slow_rate=ns.slow_rate,
+        slow=ns.slow_ms / 1000,
     )
     server = await serve(config, ns.host, ns.port)
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
