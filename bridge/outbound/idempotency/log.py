@@ -127,6 +127,8 @@ class IdempotencyLog:
         # Per partition owned: the offset after the last answer read (the answers of the
         # starts written now will be at or after it).
         self._answers_next: dict[int, int] = {}
+        # Partitions gained whose answers are being read for the first time.
+        self._loading: set[int] = set()
         # Requests with a given id being sent by this process right now; the future is made
         # only when a duplicate has to wait for one.
         self._running: dict[str, asyncio.Future[None] | None] = {}
@@ -205,9 +207,11 @@ class IdempotencyLog:
         if before is not None:
             await asyncio.shield(before)
         began = time.monotonic()
+        self._loading |= gained & owned
         await until_taken(lambda: self._answers.follow(owned), "idempotency: following answers")
         await until_taken(self._starts.catch_up, "idempotency: reading the starts")
         await until_taken(self._answers.catch_up, "idempotency: reading the answers")
+        self._loading -= gained
         took = time.monotonic() - began
         first = not self.ready
         IDEMPOTENCY_LOAD_SECONDS.set(took + self._read_s if first else took)
@@ -440,8 +444,12 @@ class IdempotencyLog:
             return
         at, offset = record.timestamp / 1000, record.offset
         index.tick(self._clock())
-        for answered, _, _ in answers(record.value or b""):
-            index.record_answered(answered, at, partition, offset)
+        keys = (key for key, _, _ in answers(record.value or b""))
+        if partition in self._loading:
+            index.load_answered(keys, at, partition, offset)
+        else:
+            for answered in keys:
+                index.record_answered(answered, at, partition, offset)
 
 
 def _return_freed_memory() -> None:
