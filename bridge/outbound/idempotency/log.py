@@ -110,11 +110,10 @@ class IdempotencyLog:
         # call back. They are batched per loop turn already, so no linger either.
         self._starts_publisher: Publisher | None = None  # made by start()
         self._clock = clock
-        window_s = settings.window_s
-        self._filter = IdFilter(window_s)
+        self._filter = IdFilter(settings.window_s)
         # Exact outcomes: of the partitions owned, and of records in the single-topic format.
         self._owned: dict[int, IdempotencyIndex] = {}
-        self._single = IdempotencyIndex(window_s)
+        self._single = IdempotencyIndex(settings.window_s)
         # Log partitions: the fewer of the two topics' (request partition p records in p mod
         # this); the settings' until start() has seen the topics.
         self._partitions = settings.partitions
@@ -142,8 +141,7 @@ class IdempotencyLog:
         # What check() waits for: the starts read, then each assignment's partitions.
         self._loads = TaskSet("idempotency log loads")
         self._synced: asyncio.Task[None] | None = None
-        self._started_at = 0.0
-        self._read_s = 0.0  # how long the first read of every partition's starts took
+        self._started_at = self._read_s = 0.0  # the first read of every partition's starts
         self._warned = False
         self.ready = False  # the starts read, and the partitions of an assignment loaded
 
