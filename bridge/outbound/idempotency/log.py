@@ -145,9 +145,6 @@ class IdempotencyLog:
         self._warned = False
         self.ready = False  # the starts read, and the partitions of an assignment loaded
 
-    def __len__(self) -> int:
-        return len(self._filter)
-
     async def start(self) -> None:
         """Create the topics if needed and start reading every partition's starts; ``ready``
         once they and the partitions of the first assignment are read."""
