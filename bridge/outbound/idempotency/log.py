@@ -239,18 +239,19 @@ class IdempotencyLog:
         filter says it was started (an owned partition's index, or else the log)."""
         now = self._clock()
         single = self._single.prior_of(key, now)
+        here = self._outcome(key, partition, now)
         prior = _decisive(
             InStartsTopic(single.at, single.partition, single.offset)
             if isinstance(single, Answered)
             else single,
-            self._outcome(key, partition, now),
+            here,
         )
         for other in self._started_in(key, now):
             if isinstance(prior, Answered):
                 break
-            if other == partition and prior is not None:
+            if other == partition and here is not None:
                 continue  # known here already
-            found = self._outcome(key, other, now)
+            found = self._outcome(key, other, now) if other != partition else None
             if found is None:
                 found = await self._search.find(key, other)
             prior = _decisive(prior, found)
