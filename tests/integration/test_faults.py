@@ -50,10 +50,7 @@ async def test_a_resent_request_is_answered_with_the_first_reply_even_after_a_re
             replies = await collect(bootstrap, topics.replies, 5 * (run + 1), 60)
         finally:
             assert bridge.stop() == 0, bridge.log()[-3000:]
-    calls = await _calls(base_url)
-    by_id: dict[str, list[Any]] = {}
-    for reply in replies:
-        by_id.setdefault(reply.value["id"], []).append(reply.value)
+    calls, by_id = await _calls(base_url), _by_id(replies)
     print(f"replies per id: {Counter(len(v) for v in by_id.values())}, calls: {calls}")
     assert set(calls.values()) == {1} and len(calls) == 5
     for first, again in by_id.values():
@@ -87,9 +84,8 @@ async def test_ids_resent_under_other_keys_after_a_rebalance_are_not_sent_again(
     second = BridgeProcess(bootstrap, base_url, topics, tmp_path / "second.log", env)
     try:
         items = [counted_post(n, "moved") for n in range(total)]
-        await produce_to(
-            bootstrap, topics.requests, [(n % partitions, i) for n, i in enumerate(items)]
-        )
+        firsts = [(n % partitions, item) for n, item in enumerate(items)]
+        await produce_to(bootstrap, topics.requests, firsts)
         await collect(bootstrap, topics.replies, total, 60)
         second.start()
         deadline = time.monotonic() + 60
@@ -100,20 +96,12 @@ async def test_ids_resent_under_other_keys_after_a_rebalance_are_not_sent_again(
         await second.wait_ready()
         on_second = _owned(second.log(), topics.requests)
         on_first = set(range(partitions)) - on_second
-        # Each id again, under a new key, on a partition of the other replica than its first.
-        moved = []
-        for n, (key, value) in enumerate(items):
-            others = sorted(on_first if n % partitions in on_second else on_second)
-            moved.append((others[n % len(others)], (b"resent-" + key, value)))
-        await produce_to(bootstrap, topics.requests, moved)
+        await produce_to(bootstrap, topics.requests, _moved(items, on_first, on_second))
         replies = await collect(bootstrap, topics.replies, 2 * total, 60, settle_s=1)
     finally:
         assert second.stop() == 0, second.log()[-3000:]
         assert first.stop() == 0, first.log()[-3000:]
-    calls = await _calls(base_url)
-    by_id: dict[str, list[Any]] = {}
-    for reply in replies:
-        by_id.setdefault(reply.value["id"], []).append(reply.value)
+    calls, by_id = await _calls(base_url), _by_id(replies)
     duplicate_calls = sum(c - 1 for c in calls.values())
     again = [r[1] for r in by_id.values() if len(r) > 1]
     answered = sum(1 for r in again if r["warnings"][-1:] and "duplicate" in r["warnings"][-1])
@@ -127,6 +115,26 @@ async def test_ids_resent_under_other_keys_after_a_rebalance_are_not_sent_again(
     assert answered == total
     for first_reply, resent in (r[:2] for r in by_id.values()):
         assert resent["body"] == first_reply["body"] and resent["status"] == "ok"
+
+
+def _by_id(replies: list[Any]) -> dict[str, list[Any]]:
+    """The replies' values, by request id, in the order they came."""
+    by_id: dict[str, list[Any]] = {}
+    for reply in replies:
+        by_id.setdefault(reply.value["id"], []).append(reply.value)
+    return by_id
+
+
+def _moved(
+    items: list[tuple[bytes, bytes]], on_first: set[int], on_second: set[int]
+) -> list[tuple[int, tuple[bytes, bytes]]]:
+    """Each item (first sent on partition n modulo the partitions) again, under a new key, on a
+    partition of the other replica than the one that owns its first partition now."""
+    moved, partitions = [], len(on_first | on_second)
+    for n, (key, value) in enumerate(items):
+        others = sorted(on_first if n % partitions in on_second else on_second)
+        moved.append((others[n % len(others)], (b"resent-" + key, value)))
+    return moved
 
 
 async def produce_to(

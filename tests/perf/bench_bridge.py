@@ -466,7 +466,8 @@ class BenchBridge(BridgeProcess):
         env = super().env()
         for name in self.TEST_ONLY:
             env.pop(name, None)
-        # A tree compared with this one may predate a setting the harness gives, and a bridge
+        env.update(self.extra_env)
+        # A tree compared with this one may predate a setting given here, and a bridge
         # refuses settings it does not know.
         known = (self.root / "bridge" / "config.py").read_text()
         for name in [n for n in env if n.startswith("BRIDGE_DEDUPE__")]:

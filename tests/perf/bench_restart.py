@@ -355,17 +355,7 @@ class Bench:
         others = Others(self.bootstrap, topics, self.others)
         await others.start()
         port = free_port()
-        env = {
-            "BRIDGE_LOG_LEVEL": "INFO",
-            "BRIDGE_KAFKA__SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
-            "BRIDGE_DEDUPE__TOPIC": log_topics["outcomes"],
-            "BRIDGE_DEDUPE__ANSWERS_TOPIC": log_topics["answers"],
-            "BRIDGE_DEDUPE__PARTITIONS": str(self.partitions),
-            "BRIDGE_HTTP__PORT": str(port),
-            **system.env,
-        }
-        if layout == "legacy":
-            env.pop("BRIDGE_DEDUPE__ANSWERS_TOPIC")  # that tree refuses a setting it lacks
+        env = self.env(log_topics, port, system)
         log_path = self.workdir / f"{topics.group}-{name}.log"
         BenchBridge.pinning = self.pinning
         BenchBridge.root = system.root
@@ -375,7 +365,7 @@ class Bench:
         assert bridge.process is not None
         pid = bridge.process.pid
         try:
-            await self.ready(bridge, port)
+            await bridge.wait_ready(600)
             result.ready_s = time.time() - spawned
             result.lines = log_times(log_path)
             result.join_s = result.lines.get("assigned", float("nan")) - spawned
@@ -399,21 +389,18 @@ class Bench:
             result.problem = f"exit code {code}; see {log_path}"
         return result
 
-    async def ready(self, bridge: BenchBridge, port: int) -> None:
-        """Until ``/readyz`` answers 200; raises if the bridge exits or takes 10 minutes."""
-        assert bridge.process is not None
-        deadline = time.monotonic() + 600
-        async with httpx.AsyncClient() as http:
-            while time.monotonic() < deadline:
-                if bridge.process.poll() is not None:
-                    raise RuntimeError(f"exited {bridge.process.returncode}: {bridge.log()[-300:]}")
-                try:
-                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise RuntimeError("not ready within 600 s")
+    def env(self, log_topics: dict[str, str], port: int, system: System) -> dict[str, str]:
+        """The bridge's settings: the log's topics, this bench's session timeout."""
+        return {
+            "BRIDGE_LOG_LEVEL": "INFO",
+            "BRIDGE_KAFKA__SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+            "BRIDGE_DEDUPE__TOPIC": log_topics["outcomes"],
+            # Left out by BenchBridge for a tree that has no answers topic (it would refuse it).
+            "BRIDGE_DEDUPE__ANSWERS_TOPIC": log_topics["answers"],
+            "BRIDGE_DEDUPE__PARTITIONS": str(self.partitions),
+            "BRIDGE_HTTP__PORT": str(port),
+            **system.env,
+        }
 
     async def probe(self, topics: Topics, written: list[Batch], owned: int) -> str:
         """Resend ``probes`` ids of the log on partition ``owned`` under new keys: each must be

@@ -149,10 +149,13 @@ class BridgeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     async def wait_ready(self, within_s: float = 30) -> None:
-        """Until ``/readyz`` answers 200; fails with the end of the log after ``within_s``."""
+        """Until ``/readyz`` answers 200; fails with the end of the log after ``within_s``, or
+        as soon as the process has exited."""
         deadline = time.monotonic() + within_s
         async with httpx.AsyncClient() as http:
             while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise AssertionError("bridge exited:\n" + self.log()[-3000:])
                 try:
                     if (await http.get(f"{self.http_url}/readyz")).status_code == 200:
                         return

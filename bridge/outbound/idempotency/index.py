@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import random
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -140,6 +141,26 @@ class IdempotencyIndex:
             # about the order of recording, and no bytes move.
             _ENTRY.pack_into(bucket, pos, key, at_ms, where)
 
+    def load_answered(self, keys: Iterable[int], at: float, partition: int, offset: int) -> None:
+        """``record_answered`` for answers read while the index is first filled, when no
+        entry of theirs can be here yet: each is added without looking for one (an id
+        answered twice has two entries, and the first found is the first answer)."""
+        where = (partition & _PARTITION_MASK) << _OFFSET_BITS | (offset + 1)
+        at_ms, pack, buckets, spread = round(at * 1000), _ENTRY.pack, self._buckets, self._spread
+        shift, moving, added = 64 - self._bits, self._old is not None, 0
+        for key in keys:
+            index = (key * spread & _MASK_64) >> shift
+            if moving:
+                self._move(index >> 2)
+            bucket = buckets[index]
+            if bucket is None:
+                buckets[index] = bytearray(pack(key, at_ms, where))
+            else:
+                bucket += pack(key, at_ms, where)
+            added += 1
+        self._count += added
+        self._after_write()
+
     def prior(self, request_id: str, now: float) -> Prior | None:
         """What happened to ``request_id`` within the window before ``now``, if anything."""
         return self.prior_of(digest(request_id), now)
@@ -194,6 +215,9 @@ class IdempotencyIndex:
         else:
             bucket += entry
             self._count += 1
+        self._after_write()
+
+    def _after_write(self) -> None:
         # One bucket cleaned per write: each is visited once every len(buckets) writes.
         self._clean(self._sweep)
         self._sweep = (self._sweep + 1) % len(self._buckets)

@@ -110,11 +110,10 @@ class IdempotencyLog:
         # call back. They are batched per loop turn already, so no linger either.
         self._starts_publisher: Publisher | None = None  # made by start()
         self._clock = clock
-        window_s = settings.window_s
-        self._filter = IdFilter(window_s)
+        self._filter = IdFilter(settings.window_s)
         # Exact outcomes: of the partitions owned, and of records in the single-topic format.
         self._owned: dict[int, IdempotencyIndex] = {}
-        self._single = IdempotencyIndex(window_s)
+        self._single = IdempotencyIndex(settings.window_s)
         # Log partitions: the fewer of the two topics' (request partition p records in p mod
         # this); the settings' until start() has seen the topics.
         self._partitions = settings.partitions
@@ -127,6 +126,8 @@ class IdempotencyLog:
         # Per partition owned: the offset after the last answer read (the answers of the
         # starts written now will be at or after it).
         self._answers_next: dict[int, int] = {}
+        # Partitions gained whose answers are being read for the first time.
+        self._loading: set[int] = set()
         # Requests with a given id being sent by this process right now; the future is made
         # only when a duplicate has to wait for one.
         self._running: dict[str, asyncio.Future[None] | None] = {}
@@ -140,13 +141,9 @@ class IdempotencyLog:
         # What check() waits for: the starts read, then each assignment's partitions.
         self._loads = TaskSet("idempotency log loads")
         self._synced: asyncio.Task[None] | None = None
-        self._started_at = 0.0
-        self._read_s = 0.0  # how long the first read of every partition's starts took
+        self._started_at = self._read_s = 0.0  # the first read of every partition's starts
         self._warned = False
         self.ready = False  # the starts read, and the partitions of an assignment loaded
-
-    def __len__(self) -> int:
-        return len(self._filter)
 
     async def start(self) -> None:
         """Create the topics if needed and start reading every partition's starts; ``ready``
@@ -205,9 +202,11 @@ class IdempotencyLog:
         if before is not None:
             await asyncio.shield(before)
         began = time.monotonic()
+        self._loading |= gained & owned
         await until_taken(lambda: self._answers.follow(owned), "idempotency: following answers")
         await until_taken(self._starts.catch_up, "idempotency: reading the starts")
         await until_taken(self._answers.catch_up, "idempotency: reading the answers")
+        self._loading -= gained
         took = time.monotonic() - began
         first = not self.ready
         IDEMPOTENCY_LOAD_SECONDS.set(took + self._read_s if first else took)
@@ -240,18 +239,19 @@ class IdempotencyLog:
         filter says it was started (an owned partition's index, or else the log)."""
         now = self._clock()
         single = self._single.prior_of(key, now)
+        here = self._outcome(key, partition, now)
         prior = _decisive(
             InStartsTopic(single.at, single.partition, single.offset)
             if isinstance(single, Answered)
             else single,
-            self._outcome(key, partition, now),
+            here,
         )
         for other in self._started_in(key, now):
             if isinstance(prior, Answered):
                 break
-            if other == partition and prior is not None:
+            if other == partition and here is not None:
                 continue  # known here already
-            found = self._outcome(key, other, now)
+            found = self._outcome(key, other, now) if other != partition else None
             if found is None:
                 found = await self._search.find(key, other)
             prior = _decisive(prior, found)
@@ -440,8 +440,12 @@ class IdempotencyLog:
             return
         at, offset = record.timestamp / 1000, record.offset
         index.tick(self._clock())
-        for answered, _, _ in answers(record.value or b""):
-            index.record_answered(answered, at, partition, offset)
+        keys = (key for key, _, _ in answers(record.value or b""))
+        if partition in self._loading:
+            index.load_answered(keys, at, partition, offset)
+        else:
+            for answered in keys:
+                index.record_answered(answered, at, partition, offset)
 
 
 def _return_freed_memory() -> None:

@@ -102,6 +102,17 @@ def test_buckets_grow_a_few_at_a_time_and_every_id_stays_found(
     assert index.prior("req-x", now=20) is None
 
 
+def test_answers_loaded_at_once_are_found_and_an_id_answered_twice_keeps_its_first() -> None:
+    index = IdempotencyIndex(window_s=100)
+    index.load_answered((digest(f"a-{n}") for n in range(1000)), at=10, partition=2, offset=7)
+    index.load_answered([digest("a-3")], at=12, partition=2, offset=9)
+    assert index.prior("a-5", now=20) == Answered(10, 2, 7)
+    assert index.prior("a-3", now=20) == Answered(10, 2, 7)
+    index.record_started(digest("a-3"), at=13)  # an answer stands
+    assert index.prior("a-3", now=20) == Answered(10, 2, 7)
+    assert index.prior("a-5", now=110) is None  # and goes with the window
+
+
 def test_an_index_is_sized_for_the_ids_it_expects() -> None:
     assert IdempotencyIndex(window_s=100)._bits == 12  # 4,096 buckets, to a million ids
     assert IdempotencyIndex(window_s=100, expected=2_000_000)._bits == 14
