@@ -10,13 +10,14 @@ anything: what was not committed is redelivered to the group's next member.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer
 
 from bridge.kafka.errors import kafka_errors
 
-__all__ = ["stop_consumer"]
+__all__ = ["stop_consumer", "stop_following"]
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 5.0
@@ -50,3 +51,15 @@ async def _stop(consumer: AIOKafkaConsumer) -> bool:
             raise  # this task is being cancelled: not the fetcher's own cancellation
         return False
     return True
+
+
+async def stop_following(
+    task: asyncio.Task[None] | None, consumer: AIOKafkaConsumer | None, what: str
+) -> None:
+    """Cancel the background ``task`` that reads with ``consumer``, then stop the consumer."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if consumer is not None:
+        await stop_consumer(consumer, what)

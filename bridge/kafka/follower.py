@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.config import KafkaSettings
 from bridge.kafka.admin import create_topic
-from bridge.kafka.closing import stop_consumer
+from bridge.kafka.closing import stop_following
 from bridge.kafka.connection import FETCH_MAX_BYTES, connection_kwargs
 from bridge.kafka.errors import kafka_errors
 from bridge.kafka.retry import until_taken
@@ -135,12 +135,7 @@ class TopicFollower:
 
     async def stop(self) -> None:
         """Stop following and disconnect."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await stop_consumer(self._consumer, f"stopping to follow {self.topic}")
+        await stop_following(self._task, self._consumer, f"stopping to follow {self.topic}")
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
         for _ in range(50):  # metadata for a topic just created takes a moment

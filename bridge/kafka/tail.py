@@ -9,7 +9,6 @@ that appeared meanwhile is read from its beginning, since all it holds is new.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.config import KafkaSettings
 from bridge.kafka.admin import create_topics
+from bridge.kafka.closing import stop_following
 from bridge.kafka.connection import FETCH_MAX_BYTES, connection_kwargs
 from bridge.kafka.errors import BrokerError, kafka_errors
 from bridge.kafka.records import Record
@@ -76,12 +76,7 @@ class TopicTail:
 
     async def stop(self) -> None:
         """Stop following and disconnect."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await stop_following(self._task, self._consumer, f"stopping to tail {self.topic}")
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
         # Assigning a partition makes the client track the topic's metadata: partition 0 is
