@@ -156,39 +156,46 @@ async def test_callbacks_are_published_on_the_requests_key_then_the_send_is_tomb
     assert len(owner.tracker.book) == 0
 
 
-async def test_a_send_no_longer_at_hand_is_read_back_from_its_latest_state(
-    owner: Owner, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def one_at_hand(owner: Owner, monkeypatch: pytest.MonkeyPatch) -> Owner:
+    """An owner that keeps one whole send at hand."""
     monkeypatch.setattr(book_module, "RECENT", 1)
+    return owner
+
+
+async def _first_then_second(owner: Owner, *between: ConsumerRecord[bytes, bytes]) -> str:
+    """Sends 1 and 2, in that order with ``between`` in between; the first's token."""
     await owner.start()
     first, second = _send(1), _send(2)
     await owner.turn(
         _raw(0, first.token, first.to_json(), SEND),
-        _callback(1, first.token, "sent"),
-        _raw(2, second.token, second.to_json(), SEND),
+        *between,
+        _raw(1 + len(between), second.token, second.to_json(), SEND),
     )
-    assert owner.tracker.book.whole(first.token) is None  # only the last one is at hand
+    return first.token
+
+
+async def test_a_send_no_longer_at_hand_is_read_back_from_its_latest_state(
+    one_at_hand: Owner,
+) -> None:
+    owner = one_at_hand
+    token = _send(1).token
+    await _first_then_second(owner, _callback(1, token, "sent"))
+    assert owner.tracker.book.whole(token) is None  # only the last one is at hand
     # The state written after 'sent' is the latest whole record of the first send.
     [(_, _, state, _, _)] = [s for s in owner.publisher.sent if s[0] == STATE_TOPIC]
     state_offset = len(owner.publisher.sent) - 1
     owner.lookup.records[state_offset] = Record(STATE_TOPIC, 0, state_offset, None, state, ())
-    await owner.turn(_callback(3, first.token, "delivered"))
+    await owner.turn(_callback(3, token, "delivered"))
     assert owner.lookup.reads == [(0, state_offset)]
     assert owner.deliveries()[-1] == (b"key-1", "delivered", 2, True, "callback")
 
 
-async def test_a_send_whose_record_is_gone_is_forgotten(
-    owner: Owner, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(book_module, "RECENT", 1)
-    await owner.start()
-    first, second = _send(1), _send(2)
-    await owner.turn(
-        _raw(0, first.token, first.to_json(), SEND),
-        _raw(1, second.token, second.to_json(), SEND),
-    )
+async def test_a_send_whose_record_is_gone_is_forgotten(one_at_hand: Owner) -> None:
+    owner = one_at_hand
+    token = await _first_then_second(owner)
     del owner.lookup.records[0]  # compacted or expired away
-    await owner.turn(_callback(2, first.token, "delivered"))
+    await owner.turn(_callback(2, token, "delivered"))
     assert owner.lookup.reads == [(0, 0)]
     assert owner.deliveries() == [] and len(owner.tracker.book) == 1
 
