@@ -25,7 +25,7 @@ from bridge.config import Credential, TwilioSettings
 from bridge.contract.events import CloudEvent
 from bridge.inbound.delivery import EventDelivery
 from bridge.instances.model import Instance
-from bridge.kafka.producer import Publisher
+from bridge.kafka.producer import Headers, Publisher
 from bridge.kafka.records import Record
 from bridge.outbound.idempotency.index import Answered, IdempotencyIndex, Prior, digest
 from bridge.outbound.processor import Processor
@@ -65,6 +65,7 @@ __all__ = [
     "FakeConsumer",
     "MemoryIdempotencyStore",
     "RecordingDelivery",
+    "RecordingPublisher",
     "RecordingTwilio",
     "TwilioHandler",
     "answering",
@@ -382,6 +383,31 @@ class RecordingDelivery(EventDelivery):
         self.events += events
         self.delivered.set()
         return self.acknowledge
+
+
+class RecordingPublisher(Publisher):
+    """Kafka stand-in for a publisher: keeps each record, acknowledged at once (at its index
+    among those kept) or, when ``held``, once ``ack`` is set."""
+
+    def __init__(self, held: bool = False) -> None:
+        # No producer: nothing here connects (the base class's state is never used).
+        self.sent: list[tuple[str, bytes | None, bytes | None, Headers, int | None]] = []
+        self.ack = asyncio.Event()
+        if not held:
+            self.ack.set()
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> tuple[int, int]:
+        self.sent.append((topic, key, value, list(headers), partition))
+        offset = len(self.sent) - 1
+        await self.ack.wait()
+        return partition or 0, offset
 
 
 # --- answers in turn, for retries ----------------------------------------------------------

@@ -10,6 +10,10 @@ A new owner reads its partitions from the beginning: sends and states are taken 
 events are held until the partition is read to its end, then applied unless the latest state
 says they were (``applied`` is the offset of the last event applied to a send). Its own states
 read back while the partition is live are ignored: its memory is ahead of them.
+
+Memory holds each send packed (``Pending``: where its latest whole record is, and what deciding
+without it takes), and the whole sends of the few learnt about last; the caller reads the
+others back from the state topic when an event comes for them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from bridge.contract.deliveries import DeliveryRecord
 from bridge.kafka.records import Record
+from bridge.tracking.pending import Pending
 from bridge.tracking.send import (
     Event,
     TrackedSend,
@@ -31,13 +36,17 @@ from bridge.tracking.send import (
 )
 from bridge.tracking.statuses import Verdict
 
-__all__ = ["SEND", "STATE", "EVENT", "Book", "Change", "event_key"]
+__all__ = ["EVENT", "RECENT", "SEND", "STATE", "Book", "Change", "Held", "event_key"]
 
 log = logging.getLogger(__name__)
 
 SEND = b"send"
 STATE = b"state"
 EVENT = b"event"
+# Whole sends kept at hand besides the packed ones: the sends callbacks are coming for now.
+RECENT = 2048
+# An event read before its partition was read to its end: (offset, token, event).
+Held = tuple[int, str, Event]
 
 
 def event_key(token: str, nonce: str) -> bytes:
@@ -59,13 +68,19 @@ class Change:
 
 @dataclass
 class Book:
-    """The sends of the owned partitions, and the events held until a partition is read."""
+    """The sends of the owned partitions, and the events held until a partition is read.
+
+    Each send is kept as a packed ``Pending``; the whole ``TrackedSend`` of the last
+    ``RECENT`` sends learnt about (read, recalled or changed) is kept besides, and the caller
+    reads the others back from the state topic (``wanted``, then ``recall``) before an event
+    is applied to them.
+    """
 
     me: str  # this process's id, in the states it writes
-    sends: dict[str, TrackedSend] = field(default_factory=dict)
-    held: dict[int, list[tuple[int, str, Event]]] = field(default_factory=dict)
+    sends: dict[str, bytes] = field(default_factory=dict)  # token -> Pending, packed
+    recent: dict[str, TrackedSend] = field(default_factory=dict)  # oldest first
+    held: dict[int, list[Held]] = field(default_factory=dict)
     live: set[int] = field(default_factory=set)
-    partition_of: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.sends)
@@ -73,9 +88,34 @@ class Book:
     def reset(self) -> None:
         """Forget everything: the partitions are being read again from the beginning."""
         self.sends.clear()
+        self.recent.clear()
         self.held.clear()
         self.live.clear()
-        self.partition_of.clear()
+
+    def pending(self, token: str) -> Pending | None:
+        packed = self.sends.get(token)
+        return Pending.unpack(packed) if packed is not None else None
+
+    def whole(self, token: str) -> TrackedSend | None:
+        """The whole send of ``token`` when it is at hand (else it must be recalled)."""
+        return self.recent.get(token)
+
+    def wanted(self, record: Record) -> str | None:
+        """The token whose whole send must be recalled before ``record`` is read, if any."""
+        kind = dict(record.headers).get("kind")
+        if kind != EVENT or record.partition not in self.live:
+            return None
+        token = (record.key or b"").decode(errors="replace").split("/", 1)[0]
+        return token if token in self.sends and token not in self.recent else None
+
+    def recall(self, token: str, send: TrackedSend | None) -> None:
+        """The whole send of ``token`` as read back from the state topic; None when its record
+        is gone (it cannot be published for any more: forgotten)."""
+        if send is None or send.token != token:
+            log.warning("tracking: the state record of a tracked send is gone; forgetting it")
+            self._drop(token)
+        elif token in self.sends:
+            self._remember(send)
 
     def read(self, record: Record, at: Callable[[], str]) -> list[Change]:
         """Take one record of the state topic; the changes to carry out (live partitions)."""
@@ -98,33 +138,58 @@ class Book:
         except ValueError as exc:
             log.warning("tracking: ignoring a record of the state topic: %s", exc)
             return []
-        known = self.sends.get(key)
-        if kind == SEND and known is None:
-            self._keep(send, record.partition)
-        elif kind == STATE and not mine and _newer(send, known):
-            self._keep(send, record.partition)
+        known = self.pending(key)
+        if (kind == SEND and known is None) or (kind == STATE and not mine and _newer(send, known)):
+            fetches = known.fetches if known is not None else 0
+            self._keep(send, Pending.of(send, record.partition, record.offset, fetches))
         return []
 
-    def caught_up(self, partition: int, at: Callable[[], str]) -> list[Change]:
-        """The partition was read to its end: apply the events held for it, from now on live."""
+    def caught_up(self, partition: int) -> list[Held]:
+        """The partition was read to its end, from now on live: the events held for it, to be
+        applied in turn (``apply``), each send recalled first."""
         self.live.add(partition)
-        changes = []
-        for offset, token, event in self.held.pop(partition, []):
-            change = self._apply(token, offset, event, at)
-            if change is not None:
-                changes.append(change)
-        return changes
+        return self.held.pop(partition, [])
 
-    def settle(self, change: Change) -> None:
-        """Keep the outcome of a change carried out (or forget a finished send)."""
-        if change.gone:
+    def apply(self, token: str, offset: int, event: Event, at: Callable[[], str]) -> Change | None:
+        """What ``event`` at ``offset`` does to the send of ``token``, if anything."""
+        pending = self.pending(token)
+        if pending is None or offset <= pending.applied:
+            return None  # finished, never tracked here, or applied before
+        send = self.recent[token]  # recalled by the caller
+        if event.type == "answer":
+            after = answered(send, event, offset)
+            if after is None:  # Twilio refused the create call: nothing will come
+                return Change(token, "refused", send, None, gone=True)
+            return Change(token, "answered", after)
+        params = event.params or {}
+        status = callback_status(send.resource, params)
+        if event.account_sid != send.account_sid or status is None:
+            return Change(token, "foreign", replace(send, applied=offset))
+        verdict, after, record = learnt(
+            send, status, params, source="callback", at=at(), offset=offset
+        )
+        return Change(token, verdict, after, record, gone=finished(after))
+
+    def settle(self, change: Change, where: int | None = None) -> None:
+        """Keep the outcome of a change carried out (its state written at offset ``where``,
+        when it was), or forget a finished send."""
+        pending = self.pending(change.token)
+        if change.gone or pending is None:
             self._drop(change.token)
-        else:
-            self.sends[change.token] = change.send
+            return
+        place = pending.where if where is None else where
+        self._keep(change.send, Pending.of(change.send, pending.partition, place, pending.fetches))
+
+    def fetched(self, token: str) -> None:
+        """A reconciling fetch of the send of ``token`` started."""
+        pending = self.pending(token)
+        if pending is not None:
+            self.sends[token] = pending.fetched().pack()
 
     def expire(self, token: str, at: str) -> Change:
-        """The bridge gives up on a send: a final ``expired`` record unless it had a final one."""
-        send = self.sends[token]
+        """The bridge gives up on a send (recalled first): a final ``expired`` record unless it
+        had a final one."""
+        send = self.recent[token]
         if send.final:
             return Change(token, "expired", send, None, gone=True)
         record = expired(send, at)
@@ -140,35 +205,23 @@ class Book:
         if record.partition not in self.live:
             self.held.setdefault(record.partition, []).append((record.offset, token, event))
             return []
-        change = self._apply(token, record.offset, event, at)
+        change = self.apply(token, record.offset, event, at)
         return [change] if change is not None else []
 
-    def _apply(self, token: str, offset: int, event: Event, at: Callable[[], str]) -> Change | None:
-        send = self.sends.get(token)
-        if send is None or offset <= send.applied:
-            return None  # finished, never tracked here, or applied before
-        if event.type == "answer":
-            after = answered(send, event, offset)
-            if after is None:  # Twilio refused the create call: nothing will come
-                return Change(token, "refused", send, None, gone=True)
-            return Change(token, "answered", after)
-        params = event.params or {}
-        status = callback_status(send.resource, params)
-        if event.account_sid != send.account_sid or status is None:
-            return Change(token, "foreign", replace(send, applied=offset))
-        verdict, after, record = learnt(
-            send, status, params, source="callback", at=at(), offset=offset
-        )
-        return Change(token, verdict, after, record, gone=finished(after))
+    def _keep(self, send: TrackedSend, pending: Pending) -> None:
+        self.sends[send.token] = pending.pack()
+        self._remember(send)
 
-    def _keep(self, send: TrackedSend, partition: int) -> None:
-        self.sends[send.token] = send
-        self.partition_of[send.token] = partition
+    def _remember(self, send: TrackedSend) -> None:
+        self.recent.pop(send.token, None)
+        self.recent[send.token] = send
+        if len(self.recent) > RECENT:
+            del self.recent[next(iter(self.recent))]
 
     def _drop(self, token: str) -> None:
         self.sends.pop(token, None)
-        self.partition_of.pop(token, None)
+        self.recent.pop(token, None)
 
 
-def _newer(send: TrackedSend, known: TrackedSend | None) -> bool:
+def _newer(send: TrackedSend, known: Pending | None) -> bool:
     return known is None or (send.applied, send.sequence) > (known.applied, known.sequence)

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -22,11 +23,14 @@ from bridge.config import KafkaSettings, TrackingSettings
 from bridge.contract.envelopes import BasicRequest, utc_timestamp
 from bridge.contract.errors import BridgeError
 from bridge.kafka.errors import BrokerError
+from bridge.kafka.lookup import RecordLookup
 from bridge.kafka.ownership import OwnedPartitions
 from bridge.kafka.producer import Publisher
-from bridge.kafka.retry import pause
+from bridge.kafka.records import Record
+from bridge.kafka.retry import pause, until_taken
 from bridge.observability.metrics import DELIVERIES, DELIVERIES_TRACKED
 from bridge.tracking.book import STATE, Book, Change
+from bridge.tracking.pending import Pending
 from bridge.tracking.send import TrackedSend, finished, learnt
 from bridge.twilio.accounts import Accounts
 from bridge.twilio.calls import CallBuilder
@@ -40,7 +44,7 @@ log = logging.getLogger(__name__)
 
 _FETCHES = {"message": "FetchMessage", "call": "FetchCall"}
 _MAX_FETCHES = 16  # reconciling fetches in flight at once
-_MAX_BACKOFF_S = 6 * 3600.0
+_SCAN_EVERY_S = 10.0
 
 
 class DeliveryTracker:
@@ -63,8 +67,10 @@ class DeliveryTracker:
         self._owned = OwnedPartitions(
             kafka, settings.state_topic, f"{kafka.group_id}.tracking", owner="tracking"
         )
+        self._lookup = RecordLookup(kafka, settings.state_topic)
         self._assignments = 0
-        self._checks: dict[str, tuple[int, float]] = {}  # token -> (fetches, next at)
+        self._due: deque[str] = deque()  # sends to fetch or give up on, found by _scan
+        self._scan_at = 0.0
         self._fetching: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
         DELIVERIES_TRACKED.set_function(lambda: len(self.book))
 
@@ -81,6 +87,7 @@ class DeliveryTracker:
         for task in self._fetching.values():
             task.cancel()
         await self._owned.stop()
+        await self._lookup.stop()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Follow the owned partitions and reconcile their sends until ``stopping`` is set."""
@@ -96,13 +103,33 @@ class DeliveryTracker:
             # Assigned anew: every partition is read again from its beginning.
             self._assignments = self._owned.assignments
             self.book.reset()
-            self._checks.clear()
+            self._due.clear()
+            self._scan_at = 0.0
         for record in records:
+            await self._recall(self.book.wanted(record))
             await self._carry_out(self.book.read(record, utc_timestamp))
         for partition in self._owned.owned() - self.book.live:
             if await self._owned.caught_up(partition):
-                await self._carry_out(self.book.caught_up(partition, utc_timestamp))
+                for offset, token, event in self.book.caught_up(partition):
+                    if await self._recall(token):
+                        change = self.book.apply(token, offset, event, utc_timestamp)
+                        await self._carry_out([change] if change is not None else [])
         await self._reconcile()
+
+    async def _recall(self, token: str | None) -> bool:
+        """Have the whole send of ``token`` at hand, read back from the state topic if need
+        be; False when it is not tracked here (any more)."""
+        pending = self.book.pending(token) if token is not None else None
+        if token is None or pending is None:
+            return False
+        if self.book.whole(token) is None:
+            # Never "gone" for a read that failed: that would drop the send.
+            record = await until_taken(
+                lambda: self._lookup.read(pending.partition, pending.where),
+                "tracking: reading a tracked send back",
+            )
+            self.book.recall(token, _whole(record))
+        return self.book.whole(token) is not None
 
     async def _carry_out(self, changes: list[Change]) -> None:
         for change in changes:
@@ -115,55 +142,69 @@ class DeliveryTracker:
             value = change.record.model_dump_json().encode()
             headers = [("id", send.request_id.encode())]
             await self._publisher.publish(self._settings.topic, send.key, value, headers)
-        partition = self.book.partition_of.get(change.token)
-        if partition is not None and (change.gone or send != self.book.sends.get(change.token)):
+        pending = self.book.pending(change.token)
+        where = None
+        if pending is not None and (change.gone or send != self.book.whole(change.token)):
             value_or_tombstone = None if change.gone else send.to_json()
             headers = [("by", self._me.encode())]
             if not change.gone:
                 headers.append(("kind", STATE))
-            await self._publisher.publish(
+            _, where = await self._publisher.publish(
                 self._settings.state_topic,
                 change.token.encode(),
                 value_or_tombstone,
                 headers,
-                partition=partition,
+                partition=pending.partition,
             )
-        self.book.settle(change)
-        if change.gone:
-            self._checks.pop(change.token, None)
+        self.book.settle(change, where)
         DELIVERIES.labels(source, _outcome(change)).inc()
 
     async def _reconcile(self) -> None:
-        """Apply the fetches that finished, give up on sends too old, start the fetches due."""
+        """Apply the fetches that finished, then give up on the sends too old and start the
+        fetches due, as many at once as ``_MAX_FETCHES``."""
         for token, task in [(t, task) for t, task in self._fetching.items() if task.done()]:
             del self._fetching[token]
             fetched = None if task.cancelled() or task.exception() else task.result()
-            send = self.book.sends.get(token)
-            if fetched is not None and send is not None:
-                status = fetched.get("status")
-                if isinstance(status, str):
-                    verdict, after, record = learnt(
-                        send, status, fetched, source="reconcile", at=utc_timestamp()
-                    )
-                    change = Change(token, verdict, after, record, gone=finished(after))
-                    await self._write(change, "reconcile")
+            status = fetched.get("status") if fetched is not None else None
+            if isinstance(status, str) and fetched is not None and await self._recall(token):
+                send = self.book.whole(token)
+                assert send is not None
+                verdict, after, record = learnt(
+                    send, status, fetched, source="reconcile", at=utc_timestamp()
+                )
+                change = Change(token, verdict, after, record, gone=finished(after))
+                await self._write(change, "reconcile")
         now = self._clock()
-        settings = self._settings
-        for token, send in list(self.book.sends.items()):
-            if self.book.partition_of.get(token) not in self.book.live:
+        if not self._due and now >= self._scan_at:
+            self._scan(now)
+        while self._due and len(self._fetching) < _MAX_FETCHES:
+            token = self._due.popleft()
+            pending = self.book.pending(token)
+            if pending is None or token in self._fetching or not await self._recall(token):
                 continue
-            if now >= send.created_at + settings.give_up_after_s:
+            if now >= pending.created_at + self._settings.give_up_after_s:
                 await self._write(self.book.expire(token, utc_timestamp()), "reconcile")
                 continue
-            if send.final or token in self._fetching or len(self._fetching) >= _MAX_FETCHES:
-                continue
-            first = send.created_at + settings.reconcile_after_s
-            fetches, due = self._checks.get(token, (0, first))
-            if now < due or send.sid is None:
-                continue
-            backoff = min(settings.reconcile_after_s * 2**fetches, _MAX_BACKOFF_S)
-            self._checks[token] = (fetches + 1, now + backoff)
+            send = self.book.whole(token)
+            assert send is not None
+            self.book.fetched(token)
             self._fetching[token] = asyncio.create_task(self._fetch(send))
+
+    def _scan(self, now: float) -> None:
+        """Queue the sends to give up on or fetch now. The packed sends are looked over at
+        most every ``_SCAN_EVERY_S`` (a tenth of ``reconcile_after_s`` when shorter): a
+        fetch or the end comes that much late at most."""
+        settings = self._settings
+        after_s = settings.reconcile_after_s
+        for token, packed in self.book.sends.items():
+            pending = Pending.unpack(packed)
+            if pending.partition not in self.book.live or token in self._fetching:
+                continue
+            ending = now >= pending.created_at + settings.give_up_after_s
+            fetching = not pending.final and pending.answered and now >= pending.fetch_at(after_s)
+            if ending or fetching:
+                self._due.append(token)
+        self._scan_at = now + min(_SCAN_EVERY_S, after_s / 10)
 
     async def _fetch(self, send: TrackedSend) -> dict[str, Any] | None:
         """The resource as Twilio has it now, or None when the fetch failed."""
@@ -196,3 +237,13 @@ def _outcome(change: Change) -> str:
     if change.record is not None:
         return "published"
     return str(change.verdict)
+
+
+def _whole(record: Record | None) -> TrackedSend | None:
+    """The send a record of the state topic holds, if it holds one."""
+    if record is None or record.value is None:
+        return None
+    try:
+        return TrackedSend.from_json(record.value)
+    except ValueError:
+        return None
