@@ -26,7 +26,7 @@ __all__ = [
     "ALIASES",
     "EVENT_STREAMS",
     "FAMILIES",
-    "TRACE_EXTENSIONS",
+    "TRACE_CONTEXT",
     "CloudEvent",
     "EventError",
     "event_streams_events",
@@ -99,14 +99,15 @@ class CloudEvent:
         return [*headers, ("content-type", self.datacontenttype.encode())]
 
 
-# The CloudEvents distributed-tracing extension's attributes (W3C Trace Context).
-TRACE_EXTENSIONS = ("traceparent", "tracestate")
+# W3C Trace Context: its headers, which are also the attributes of the CloudEvents
+# distributed-tracing extension.
+TRACE_CONTEXT = ("traceparent", "tracestate")
 
 
 def with_trace(event: CloudEvent, headers: Sequence[tuple[str, bytes]]) -> CloudEvent:
     """``event`` carrying the W3C trace context in ``headers`` as the distributed-tracing
     extension (``ce_traceparent``, ``ce_tracestate``); unchanged when there is none."""
-    trace = {k: v.decode("latin-1") for k, v in headers if k in TRACE_EXTENSIONS}
+    trace = {k: v.decode("latin-1") for k, v in headers if k in TRACE_CONTEXT}
     return replace(event, extensions={**event.extensions, **trace}) if trace else event
 
 

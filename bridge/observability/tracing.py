@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
+from bridge.contract.events import TRACE_CONTEXT
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 AttributeValue = str | int | float | bool
 # The W3C Trace Context headers and W3C Baggage, as the bridge reads and writes them.
-TRACE_HEADERS: Final = ("traceparent", "tracestate", "baggage")
+TRACE_HEADERS: Final = (*TRACE_CONTEXT, "baggage")
 
 # Every attribute a span of the bridge may hold (OpenTelemetry semantic conventions for
 # messaging, HTTP client and HTTP server, and the bridge's own ``twilio.*``). Anything else is
