@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ class Record:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int | None = None
+    # When this process took it from the consumer (time.monotonic()); 0.0 when not consumed.
+    taken_at: float = 0.0
 
     @classmethod
     def of(cls, raw: Any) -> Record:
@@ -31,6 +34,7 @@ class Record:
             value=raw.value,
             headers=tuple(raw.headers or ()),
             timestamp_ms=raw.timestamp,
+            taken_at=time.monotonic(),
         )
 
     def text_headers(self) -> list[tuple[str, str]]:

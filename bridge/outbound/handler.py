@@ -50,6 +50,10 @@ class RequestHandler:
         with tracer().consumer(
             f"process {record.topic}", record.headers, _span_attributes(record)
         ) as span:
+            if span.recording and record.taken_at:
+                # The time it waited for the records before it with the same key.
+                waited_ms = (time.monotonic() - record.taken_at) * 1000
+                span.event("key order wait", {"twilio.wait_ms": round(waited_ms, 3)})
             outcome = await self._processor.process(record)
             trace = span.headers()
             try:
