@@ -5,8 +5,9 @@ own context passed through with tracing off, and what no span may ever hold."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import httpx
@@ -29,6 +30,7 @@ from tests.helpers import (
     FAST_RETRIES,
     ONE_ATTEMPT,
     TOO_MANY,
+    MemoryIdempotencyStore,
     RecordingTwilio,
     answering,
     answering_in_turn,
@@ -270,6 +272,28 @@ async def test_a_wait_for_the_senders_pace_is_an_event(spans: InMemorySpanExport
     assert attributes["twilio.attempt"] == 1
     wait_ms = attributes["twilio.wait_ms"]
     assert isinstance(wait_ms, float) and wait_ms > 0
+
+
+async def test_the_wait_behind_the_same_key_is_an_event(spans: InMemorySpanExporter) -> None:
+    taken = replace(request_record(ENVELOPE), taken_at=time.monotonic() - 0.25)
+    await handle(answering(201, CREATED_MESSAGE), taken)
+    process, _ = by_kind(spans)
+    [wait] = process.events
+    assert wait.name == "key order wait"
+    wait_ms = (wait.attributes or {})["twilio.wait_ms"]
+    assert isinstance(wait_ms, float) and wait_ms >= 250
+
+
+async def test_the_idempotency_check_is_an_event_saying_what_it_found(
+    spans: InMemorySpanExporter,
+) -> None:
+    twilio = answering(201, CREATED_MESSAGE)
+    again = request_record(ENVELOPE)
+    await handle(twilio, again, again, idempotency=MemoryIdempotencyStore())
+    assert len(twilio.requests) == 1
+    first, second = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    names = [[e.name for e in span.events] for span in (first, second)]
+    assert names == [["idempotency check: new"], ["idempotency check: answered"]]
 
 
 # --- tracing off -----------------------------------------------------------------------------
