@@ -189,7 +189,9 @@ async def test_an_unreachable_collector_never_holds_up_a_reply_or_the_stop(
     process, _ = await start(tansu.bootstrap_servers, twilio, tmp_path / "bridge.log", env)
     try:
         items = [envelope(f"lost-{n}") for n in range(20)]
-        traceparent = [("traceparent", TRACEPARENT.encode())]
+        # A trace of its own: the other tests look for theirs in what the mock was sent.
+        trace_id = uuid.uuid4().hex
+        traceparent = [("traceparent", f"00-{trace_id}-{REQUEST_SPAN}-01".encode())]
         await produce(
             tansu.bootstrap_servers, process.topics.requests, items, lambda _: traceparent
         )
@@ -197,7 +199,7 @@ async def test_an_unreachable_collector_never_holds_up_a_reply_or_the_stop(
         assert sorted(r.value["id"] for r in replies) == sorted(f"lost-{n}" for n in range(20))
         assert {r.value["status"] for r in replies} == {"ok"}
         # Still tracing: each reply carries the context of its span in the request's trace.
-        assert {ids(r.headers["traceparent"])[0] for r in replies} == {TRACE_ID}
+        assert {ids(r.headers["traceparent"])[0] for r in replies} == {trace_id}
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{process.http_url}/readyz")).status_code == 200
     finally:
