@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from twilio.request_validator import RequestValidator
@@ -40,6 +39,7 @@ from tests.helpers import (
     INSTANCE_ACCOUNT,
     RecordingDelivery,
     stored_instance,
+    traceparent_of,
 )
 
 PARAMS = {"AccountSid": ACCOUNT, "MessageSid": "SM1", "Body": "hi"}
@@ -344,12 +344,6 @@ async def post_traced(http: httpx.AsyncClient, **headers: str) -> httpx.Response
     signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
     signed = {"content-type": FORM, "x-twilio-signature": signature, **headers}
     return await http.post(url, content=urlencode(params), headers=signed)
-
-
-def traceparent_of(span: ReadableSpan) -> str:
-    assert span.context is not None
-    ids = f"{span.context.trace_id:032x}-{span.context.span_id:016x}"
-    return f"00-{ids}-{span.context.trace_flags:02x}"
 
 
 async def test_a_webhook_is_a_server_span_whose_context_its_event_carries(

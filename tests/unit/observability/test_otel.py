@@ -25,6 +25,7 @@ from bridge import __version__
 from bridge.observability.logs import MASK
 from bridge.observability.otel import DEFAULT_SERVICE_NAME, OtelTracer
 from bridge.observability.tracing import tracer
+from tests.helpers import parent_of, span_ids, traceparent_of
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
@@ -37,23 +38,6 @@ def only(spans: InMemorySpanExporter) -> ReadableSpan:
     return span
 
 
-def hex_ids(span: ReadableSpan) -> tuple[str, str]:
-    assert span.context is not None
-    return format(span.context.trace_id, "032x"), format(span.context.span_id, "016x")
-
-
-def parent_id(span: ReadableSpan) -> str | None:
-    return None if span.parent is None else format(span.parent.span_id, "016x")
-
-
-def traceparent_of(span: ReadableSpan) -> str:
-    """The W3C ``traceparent`` naming ``span`` (its flags as the SDK set them: sampled, and
-    random trace id)."""
-    assert span.context is not None
-    trace_id, span_id = hex_ids(span)
-    return f"00-{trace_id}-{span_id}-{span.context.trace_flags:02x}"
-
-
 # --- parents ---------------------------------------------------------------------------------
 
 
@@ -63,8 +47,8 @@ def test_a_consumed_record_with_context_gives_a_child_of_it(spans: InMemorySpanE
         pass
     span = only(spans)
     assert span.kind is SpanKind.CONSUMER
-    assert hex_ids(span)[0] == TRACE_ID
-    assert parent_id(span) == PARENT_ID
+    assert span_ids(span)[0] == TRACE_ID
+    assert parent_of(span) == PARENT_ID
     assert span.parent is not None and span.parent.is_remote
 
 
@@ -85,7 +69,7 @@ def test_a_record_without_usable_context_starts_a_trace(
         pass
     span = only(spans)
     assert span.parent is None
-    assert hex_ids(span)[0] != "0" * 32
+    assert span_ids(span)[0] != "0" * 32
 
 
 def test_the_span_hands_on_its_own_context_and_the_requests_state_and_baggage(
@@ -113,7 +97,7 @@ def test_a_served_request_is_a_child_of_its_http_headers(spans: InMemorySpanExpo
         pass
     span = only(spans)
     assert span.kind is SpanKind.SERVER
-    assert (hex_ids(span)[0], parent_id(span)) == (TRACE_ID, PARENT_ID)
+    assert (span_ids(span)[0], parent_of(span)) == (TRACE_ID, PARENT_ID)
 
 
 def test_client_and_internal_spans_are_children_of_the_current_span(
@@ -127,8 +111,8 @@ def test_client_and_internal_spans_are_children_of_the_current_span(
     client_span, internal_span, process = spans.get_finished_spans()
     assert (client_span.kind, internal_span.kind) == (SpanKind.CLIENT, SpanKind.INTERNAL)
     for child in (client_span, internal_span):
-        assert hex_ids(child)[0] == hex_ids(process)[0]
-        assert parent_id(child) == hex_ids(process)[1]
+        assert span_ids(child)[0] == span_ids(process)[0]
+        assert parent_of(child) == span_ids(process)[1]
     # What goes to Twilio names the client span, not the process span.
     assert sent == traceparent_of(client_span)
 
@@ -151,12 +135,12 @@ async def test_concurrent_requests_keep_their_own_parents(spans: InMemorySpanExp
     await asyncio.gather(*(request(i) for i in ids))
     by_trace: dict[str, list[ReadableSpan]] = {}
     for span in spans.get_finished_spans():
-        by_trace.setdefault(hex_ids(span)[0], []).append(span)
+        by_trace.setdefault(span_ids(span)[0], []).append(span)
     assert sorted(by_trace) == sorted(ids)
     for family in by_trace.values():
         [client] = [s for s in family if s.kind is SpanKind.CLIENT]
         [process] = [s for s in family if s.kind is SpanKind.CONSUMER]
-        assert parent_id(client) == hex_ids(process)[1]
+        assert parent_of(client) == span_ids(process)[1]
 
 
 def test_the_current_span_and_its_ids(spans: InMemorySpanExporter) -> None:
@@ -166,7 +150,7 @@ def test_the_current_span_and_its_ids(spans: InMemorySpanExporter) -> None:
         current = tracer().current()
         assert current.recording
         ids = tracer().ids()
-    assert ids == hex_ids(only(spans))
+    assert ids == span_ids(only(spans))
     assert dict(current.headers())["traceparent"] == traceparent_of(only(spans)).encode()
     # Leaving the span leaves no context behind.
     assert tracer().ids() is None

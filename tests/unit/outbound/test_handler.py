@@ -35,7 +35,10 @@ from tests.helpers import (
     answering,
     answering_in_turn,
     outbound_processor,
+    parent_of,
     request_record,
+    span_ids,
+    traceparent_of,
 )
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -92,21 +95,6 @@ async def handle(
     return published
 
 
-def ids(span: ReadableSpan) -> tuple[str, str]:
-    assert span.context is not None
-    return f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
-
-
-def parent(span: ReadableSpan) -> str | None:
-    return None if span.parent is None else f"{span.parent.span_id:016x}"
-
-
-def traceparent(span: ReadableSpan) -> bytes:
-    assert span.context is not None
-    trace_id, span_id = ids(span)
-    return f"00-{trace_id}-{span_id}-{span.context.trace_flags:02x}".encode()
-
-
 def by_kind(spans: InMemorySpanExporter) -> tuple[ReadableSpan, list[ReadableSpan]]:
     """The one process span and the client spans, in the order they ended."""
     finished = spans.get_finished_spans()
@@ -126,7 +114,7 @@ async def test_a_request_with_context_is_processed_in_a_child_span(
     published = await handle(twilio, request_record(ENVELOPE, CONTEXT))
     process, [client] = by_kind(spans)
     assert process.name == "process twilio.requests"
-    assert (ids(process)[0], parent(process)) == (TRACE_ID, PARENT_ID)
+    assert (span_ids(process)[0], parent_of(process)) == (TRACE_ID, PARENT_ID)
     assert dict(process.attributes or {}) == {
         "messaging.system": "kafka",
         "messaging.operation.type": "process",
@@ -140,12 +128,12 @@ async def test_a_request_with_context_is_processed_in_a_child_span(
         "twilio.reply.status": "ok",
     }
     # The client span: a child of the process span, and named in what Twilio received.
-    assert (ids(client)[0], parent(client)) == (TRACE_ID, ids(process)[1])
+    assert (span_ids(client)[0], parent_of(client)) == (TRACE_ID, span_ids(process)[1])
     [request] = twilio.requests
-    assert request.headers.get_list("traceparent") == [traceparent(client).decode()]
+    assert request.headers.get_list("traceparent") == [traceparent_of(client)]
     # The reply carries the process span's context, the requester's state and baggage.
     reply = published.headers(REPLIES)
-    assert reply["traceparent"] == traceparent(process)
+    assert reply["traceparent"] == traceparent_of(process).encode()
     assert (reply["tracestate"], reply["baggage"]) == (b"vendor=x", b"tenant=t1")
     assert (reply["id"], reply["status"]) == (b"order-78456-sms", b"ok")
 
@@ -153,10 +141,10 @@ async def test_a_request_with_context_is_processed_in_a_child_span(
 async def test_a_request_without_context_starts_a_trace(spans: InMemorySpanExporter) -> None:
     published = await handle(answering(201, CREATED_MESSAGE), request_record(ENVELOPE))
     process, [client] = by_kind(spans)
-    assert parent(process) is None
-    assert parent(client) == ids(process)[1]
+    assert parent_of(process) is None
+    assert parent_of(client) == span_ids(process)[1]
     reply = published.headers(REPLIES)
-    assert reply["traceparent"] == traceparent(process)
+    assert reply["traceparent"] == traceparent_of(process).encode()
     assert "tracestate" not in reply and "baggage" not in reply
 
 
@@ -166,7 +154,7 @@ async def test_an_error_reply_and_its_error_record_carry_the_process_spans_conte
     published = await handle(answering(400, BAD_REQUEST), request_record(ENVELOPE, CONTEXT))
     process, [client] = by_kind(spans)
     for topic in (REPLIES, ERRORS):
-        assert published.headers(topic)["traceparent"] == traceparent(process)
+        assert published.headers(topic)["traceparent"] == traceparent_of(process).encode()
     assert process.status.status_code is StatusCode.ERROR
     assert (process.attributes or {})["error.type"] == "twilio"
     assert (process.attributes or {})["twilio.reply.status"] == "error"
@@ -181,10 +169,10 @@ async def test_a_rejected_record_is_still_a_span_whose_context_the_error_record_
     published = await handle(twilio, request_record(b"\xff not json", CONTEXT))
     process, clients = by_kind(spans)
     assert clients == [] and twilio.requests == []
-    assert parent(process) == PARENT_ID
+    assert parent_of(process) == PARENT_ID
     assert process.status.status_code is StatusCode.ERROR
     assert (process.attributes or {})["error.type"] == "rejected"
-    assert published.headers(ERRORS)["traceparent"] == traceparent(process)
+    assert published.headers(ERRORS)["traceparent"] == traceparent_of(process).encode()
 
 
 async def test_the_minimal_error_record_carries_the_context_too(
@@ -200,7 +188,7 @@ async def test_the_minimal_error_record_carries_the_context_too(
     minimal = [(key, h) for to, key, h in published.records if h.get("kind") == b"internal"]
     [(key, headers)] = minimal
     assert key is None
-    assert headers["traceparent"] == traceparent(process)
+    assert headers["traceparent"] == traceparent_of(process).encode()
 
 
 # --- attempts, pages, waits ------------------------------------------------------------------
@@ -214,9 +202,9 @@ async def test_each_attempt_is_its_own_client_span_and_a_retry_is_an_event(
     process, clients = by_kind(spans)
     assert [(c.attributes or {})["twilio.attempt"] for c in clients] == [1, 2]
     assert [(c.attributes or {})["http.response.status_code"] for c in clients] == [429, 201]
-    assert {parent(c) for c in clients} == {ids(process)[1]}
+    assert {parent_of(c) for c in clients} == {span_ids(process)[1]}
     sent = [r.headers["traceparent"] for r in twilio.requests]
-    assert sent == [traceparent(c).decode() for c in clients]
+    assert sent == [traceparent_of(c) for c in clients]
     [retry] = process.events
     assert retry.name == "retry"
     assert dict(retry.attributes or {}) == {"twilio.attempt": 1, "error.type": "rate_limited"}
@@ -254,9 +242,9 @@ async def test_each_page_is_its_own_client_span_without_the_query(
     await handle(twilio, request_record(LIST))
     process, clients = by_kind(spans)
     assert len(clients) == len(twilio.requests) == 3
-    assert {parent(c) for c in clients} == {ids(process)[1]}
+    assert {parent_of(c) for c in clients} == {span_ids(process)[1]}
     assert {c.name for c in clients} == {"GET /2010-04-01/Accounts/{Sid}/Messages.json"}
-    assert len({ids(c)[1] for c in clients}) == 3
+    assert len({span_ids(c)[1] for c in clients}) == 3
 
 
 async def test_a_wait_for_the_senders_pace_is_an_event(spans: InMemorySpanExporter) -> None:

@@ -7,14 +7,20 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bridge.contract.errors import CallNotSent, CallTimeout
 from bridge.observability.tracing import tracer
 from bridge.twilio.client import TwilioClient
-from tests.helpers import CALL, CREATED_MESSAGE, TWILIO_SETTINGS, RecordingTwilio, answering
+from tests.helpers import (
+    CALL,
+    CREATED_MESSAGE,
+    TWILIO_SETTINGS,
+    RecordingTwilio,
+    answering,
+    traceparent_of,
+)
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -30,12 +36,6 @@ async def send(twilio: RecordingTwilio, attempt: int = 1) -> None:
 def sent_traceparents(twilio: RecordingTwilio) -> list[str]:
     [request] = twilio.requests
     return request.headers.get_list("traceparent")
-
-
-def named(span: ReadableSpan) -> str:
-    assert span.context is not None
-    ids = f"{span.context.trace_id:032x}-{span.context.span_id:016x}"
-    return f"00-{ids}-{span.context.trace_flags:02x}"
 
 
 async def test_an_attempt_is_a_client_span_whose_context_goes_to_twilio(
@@ -58,7 +58,7 @@ async def test_an_attempt_is_a_client_span_whose_context_goes_to_twilio(
         "http.response.status_code": 201,
     }
     assert span.status.status_code is StatusCode.UNSET
-    assert sent_traceparents(twilio) == [named(span)]
+    assert sent_traceparents(twilio) == [traceparent_of(span)]
 
 
 async def test_a_resent_attempt_says_how_many_went_before(spans: InMemorySpanExporter) -> None:
@@ -79,7 +79,7 @@ async def test_the_client_span_is_a_child_of_the_current_span(
     assert client.parent is not None and process.context is not None
     assert client.parent.span_id == process.context.span_id
     assert f"{process.context.trace_id:032x}" == TRACEPARENT[3:35]
-    assert sent_traceparents(twilio) == [named(client)]
+    assert sent_traceparents(twilio) == [traceparent_of(client)]
 
 
 async def test_an_error_answer_fails_the_span_with_status_and_twilio_code(
@@ -122,7 +122,7 @@ async def test_a_forwarded_traceparent_gives_way_to_the_client_spans(
     client = TwilioClient(TWILIO_SETTINGS, transport=httpx.MockTransport(twilio))
     await client.send(replace(CALL, headers=forwarded))
     [span] = spans.get_finished_spans()
-    assert sent_traceparents(twilio) == [named(span)]
+    assert sent_traceparents(twilio) == [traceparent_of(span)]
     [request] = twilio.requests
     assert request.headers["i-request-id"] == "1"
 
