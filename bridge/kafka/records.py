@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Record"]
@@ -21,7 +21,8 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int | None = None
     # When this process took it from the consumer (time.monotonic()); 0.0 when not consumed.
-    taken_at: float = 0.0
+    # Not part of what the record is: the same record read twice is still equal.
+    taken_at: float = field(default=0.0, compare=False)
 
     @classmethod
     def of(cls, raw: Any) -> Record:

@@ -253,10 +253,11 @@ def url_template(path: str) -> str:
     segments = path.split("?", 1)[0].split("/")
     out = []
     for segment in segments:
-        if not segment or _NAME.match(segment):
-            out.append(segment)
-        elif _SID.match(segment):
+        # A SID first: one whose hex digits are all letters would pass for a name.
+        if _SID.match(segment):
             out.append("{Sid}.json" if segment.endswith(".json") else "{Sid}")
+        elif not segment or _NAME.match(segment):
+            out.append(segment)
         else:
             out.append("{id}.json" if segment.endswith(".json") else "{id}")
     return "/".join(out)

@@ -37,7 +37,7 @@ from bridge.observability.metrics import (
     labelled,
     status_class,
 )
-from bridge.observability.tracing import AttributeValue, tracer, url_template
+from bridge.observability.tracing import TRACE_HEADERS, AttributeValue, tracer, url_template
 from bridge.twilio.calls import TwilioCall
 from bridge.twilio.responses import HttpResult, twilio_code
 
@@ -273,7 +273,9 @@ class TwilioClient:
         if not spans.enabled:
             return await self._send(call, call.headers)
         with spans.client(_span_name(call), _span_attributes(call, attempt)) as span:
-            result = await self._send(call, (*call.headers, *span.http_headers().items()))
+            # The span's context replaces any the envelope forwarded: one traceparent only.
+            kept = [(k, v) for k, v in call.headers if k.lower() not in TRACE_HEADERS]
+            result = await self._send(call, (*kept, *span.http_headers().items()))
             span.set("http.response.status_code", result.status)
             if result.status >= 400:
                 span.fail(str(result.status))
