@@ -242,9 +242,11 @@ def _listed(exporters: tuple[str, ...]) -> str:
 
 
 # A Twilio SID (two letters, 32 hex digits), and path segments that are names of things
-# rather than values (``Accounts``, ``Messages.json``, ``v2``, ``2010-04-01``).
+# rather than values: Twilio names its resources in CamelCase (``Accounts``, ``Messages.json``),
+# its versions ``v2`` or ``2010-04-01``. A CamelCase value (an identity ``Alice``) passes for a
+# name: basic calls show the spec's template instead.
 _SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}(\.json)?$")
-_NAME = re.compile(r"^([A-Za-z][A-Za-z_-]*(\.json)?|v\d+|\d{4}-\d{2}-\d{2})$")
+_NAME = re.compile(r"^([A-Z][A-Za-z]*(\.json)?|v\d+|\d{4}-\d{2}-\d{2})$")
 
 
 def url_template(path: str) -> str:

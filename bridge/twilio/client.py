@@ -229,16 +229,21 @@ class _HttpxTransport:
         await self._http.aclose()
 
 
+def _template(call: TwilioCall) -> str:
+    # The spec's for a basic call; an advanced call's path with its values taken out.
+    return call.template or url_template(call.path)
+
+
 def _span_name(call: TwilioCall) -> str:
     # HTTP client spans are named '{method} {url.template}' (semantic conventions).
-    return f"{call.method} {url_template(call.path)}"
+    return f"{call.method} {_template(call)}"
 
 
 def _span_attributes(call: TwilioCall, attempt: int) -> dict[str, AttributeValue | None]:
     url = wire_url(call.url)
     return {
         "http.request.method": call.method,
-        "url.template": url_template(call.path),
+        "url.template": _template(call),
         "url.scheme": url.scheme,
         "server.address": url.host,
         "server.port": url.port,

@@ -199,6 +199,7 @@ MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages"
         ),
         ("/v1/Services/IS" + "0" * 32 + "/Users/bob@example.com", "/v1/Services/{Sid}/Users/{id}"),
         ("/v1/Verifications/123456", "/v1/Verifications/{id}"),
+        ("/v1/Services/IS" + "0" * 32 + "/Users/alice", "/v1/Services/{Sid}/Users/{id}"),
         (
             "/v2/Services/VA" + "f" * 32 + "/VerificationCheck",
             "/v2/Services/{Sid}/VerificationCheck",
