@@ -151,7 +151,8 @@ class Tracer:
         attributes: Mapping[str, AttributeValue | None],
     ) -> Span:
         """The span of one HTTP request served, a child of the context in its ``headers``."""
-        return _NOTHING
+        carried = tuple((k, headers[k].encode()) for k in TRACE_HEADERS if k in headers)
+        return Span(carried) if carried else _NOTHING
 
     def client(self, name: str, attributes: Mapping[str, AttributeValue | None]) -> Span:
         """The span of one HTTP request sent, a child of the current span."""

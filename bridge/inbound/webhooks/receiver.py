@@ -128,14 +128,17 @@ class WebhookReceiver:
         One HTTP server span covers it; the events published carry its context."""
         attributes = _span_attributes(request)
         with tracer().server(f"{request.method} {_ROUTE}", request.headers, attributes) as span:
-            answer = await self._answer(request)
+            answer = await self._answer(request, span.headers())
             span.set("http.response.status_code", answer.status)
             if answer.status >= 500:
                 span.fail(str(answer.status))
         WEBHOOKS.labels(request.family, answer.outcome).inc()
         return answer
 
-    async def _answer(self, request: WebhookRequest) -> WebhookAnswer:
+    async def _answer(
+        self, request: WebhookRequest, trace: tuple[tuple[str, bytes], ...]
+    ) -> WebhookAnswer:
+        """The answer; the events published carry ``trace`` (the webhook span's context)."""
         try:
             urlsplit(request.url)
         except ValueError:  # a Host header such as '[::1' ("Invalid IPv6 URL")
@@ -169,7 +172,6 @@ class WebhookReceiver:
         if any(size > self._max_record_bytes for size in sizes):
             return WebhookAnswer(413, "too_large", "an event exceeds the broker's message limit")
         topic = event_topic(self._settings, request.family, accounts)
-        trace = tracer().current().headers()
         events = [with_trace(event, trace) for event in events]
         return await self._deliver(request, data, topic, events)
 

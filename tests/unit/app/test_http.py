@@ -393,8 +393,15 @@ async def test_a_webhook_kafka_did_not_take_fails_its_span(spans: InMemorySpanEx
     assert (span.attributes or {})["error.type"] == "503"
 
 
-async def test_with_tracing_off_an_event_carries_no_trace_context() -> None:
+async def test_with_tracing_off_an_event_carries_the_webhooks_own_trace_context() -> None:
     delivery = RecordingDelivery()
     await post_traced(client(delivery), traceparent=TRACEPARENT)
+    [(_, event)] = delivery.events
+    assert dict(event.headers())["ce_traceparent"] == TRACEPARENT.encode()
+
+
+async def test_with_tracing_off_a_webhook_without_context_gives_an_event_without() -> None:
+    delivery = RecordingDelivery()
+    await post_traced(client(delivery))
     [(_, event)] = delivery.events
     assert not any(name.startswith("ce_trace") for name, _ in event.headers())
