@@ -140,7 +140,7 @@ async def test_a_requests_trace_goes_through_twilio_and_back_to_the_reply(
     assert (process.span_id, process.parent_span_id) == (process_id, REQUEST_SPAN)
     assert (client.span_id, client.parent_span_id) == (client_id, process_id)
     assert process.name == f"process {topics.requests}"
-    assert client.name == "POST /2010-04-01/Accounts/{Sid}/Messages.json"
+    assert client.name == "POST /2010-04-01/Accounts/{AccountSid}/Messages.json"
     assert process.attributes["messaging.message.id"] == "traced-1"
     assert process.attributes["twilio.reply.status"] == "ok"
     assert client.attributes["http.response.status_code"] == 201
