@@ -78,12 +78,12 @@ class Traced:
 
 
 async def start(
-    bootstrap: str, twilio: str, log: Path, env: dict[str, str]
+    bootstrap: str, twilio: str, log: Path, env: dict[str, str], family: str = "messages"
 ) -> tuple[BridgeProcess, str]:
     topics = Topics.fresh()
     await topics.create(bootstrap)
     prefix = f"ev-{topics.group}."
-    await create_topics(bootstrap, [prefix + "messages"])
+    await create_topics(bootstrap, [prefix + family])
     process = BridgeProcess(
         bootstrap, twilio, topics, log, {"BRIDGE_WEBHOOK__TOPIC_PREFIX": prefix, **env}
     ).start()
@@ -207,3 +207,35 @@ async def test_an_unreachable_collector_never_holds_up_a_reply_or_the_stop(
         # exporter's retries would take.
         stopped(process)
     assert "tracing on: spans exported by otlp" in process.log()
+
+
+async def test_a_poll_is_a_span_whose_context_the_polled_events_carry(
+    tansu: Any, prism: Any, otlp: OtlpReceiver, tmp_path: Path
+) -> None:
+    # Prism answers ListMessage with the spec's example message: one polled event.
+    env = {
+        **TRACING,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "BRIDGE_CREDENTIALS__DEFAULT__POLL": "true",
+        "BRIDGE_POLLER__START_AT": "2000-01-01T00:00:00Z",
+        "BRIDGE_POLLER__REFRESH_INTERVAL_S": "1",
+        "BRIDGE_POLLER__STATE_TOPIC": f"poll-{uuid.uuid4().hex[:8]}",
+    }
+    bootstrap, log = tansu.bootstrap_servers, tmp_path / "bridge.log"
+    process, prefix = await start(bootstrap, prism.base_url, log, env, "message-status")
+    try:
+        [event] = await collect(tansu.bootstrap_servers, prefix + "message-status", 1, 30)
+    finally:
+        stopped(process)
+    trace_id, poll_id = ids(event.headers["ce_traceparent"])
+
+    def polled(spans: list[ReceivedSpan]) -> bool:
+        return bool(of_trace(spans, trace_id, "CLIENT"))
+
+    spans = await otlp.until(polled, 20)
+    [poll] = of_trace(spans, trace_id, "INTERNAL")
+    assert (poll.name, poll.span_id, poll.parent_span_id) == ("poll", poll_id, None)
+    # The list calls to Twilio are its children, named by the spec's template.
+    lists = of_trace(spans, trace_id, "CLIENT")
+    assert {c.parent_span_id for c in lists} == {poll_id}
+    assert {c.name for c in lists} == {"GET /2010-04-01/Accounts/{AccountSid}/Messages.json"}
