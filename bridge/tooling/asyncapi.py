@@ -154,8 +154,9 @@ _CLOUD_EVENT_HEADERS = {
         "ce_subject": _string("The SID of the resource the event is about; also the key."),
         "ce_time": _string("When it happened (RFC 3339).", format="date-time"),
         "ce_traceparent": _string(
-            "CloudEvents distributed-tracing extension, with tracing on: the webhook's server "
-            "span (or the poll's span), as a W3C traceparent."
+            "CloudEvents distributed-tracing extension, as a W3C traceparent: the webhook's "
+            "server span or the poll's span (tracing on), else the webhook request's own "
+            "traceparent; absent when there is none."
         ),
         "ce_tracestate": _string("W3C tracestate, with ce_traceparent."),
         "content-type": _string("The media type of the value."),
