@@ -229,16 +229,13 @@ class _HttpxTransport:
         await self._http.aclose()
 
 
-def _span_name(call: TwilioCall) -> str:
-    # HTTP client spans are named '{method} {url.template}' (semantic conventions).
-    return f"{call.method} {url_template(call.path)}"
-
-
-def _span_attributes(call: TwilioCall, attempt: int) -> dict[str, AttributeValue | None]:
+def _span_attributes(
+    call: TwilioCall, template: str, attempt: int
+) -> dict[str, AttributeValue | None]:
     url = wire_url(call.url)
     return {
         "http.request.method": call.method,
-        "url.template": url_template(call.path),
+        "url.template": template,
         "url.scheme": url.scheme,
         "server.address": url.host,
         "server.port": url.port,
@@ -272,7 +269,10 @@ class TwilioClient:
         spans = tracer()
         if not spans.enabled:
             return await self._send(call, call.headers)
-        with spans.client(_span_name(call), _span_attributes(call, attempt)) as span:
+        template = url_template(call.path)
+        # HTTP client spans are named '{method} {url.template}' (semantic conventions).
+        name = f"{call.method} {template}"
+        with spans.client(name, _span_attributes(call, template, attempt)) as span:
             result = await self._send(call, (*call.headers, *span.http_headers().items()))
             span.set("http.response.status_code", result.status)
             if result.status >= 400:
