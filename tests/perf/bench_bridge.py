@@ -605,6 +605,11 @@ class Lab:
             self.mocks[latency_ms] = f"http://127.0.0.1:{port}"
         return self.mocks[latency_ms]
 
+    @property
+    def headers(self) -> Callable[[bytes | None], Headers] | None:
+        """The headers of a request record with a key, besides its id: its trace context."""
+        return trace_context if self.traceparent else None
+
     def sink(self) -> str:
         """The OTLP/HTTP sink's base URL (``otlp_sink.py``), started on first use."""
         if not self.sink_url:
@@ -696,9 +701,7 @@ class Lab:
         await topics.create(self.bootstrap, partitions)
         ids = [f"{topics.group}-{i:06d}" for i in range(n)]
         items = ((key(i), envelope(rid, i, self.mode)) for i, rid in enumerate(ids))
-        await produce(
-            self.bootstrap, topics.requests, items, trace_context if self.traceparent else None
-        )
+        await produce(self.bootstrap, topics.requests, items, self.headers)
         await mock_stats(base, reset=True)
         run = Run(label, system, n, latency_ms, partitions, load=os.getloadavg()[0])
         replies, stop = Replies(set(ids)), asyncio.Event()
@@ -810,7 +813,7 @@ class Lab:
                     await asyncio.sleep(wait)
                 value = envelope(rid, i, self.mode, {"sent": time.time()})
                 key = f"key-{i}".encode()
-                headers = trace_context(key) if self.traceparent else None
+                headers = self.headers(key) if self.headers else None
                 await producer.send(topics.requests, value, key=key, headers=headers)
             sent_for = time.time() - started
             await self._until_done(proc, log_path, replies, run)
@@ -984,6 +987,22 @@ def run_row(r: Run, report: Report | None) -> str:
         if alone is not None and alone.added_ms:
             floor = "/".join(fmt(percentile(alone.added_ms, q), ".1f") for q in (0.5, 0.99))
             lat += f" Kafka path alone {floor}"
+    extra = _extras(r)
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
+    text = (
+        f"{r.label:<16} {r.system:<10} {r.envelopes:>6} {fmt(r.startup_s, '.1f'):>5}"
+        f" {fmt(r.window_s, '.2f'):>6} {fmt(r.rate):>6} {of_max:>6}"
+        f" {ratios[0]:>7} {ratios[1]:>8} {ratios[2]:>7}"
+        f" {fmt(r.cpu_ms_per_env, '.3f'):>6} {fmt(r.cpu_s / r.window_s * 100):>4}%"
+        f" {r.rss_kb / 1024:>6.0f} {fmt(r.broker_cpu_s / r.envelopes * 1000, '.3f'):>6}"
+        f" {fmt(r.mock_cpu_s / r.envelopes * 1000, '.3f'):>5} {r.lost:>4} {r.duplicated:>3}"
+        f"  {lat}  [{statuses}]{extra}"
+    )
+    return text + (f"  PROBLEM: {r.problem}" if r.problem else "")
+
+
+def _extras(r: Run) -> str:
+    """The end of a run's row: what only some runs have."""
     extra = ""
     if r.call_ms:
         call = "/".join(fmt(percentile(r.call_ms, q), ".0f") for q in (0.5, 0.99))
@@ -1001,17 +1020,7 @@ def run_row(r: Run, report: Report | None) -> str:
     if r.order_kept is not None:
         extra += " order kept" if r.order_kept else " ORDER BROKEN"
         extra += f", first to last reply {fmt(r.steady_rate, '.1f')}/s"
-    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
-    text = (
-        f"{r.label:<16} {r.system:<10} {r.envelopes:>6} {fmt(r.startup_s, '.1f'):>5}"
-        f" {fmt(r.window_s, '.2f'):>6} {fmt(r.rate):>6} {of_max:>6}"
-        f" {ratios[0]:>7} {ratios[1]:>8} {ratios[2]:>7}"
-        f" {fmt(r.cpu_ms_per_env, '.3f'):>6} {fmt(r.cpu_s / r.window_s * 100):>4}%"
-        f" {r.rss_kb / 1024:>6.0f} {fmt(r.broker_cpu_s / r.envelopes * 1000, '.3f'):>6}"
-        f" {fmt(r.mock_cpu_s / r.envelopes * 1000, '.3f'):>5} {r.lost:>4} {r.duplicated:>3}"
-        f"  {lat}  [{statuses}]{extra}"
-    )
-    return text + (f"  PROBLEM: {r.problem}" if r.problem else "")
+    return extra
 
 
 RUN_HEADER = (
@@ -1323,31 +1332,8 @@ def _pair(text: str) -> tuple[str, str]:
     return first, second
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="End-to-end bridge benchmark with baselines")
-    p.add_argument("--only", nargs="+", choices=SCENARIOS, help="scenarios to run (default all)")
-    p.add_argument(
-        "--baselines",
-        nargs="*",
-        choices=BASELINES,
-        help="baselines to run (default: those the scenarios compare with; none: no argument)",
-    )
-    p.add_argument("--quick", action="store_true", help="smaller runs (about half the time)")
-    p.add_argument("--envelopes", type=int, help="N for zero-p1, zero-p4 and lat100 (20000)")
-    p.add_argument("--repeat", type=int, default=1, help="runs of each backlog scenario")
-    p.add_argument("--paced-rate", type=float, default=1000.0, help="envelopes/s (1000)")
-    p.add_argument("--paced-latency-ms", type=float, nargs="+", default=[0.0, 100.0])
-    p.add_argument("--webhook-concurrency", type=int, default=64)
-    p.add_argument(
-        "--fetch-wait-ms",
-        type=int,
-        default=500,
-        help="fetch.max.wait.ms of the baselines' consumers (aiokafka's 500 by default); give "
-        "a bridge its own with --bridge-env BRIDGE_KAFKA__FETCH_MAX_WAIT_MS=N where it has one",
-    )
-    p.add_argument("--mode", choices=["basic", "advanced"], default="basic")
-    p.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
-    p.add_argument("--stall-s", type=float, default=30, help="give up after no reply this long")
+def _comparison_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that choose the bridges compared: trees, settings, trace context."""
     p.add_argument(
         "--bridge-root",
         type=_root,
@@ -1378,6 +1364,34 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         help="A:B ...: print B against A (CPU per envelope, envelopes/s), round by round",
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="End-to-end bridge benchmark with baselines")
+    p.add_argument("--only", nargs="+", choices=SCENARIOS, help="scenarios to run (default all)")
+    p.add_argument(
+        "--baselines",
+        nargs="*",
+        choices=BASELINES,
+        help="baselines to run (default: those the scenarios compare with; none: no argument)",
+    )
+    p.add_argument("--quick", action="store_true", help="smaller runs (about half the time)")
+    p.add_argument("--envelopes", type=int, help="N for zero-p1, zero-p4 and lat100 (20000)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each backlog scenario")
+    p.add_argument("--paced-rate", type=float, default=1000.0, help="envelopes/s (1000)")
+    p.add_argument("--paced-latency-ms", type=float, nargs="+", default=[0.0, 100.0])
+    p.add_argument("--webhook-concurrency", type=int, default=64)
+    p.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=500,
+        help="fetch.max.wait.ms of the baselines' consumers (aiokafka's 500 by default); give "
+        "a bridge its own with --bridge-env BRIDGE_KAFKA__FETCH_MAX_WAIT_MS=N where it has one",
+    )
+    p.add_argument("--mode", choices=["basic", "advanced"], default="basic")
+    p.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
+    p.add_argument("--stall-s", type=float, default=30, help="give up after no reply this long")
+    _comparison_arguments(p)
     p.add_argument("--chart", type=Path, help="also draw the figures into this PNG file")
     p.add_argument("--profile", type=Path, help="py-spy raw profiles of each run into this dir")
     p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
