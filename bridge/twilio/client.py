@@ -229,21 +229,13 @@ class _HttpxTransport:
         await self._http.aclose()
 
 
-def _template(call: TwilioCall) -> str:
-    # The spec's for a basic call; an advanced call's path with its values taken out.
-    return call.template or url_template(call.path)
-
-
-def _span_name(call: TwilioCall) -> str:
-    # HTTP client spans are named '{method} {url.template}' (semantic conventions).
-    return f"{call.method} {_template(call)}"
-
-
-def _span_attributes(call: TwilioCall, attempt: int) -> dict[str, AttributeValue | None]:
+def _span_attributes(
+    call: TwilioCall, template: str, attempt: int
+) -> dict[str, AttributeValue | None]:
     url = wire_url(call.url)
     return {
         "http.request.method": call.method,
-        "url.template": _template(call),
+        "url.template": template,
         "url.scheme": url.scheme,
         "server.address": url.host,
         "server.port": url.port,
@@ -277,7 +269,11 @@ class TwilioClient:
         spans = tracer()
         if not spans.enabled:
             return await self._send(call, call.headers)
-        with spans.client(_span_name(call), _span_attributes(call, attempt)) as span:
+        # The spec's template for a basic call; an advanced call's path, its values taken out.
+        template = call.template or url_template(call.path)
+        # HTTP client spans are named '{method} {url.template}' (semantic conventions).
+        name = f"{call.method} {template}"
+        with spans.client(name, _span_attributes(call, template, attempt)) as span:
             # The span's context replaces any the envelope forwarded: one traceparent only.
             kept = [(k, v) for k, v in call.headers if k.lower() not in TRACE_HEADERS]
             result = await self._send(call, (*kept, *span.http_headers().items()))
