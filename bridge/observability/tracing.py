@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTRIBUTES",
+    "NOTABLE_WAIT_MS",
     "TRACE_HEADERS",
     "AttributeValue",
     "Span",
@@ -76,6 +77,11 @@ ATTRIBUTES: Final = frozenset(
         "twilio.events",
     }
 )
+
+
+# A wait shorter than this is no event on a span: nearly every request has one, and each event
+# costs span work and export bytes for nothing to see.
+NOTABLE_WAIT_MS: Final = 1.0
 
 
 class Span:

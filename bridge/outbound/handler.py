@@ -18,7 +18,7 @@ from bridge.contract.envelopes import ErrorInfo, Reply
 from bridge.kafka.producer import Publisher
 from bridge.kafka.records import Record
 from bridge.observability.metrics import ERRORS, REPLY_PUBLISH_SECONDS, REQUESTS, labelled
-from bridge.observability.tracing import AttributeValue, tracer
+from bridge.observability.tracing import NOTABLE_WAIT_MS, AttributeValue, tracer
 from bridge.outbound.processor import Outcome, Processor
 from bridge.outbound.replies import error_record, error_record_bytes, reply_bytes
 
@@ -53,7 +53,8 @@ class RequestHandler:
             if span.recording and record.taken_at:
                 # The time it waited for the records before it with the same key.
                 waited_ms = (time.monotonic() - record.taken_at) * 1000
-                span.event("key order wait", {"twilio.wait_ms": round(waited_ms, 3)})
+                if waited_ms >= NOTABLE_WAIT_MS:
+                    span.event("key order wait", {"twilio.wait_ms": round(waited_ms, 3)})
             outcome = await self._processor.process(record)
             trace = span.headers()
             try:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from bridge.contract.envelopes import AdvancedRequest, BasicRequest, Reply
 from bridge.contract.errors import UnknownOutcome
-from bridge.observability.tracing import tracer
+from bridge.observability.tracing import NOTABLE_WAIT_MS, tracer
 from bridge.outbound.idempotency.index import (
     Answered,
     IdempotencyStore,
@@ -87,8 +87,9 @@ class IdempotencyGate:
         prior: Prior | None = await store.check(request.id, partition)
         if span.recording:
             waited_ms = round((time.monotonic() - started) * 1000, 3)
-            found = "answered" if isinstance(prior, Answered) else "started" if prior else "new"
-            span.event(f"idempotency check: {found}", {"twilio.wait_ms": waited_ms})
+            if prior is not None or waited_ms >= NOTABLE_WAIT_MS:
+                found = "answered" if isinstance(prior, Answered) else "started" if prior else "new"
+                span.event(f"idempotency check: {found}", {"twilio.wait_ms": waited_ms})
         if isinstance(prior, Answered):
             first = await store.first_reply(request.id, prior)
             return _duplicate(first, prior) if first is not None else None
