@@ -67,10 +67,15 @@ def test_off_a_record_without_trace_context_gives_a_span_without_headers() -> No
     assert off.ids() is None
 
 
+def test_off_a_served_request_carries_its_own_context_on() -> None:
+    span = Tracer().server("POST /webhooks", {"traceparent": TRACEPARENT.decode()}, {})
+    assert (span.recording, span.headers()) == (False, (("traceparent", TRACEPARENT),))
+    assert Tracer().server("POST /webhooks", {}, {}).headers() == ()
+
+
 def test_off_every_other_span_is_empty() -> None:
     off = Tracer()
     started = (
-        off.server("POST /webhooks", {"traceparent": TRACEPARENT.decode()}, {}),
         off.client("POST /x", {}),
         off.internal("poll", {}),
         off.current(),
