@@ -27,12 +27,13 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 # pip builds the wheel (setuptools, from PyPI, in an isolated build environment) with the package
-# data bridge/data/*, installs it with the base `dependencies` only (neither [demo] nor [dev]) and
-# byte-compiles every installed module, so the read-only runtime never has to write .pyc files.
+# data bridge/data/*, installs it with the base `dependencies` and the [otel] extra (tracing, off
+# unless OTEL_* asks for it; neither [demo] nor [dev]) and byte-compiles every installed module,
+# so the read-only runtime never has to write .pyc files.
 # pip and setuptools then leave the venv: nothing in the final image can build or install.
 # tests/ops/test_dockerfile.py runs this step as it is, in a fresh venv.
 RUN python -m venv "$VIRTUAL_ENV" \
-    && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir . \
+    && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir ".[otel]" \
     && "$VIRTUAL_ENV/bin/pip" uninstall --yes pip setuptools
 
 

@@ -15,6 +15,8 @@ from bridge import __version__
 __all__ = ["main"]
 
 log = logging.getLogger(__name__)
+# Seconds to export the spans still buffered at exit (an unreachable collector gets no more).
+_TRACES_FLUSH_S = 3.0
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -34,6 +36,7 @@ def _run(_: argparse.Namespace) -> int:
     from bridge.app.service import run
     from bridge.config import SettingsError, load_settings
     from bridge.observability.logs import configure_logging
+    from bridge.observability.tracing import configure_tracing
 
     try:
         settings = load_settings()
@@ -41,6 +44,7 @@ def _run(_: argparse.Namespace) -> int:
         print(f"twilio-bridge: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format, settings.log_show_pii)
+    spans = configure_tracing()
     # Each envelope allocates hundreds of short-lived objects: collecting the youngest
     # generation every 10,000 allocations instead of 700 lets most of them die first.
     gc.set_threshold(10_000, 10, 10)
@@ -52,6 +56,9 @@ def _run(_: argparse.Namespace) -> int:
     except SettingsError as exc:  # found once files are read: TLS material that cannot be used
         print(f"twilio-bridge: {exc}", file=sys.stderr)
         return 2
+    finally:
+        # The spans still buffered, within a bounded wait: the grace period is already spent.
+        spans.shutdown(_TRACES_FLUSH_S)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """What many tests share: the project's root, test credentials, instances, the outbound
 processor over a recording Twilio stand-in, a recording event delivery, and a stand-in for
-aiokafka's consumer, and a made-up Twilio API spec (for specs added at run time).
+aiokafka's consumer, a made-up Twilio API spec (for specs added at run time), and the ids of
+recorded spans.
 
 Values here are arbitrary but well formed; a test that needs a particular value defines its own.
 """
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
+from opentelemetry.sdk.trace import ReadableSpan
 from pydantic import SecretStr
 
 from bridge.config import Credential, TwilioSettings
@@ -73,9 +75,12 @@ __all__ = [
     "consumed",
     "instance_spec",
     "outbound_processor",
+    "parent_of",
     "request_record",
     "result",
+    "span_ids",
     "stored_instance",
+    "traceparent_of",
     "widgets_spec",
 ]
 
@@ -549,3 +554,24 @@ def widgets_spec() -> dict[str, Any]:
             },
         },
     }
+
+
+# --- recorded spans --------------------------------------------------------------------------
+
+
+def span_ids(span: ReadableSpan) -> tuple[str, str]:
+    """(trace id, span id) of a recorded span, in hex as a ``traceparent`` has them."""
+    assert span.context is not None
+    return f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
+
+
+def parent_of(span: ReadableSpan) -> str | None:
+    """The span id of a recorded span's parent, in hex; None for a root."""
+    return None if span.parent is None else f"{span.parent.span_id:016x}"
+
+
+def traceparent_of(span: ReadableSpan) -> str:
+    """The W3C ``traceparent`` naming a recorded span (its flags as the SDK set them)."""
+    assert span.context is not None
+    trace_id, span_id = span_ids(span)
+    return f"00-{trace_id}-{span_id}-{span.context.trace_flags:02x}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,11 +26,13 @@ __all__ = [
     "ALIASES",
     "EVENT_STREAMS",
     "FAMILIES",
+    "TRACE_CONTEXT",
     "CloudEvent",
     "EventError",
     "event_streams_events",
     "form_data",
     "webhook_event",
+    "with_trace",
 ]
 
 # Family → (SID parameter for subject and key, how to name the event type).
@@ -95,6 +97,18 @@ class CloudEvent:
         }
         headers = [(f"ce_{k}", str(v).encode()) for k, v in attributes.items() if v is not None]
         return [*headers, ("content-type", self.datacontenttype.encode())]
+
+
+# W3C Trace Context: its headers, which are also the attributes of the CloudEvents
+# distributed-tracing extension.
+TRACE_CONTEXT = ("traceparent", "tracestate")
+
+
+def with_trace(event: CloudEvent, headers: Sequence[tuple[str, bytes]]) -> CloudEvent:
+    """``event`` carrying the W3C trace context in ``headers`` as the distributed-tracing
+    extension (``ce_traceparent``, ``ce_tracestate``); unchanged when there is none."""
+    trace = {k: v.decode("latin-1") for k, v in headers if k in TRACE_CONTEXT}
+    return replace(event, extensions={**event.extensions, **trace}) if trace else event
 
 
 def form_data(params: Sequence[tuple[str, str]]) -> dict[str, str | list[str]]:

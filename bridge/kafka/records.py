@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Record"]
@@ -19,6 +20,9 @@ class Record:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int | None = None
+    # When this process took it from the consumer (time.monotonic()); 0.0 when not consumed.
+    # Not part of what the record is: the same record read twice is still equal.
+    taken_at: float = field(default=0.0, compare=False)
 
     @classmethod
     def of(cls, raw: Any) -> Record:
@@ -31,6 +35,7 @@ class Record:
             value=raw.value,
             headers=tuple(raw.headers or ()),
             timestamp_ms=raw.timestamp,
+            taken_at=time.monotonic(),
         )
 
     def text_headers(self) -> list[tuple[str, str]]:

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import orjson
 
+from bridge.observability.tracing import tracer
+
 __all__ = ["FIELDS", "JsonFormatter", "Masker", "configure_logging"]
 
 MASK = "********"
@@ -66,6 +68,9 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 line[name] = self._mask(value) if isinstance(value, str) else value
+        ids = tracer().ids()
+        if ids is not None:
+            line["trace_id"], line["span_id"] = ids
         if record.exc_info:
             line["exception"] = self._mask(self.formatException(record.exc_info))
         return orjson.dumps(line, default=str).decode()

@@ -38,6 +38,7 @@ from bridge.contract.envelopes import (
 )
 from bridge.contract.errors import BridgeError, InternalError, UnknownCredential
 from bridge.kafka.records import Record
+from bridge.observability.tracing import tracer
 from bridge.outbound.idempotency.gate import Guarded, IdempotencyGate
 from bridge.outbound.idempotency.index import IdempotencyStore
 from bridge.outbound.paging import DEFAULT_MAX_PAGES, follow_pages
@@ -115,8 +116,13 @@ class Processor:
     async def process(self, record: Record) -> Outcome:
         """The outcome of one record; never raises except on cancellation."""
         request = parse(record)
+        span = tracer().current()
         if isinstance(request, Outcome):
+            span.fail("rejected")
             return request
+        if span.recording:
+            span.set("messaging.message.id", request.id)
+            span.set("twilio.request.mode", request.mode)
         try:
             guarded = await self._answer(
                 request, record.text_headers(), record.key, record.partition
@@ -126,6 +132,12 @@ class Processor:
             log.exception("internal error processing request %s", request.id)
             internal = InternalError("internal error in the bridge")
             guarded = Guarded(error_reply(request.id, internal, metadata=request.metadata))
+        if span.recording:
+            reply = guarded.reply
+            span.set("twilio.operation", reply.operation)
+            span.set("twilio.reply.status", reply.status)
+            if reply.error is not None:
+                span.fail(reply.error.kind)
         return outcome_of(record, request, guarded)
 
     async def _answer(

@@ -16,6 +16,7 @@ from bridge.observability.metrics import (
     RETRIES,
     status_class,
 )
+from bridge.observability.tracing import tracer
 from bridge.twilio.calls import TwilioCall
 from bridge.twilio.client import TwilioClient
 from bridge.twilio.ratelimit import Limiter
@@ -49,7 +50,7 @@ class Sender:
         retried: list[str] = []
         while True:
             attempts += 1
-            result, attempt, waited_ms = await self._attempt(call)
+            result, attempt, waited_ms = await self._attempt(call, attempts)
             wait_ms += waited_ms
             if result is not None and result.status < 400:
                 break
@@ -58,19 +59,27 @@ class Sender:
                 break
             retried.append(f"attempt {attempts}: {why(attempt)}; retried after {delay:.2f} s")
             RETRIES.labels(retry_reason(attempt)).inc()
+            span = tracer().current()
+            span.event("retry", {"twilio.attempt": attempts, "error.type": retry_reason(attempt)})
             await asyncio.sleep(delay)
         return Sent(result, attempt, attempts, tuple(retried), wait_ms)
 
-    async def _attempt(self, call: TwilioCall) -> tuple[HttpResult | None, Attempt, float]:
-        """One attempt: the answer (if any), how it ended, milliseconds waited for a slot."""
+    async def _attempt(
+        self, call: TwilioCall, number: int
+    ) -> tuple[HttpResult | None, Attempt, float]:
+        """Attempt ``number``: the answer (if any), how it ended, milliseconds waited for a
+        slot."""
         account = call.account
         async with self._limiter.slot(account.name, call.sender, account.rate_limit) as slot:
+            waited_ms = slot.waited_s * 1000
             if slot.waited_s:
                 RATE_LIMIT_WAITS.inc()
                 RATE_LIMIT_WAIT_SECONDS.inc(slot.waited_s)
-            waited_ms = slot.waited_s * 1000
+                tracer().current().event(
+                    "rate limit wait", {"twilio.attempt": number, "twilio.wait_ms": waited_ms}
+                )
             try:
-                result = await self._client.send(call)
+                result = await self._client.send(call, number)
             except BridgeError as exc:
                 return None, Attempt(error=exc), waited_ms
             if result.status < 400:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from bridge.config import TrackingSettings
 from bridge.contract.envelopes import AdvancedRequest, BasicRequest, Reply
+from bridge.contract.events import TRACE_CONTEXT
+from bridge.observability.tracing import tracer
 from bridge.tracking.correlation import decide, new_token
 from bridge.tracking.log import DeliveryLog
 from bridge.tracking.send import Event, TrackedSend
@@ -22,6 +25,15 @@ from bridge.twilio.calls import CallBuilder, TwilioCall
 __all__ = ["TrackingStep"]
 
 Request = BasicRequest | AdvancedRequest
+
+
+def _trace(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The trace context of the request's span (tracing on), else the request's own (the
+    baggage stays with the reply)."""
+    span = tracer().current().headers()
+    if span:
+        return tuple((k, v.decode("latin-1")) for k, v in span if k in TRACE_CONTEXT)
+    return tuple((k, v) for k, v in headers if k in TRACE_CONTEXT)
 
 
 class TrackingStep:
@@ -61,7 +73,10 @@ class TrackingStep:
         )
         if choice.request is not request:
             call = self._builder.build(choice.request, headers)
-        return call, choice.send
+        send = choice.send
+        if send is not None:
+            send = replace(send, trace=_trace(headers))
+        return call, send
 
     async def begin(self, send: TrackedSend) -> None:
         """Record the send; returns once Kafka acknowledged it."""

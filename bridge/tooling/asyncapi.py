@@ -105,8 +105,19 @@ _REQUEST_HEADERS = {
     "type": "object",
     "description": "Any headers. UTF-8 ones named by the envelope's request_headers are sent "
     "to Twilio as HTTP headers, except those that would change who the bridge is or how "
-    "the body is framed (Authorization, Host, Content-Type, Content-Length...).",
+    "the body is framed (Authorization, Host, Content-Type, Content-Length...). W3C "
+    "traceparent, tracestate and baggage are the parent of the request's span.",
     "additionalProperties": {"type": "string"},
+}
+# W3C Trace Context (and Baggage) on the records the bridge writes for a request.
+_TRACE_HEADERS = {
+    "traceparent": _string(
+        "W3C Trace Context: the span of the request in the bridge (tracing on), else the "
+        "request's own traceparent, passed through; absent when the request had none and "
+        "tracing is off."
+    ),
+    "tracestate": _string("W3C Trace Context vendor state, with traceparent."),
+    "baggage": _string("W3C Baggage of the request, passed on."),
 }
 _REPLY_HEADERS = {
     "type": "object",
@@ -114,6 +125,7 @@ _REPLY_HEADERS = {
     "properties": {
         "id": _string("The request's id, to correlate without parsing the value."),
         "status": _string("The reply's status.", enum=["ok", "error"]),
+        **_TRACE_HEADERS,
     },
 }
 _ERROR_HEADERS = {
@@ -122,6 +134,7 @@ _ERROR_HEADERS = {
     "properties": {
         "id": _string("The request's id; empty when the payload had no readable id."),
         "kind": _string("The error kind, as in the value.", enum=list(get_args(ErrorKind))),
+        **_TRACE_HEADERS,
     },
 }
 _CLOUD_EVENT_HEADERS = {
@@ -140,6 +153,12 @@ _CLOUD_EVENT_HEADERS = {
         "ce_type": _string("What happened, named as Twilio Event Streams names it.", minLength=1),
         "ce_subject": _string("The SID of the resource the event is about; also the key."),
         "ce_time": _string("When it happened (RFC 3339).", format="date-time"),
+        "ce_traceparent": _string(
+            "CloudEvents distributed-tracing extension, as a W3C traceparent: the webhook's "
+            "server span or the poll's span (tracing on), else the webhook request's own "
+            "traceparent; absent when there is none."
+        ),
+        "ce_tracestate": _string("W3C tracestate, with ce_traceparent."),
         "content-type": _string("The media type of the value."),
     },
     "additionalProperties": _string("Other CloudEvents attributes: ce_<extension>."),
@@ -583,7 +602,14 @@ def _schemas() -> dict[str, Any]:
     schemas["deliveryHeaders"] = {
         "type": "object",
         "required": ["id"],
-        "properties": {"id": _string("The request's id, to correlate without parsing.")},
+        "properties": {
+            "id": _string("The request's id, to correlate without parsing."),
+            "traceparent": _string(
+                "W3C Trace Context of the tracked send's request (its span in the bridge, "
+                "or the request's own traceparent): the statuses join the send's trace."
+            ),
+            "tracestate": _string("W3C tracestate, with traceparent."),
+        },
     }
     schemas["pollerState"] = {
         "type": "object",

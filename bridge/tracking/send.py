@@ -57,6 +57,13 @@ class TrackedSend:
     final: bool = False
     sequence: int = 0
     applied: int = -1  # offset of the last event applied, in the state topic
+    # The W3C trace context of the send's request (traceparent, tracestate): its delivery
+    # records carry it, so they join the trace of the send.
+    trace: tuple[tuple[str, str], ...] = ()
+
+    def record_headers(self) -> list[tuple[str, bytes]]:
+        """The headers of the send's delivery records: the request id and the trace context."""
+        return [("id", self.request_id.encode()), *((k, v.encode()) for k, v in self.trace)]
 
     @staticmethod
     def reads_after_delivery(to: object) -> bool:
@@ -81,6 +88,8 @@ class TrackedSend:
             "sequence": self.sequence,
             "applied": self.applied,
         }
+        if self.trace:
+            document["trace"] = dict(self.trace)
         return orjson.dumps(document)
 
     @classmethod
@@ -104,6 +113,7 @@ class TrackedSend:
                 final=bool(doc["final"]),
                 sequence=int(doc["sequence"]),
                 applied=int(doc["applied"]),
+                trace=tuple((str(k), str(v)) for k, v in (doc.get("trace") or {}).items()),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a tracked send: {exc}") from None

@@ -140,7 +140,7 @@ class DeliveryTracker:
         send = change.send
         if change.record is not None:
             value = change.record.model_dump_json().encode()
-            headers = [("id", send.request_id.encode())]
+            headers = send.record_headers()
             await self._publisher.publish(self._settings.topic, send.key, value, headers)
         pending = self.book.pending(change.token)
         where = None

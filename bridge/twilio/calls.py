@@ -55,6 +55,9 @@ class TwilioCall:
     operation: str | None = None
     warnings: tuple[str, ...] = ()
     sender: str | None = None
+    # The path as the spec writes it ('/2010-04-01/Accounts/{AccountSid}/Messages.json'),
+    # for a basic call: what a span shows of the URL.
+    template: str | None = None
 
 
 def origin_for(host: str, settings: TwilioSettings) -> str:
@@ -402,6 +405,7 @@ class CallBuilder:
             operation=op.operation,
             warnings=tuple(warnings),
             sender=_sender(request.body) if content is not None else None,
+            template=op.path,
         )
 
     def _strict_for(self, request: BasicRequest) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from functools import lru_cache
 
 import aiohttp
@@ -36,8 +37,9 @@ from bridge.observability.metrics import (
     labelled,
     status_class,
 )
+from bridge.observability.tracing import TRACE_HEADERS, AttributeValue, tracer, url_template
 from bridge.twilio.calls import TwilioCall
-from bridge.twilio.responses import HttpResult
+from bridge.twilio.responses import HttpResult, twilio_code
 
 __all__ = ["TwilioClient", "wire_url"]
 
@@ -140,10 +142,9 @@ class _AiohttpTransport:
         return found
 
     async def __call__(
-        self, call: TwilioCall, authorization: str
+        self, call: TwilioCall, headers: list[tuple[str, str]]
     ) -> tuple[int, tuple[tuple[str, str], ...], bytes, str | None]:
         session = self._session or self._open()
-        headers = [*call.headers, ("authorization", authorization)]
         url = wire_url(call.url)
         proxy, proxy_auth = self._proxy(url)
         try:
@@ -207,9 +208,8 @@ class _HttpxTransport:
         )
 
     async def __call__(
-        self, call: TwilioCall, authorization: str
+        self, call: TwilioCall, headers: list[tuple[str, str]]
     ) -> tuple[int, tuple[tuple[str, str], ...], bytes, str | None]:
-        headers = [*call.headers, ("authorization", authorization)]
         try:
             response = await self._http.request(
                 call.method, call.url, content=call.content, headers=headers
@@ -229,6 +229,23 @@ class _HttpxTransport:
         await self._http.aclose()
 
 
+def _span_attributes(
+    call: TwilioCall, template: str, attempt: int
+) -> dict[str, AttributeValue | None]:
+    url = wire_url(call.url)
+    return {
+        "http.request.method": call.method,
+        "url.template": template,
+        "url.scheme": url.scheme,
+        "server.address": url.host,
+        "server.port": url.port,
+        "twilio.api": call.api,
+        "twilio.operation": call.operation,
+        "twilio.attempt": attempt,
+        "http.request.resend_count": attempt - 1 if attempt > 1 else None,
+    }
+
+
 class TwilioClient:
     """An HTTP client for every Twilio host and credential."""
 
@@ -245,13 +262,35 @@ class TwilioClient:
             self._transport = _HttpxTransport(settings, transport)
         self.in_flight = 0  # requests sent and not answered, for a gauge
 
-    async def send(self, call: TwilioCall) -> HttpResult:
-        """Send one call and read the whole answer; raises the bridge's call errors."""
+    async def send(self, call: TwilioCall, attempt: int = 1) -> HttpResult:
+        """Send one call (its ``attempt``-th time) and read the whole answer; raises the
+        bridge's call errors. With tracing on, each attempt is an HTTP client span whose
+        context goes to Twilio in ``traceparent``."""
+        spans = tracer()
+        if not spans.enabled:
+            return await self._send(call, call.headers)
+        # The spec's template for a basic call; an advanced call's path, its values taken out.
+        template = call.template or url_template(call.path)
+        # HTTP client spans are named '{method} {url.template}' (semantic conventions).
+        name = f"{call.method} {template}"
+        with spans.client(name, _span_attributes(call, template, attempt)) as span:
+            # The span's context replaces any the envelope forwarded: one traceparent only.
+            kept = [(k, v) for k, v in call.headers if k.lower() not in TRACE_HEADERS]
+            result = await self._send(call, (*kept, *span.http_headers().items()))
+            span.set("http.response.status_code", result.status)
+            if result.status >= 400:
+                span.fail(str(result.status))
+                span.set("twilio.error_code", twilio_code(result))
+            return result
+
+    async def _send(self, call: TwilioCall, headers: Iterable[tuple[str, str]]) -> HttpResult:
         api, operation = call.api or "advanced", call.operation or "advanced"
         started = time.perf_counter()
         self.in_flight += 1
         try:
-            status, headers, content, content_type = await self._transport(call, call.account.auth)
+            status, headers_out, content, content_type = await self._transport(
+                call, [*headers, ("authorization", call.account.auth)]
+            )
         except BridgeError:
             labelled(TWILIO_REQUESTS, api, operation, call.method, "none").inc()
             raise
@@ -261,7 +300,7 @@ class TwilioClient:
         labelled(TWILIO_REQUEST_SECONDS, api, call.method).observe(elapsed)
         labelled(TWILIO_REQUESTS, api, operation, call.method, status_class(status)).inc()
         return HttpResult(
-            status=status, headers=headers, content=content, content_type=content_type
+            status=status, headers=headers_out, content=content, content_type=content_type
         )
 
     async def aclose(self) -> None:

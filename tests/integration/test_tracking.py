@@ -69,8 +69,11 @@ class Setup:
         process.extra_env = {**self.env, "BRIDGE_WEBHOOK__PUBLIC_URL": self.public_url}
         return process
 
-    async def send(self, key: bytes, envelope: dict[str, Any]) -> None:
-        await produce(self.bootstrap, self.topics.requests, [(key, json.dumps(envelope).encode())])
+    async def send(
+        self, key: bytes, envelope: dict[str, Any], headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        value = json.dumps(envelope).encode()
+        await produce(self.bootstrap, self.topics.requests, [(key, value)], lambda _: headers or [])
 
     async def callback_url(self, request_id: str, within_s: float = 30) -> str:
         """The StatusCallback of the create call with ``request_id`` in its body, as the mock
@@ -108,6 +111,9 @@ async def callback(
         )
 
 
+TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
 def _status(sid: str, status: str, **extra: str) -> dict[str, str]:
     return {"AccountSid": ACCOUNT, "MessageSid": sid, "MessageStatus": status, **extra}
 
@@ -134,7 +140,7 @@ async def test_statuses_are_published_once_in_order_and_forged_callbacks_are_ref
         # WhatsApp: 'read' may follow 'delivered'.
         envelope = _message(request_id, track=True, metadata={"o": 7})
         envelope["body"] |= {"To": "whatsapp:+14155550100", "From": "whatsapp:+14155550101"}
-        await setup.send(b"customer-42", envelope)
+        await setup.send(b"customer-42", envelope, [("traceparent", TRACEPARENT)])
         [reply] = await _reply(setup)
         assert reply["status"] == "ok", reply
         sid = reply["body"]["sid"]
@@ -171,6 +177,8 @@ async def test_statuses_are_published_once_in_order_and_forged_callbacks_are_ref
     for record in records:
         assert record.key == b"customer-42"
         assert record.headers["id"] == request_id.encode()
+        # Tracing is off: the request's own trace context, kept with the send, joins them.
+        assert record.headers["traceparent"] == TRACEPARENT
         assert record.value["id"] == request_id and record.value["sid"] == sid
         assert record.value["metadata"] == {"o": 7} and record.value["source"] == "callback"
         assert record.value["event"]["MessageSid"] == sid

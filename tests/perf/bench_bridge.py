@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import math
 import os
@@ -81,8 +82,9 @@ from bridge.tooling.local.tansu import TansuBroker, create_topics, free_port
 from tests.helpers import ACCOUNT, AUTH_TOKEN
 from tests.perf.bench_http import run_client
 from tests.perf.chart import write_chart
+from tests.perf.otlp_sink import spawn as spawn_sink
 from tests.support.fast_twilio import spawn
-from tests.support.harness import BridgeProcess, Topics, produce
+from tests.support.harness import BridgeProcess, Headers, Topics, produce
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
@@ -227,6 +229,19 @@ def envelope(request_id: str, n: int, mode: str, metadata: dict[str, Any] | None
     return orjson.dumps(doc)
 
 
+def trace_context(key: bytes | None) -> Headers:
+    """A sampled W3C ``traceparent`` made from a record's key: the context an upstream service
+    puts on its request (``--traceparent``)."""
+    trace_id, parent_id = trace_ids(key)
+    return [("traceparent", f"00-{trace_id}-{parent_id}-01".encode())]
+
+
+def trace_ids(key: bytes | None) -> tuple[str, str]:
+    """(trace id, parent span id) in hex of the request with ``key``."""
+    digest = hashlib.blake2b(key or b"", digest_size=24).hexdigest()
+    return digest[:32], digest[32:]
+
+
 @dataclass
 class Replies:
     """What the reply watcher saw, by the ``id`` header."""
@@ -239,17 +254,22 @@ class Replies:
     times: list[tuple[float, float, float]] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)  # the replies' duration_ms
     seen: int = 0
+    traced: int = 0  # replies carrying a traceparent of their request's trace
+    traced_children: int = 0  # ... with a span id of the bridge's (not the request's own)
     first_ms: int = 0
     last_ms: int = 0
     progress_at: float = field(default_factory=time.monotonic)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def add(self, value: bytes, headers: Any, timestamp_ms: int, now: float) -> None:
+    def add(
+        self, key: bytes | None, value: bytes, headers: Any, timestamp_ms: int, now: float
+    ) -> None:
         rid = next((v.decode() for k, v in headers if k == "id"), "")
         self.counts[rid] += 1
         if rid not in self.want or self.counts[rid] != 1:
             return
         self.seen += 1
+        self._trace(key, headers)
         self.order.append(rid)
         self.first_ms = min(self.first_ms or timestamp_ms, timestamp_ms)
         self.last_ms = max(self.last_ms, timestamp_ms)
@@ -271,6 +291,14 @@ class Replies:
                 self.times.append((sent, timestamp_ms / 1000, now))
         if self.seen == len(self.want):
             self.done.set()
+
+    def _trace(self, key: bytes | None, headers: Any) -> None:
+        parent = next((v.decode() for k, v in headers if k == "traceparent"), "")
+        _, trace_id, span_id, _ = (parent.split("-") + ["", "", "", ""])[:4]
+        want_trace, request_span = trace_ids(key)
+        if trace_id == want_trace:
+            self.traced += 1
+            self.traced_children += span_id != request_span
 
 
 async def follow(
@@ -302,7 +330,10 @@ async def follow(
 
 async def watch(bootstrap: str, topic: str, replies: Replies, stop: asyncio.Event) -> None:
     await follow(
-        bootstrap, topic, lambda r, now: replies.add(r.value, r.headers, r.timestamp, now), stop
+        bootstrap,
+        topic,
+        lambda r, now: replies.add(r.key, r.value, r.headers, r.timestamp, now),
+        stop,
     )
 
 
@@ -377,6 +408,11 @@ class Run:
     call_ms: list[float] = field(default_factory=list)  # replies' duration_ms: build to reply
     means: dict[str, float] = field(default_factory=dict)  # bridge_means()
     rate_override: float | None = None  # paced runs: the arrival rate actually achieved
+    load: float = float("nan")  # the machine's 1-minute load average as the run started
+    traced: int = -1  # replies with their request's trace (-1: requests carried none)
+    traced_children: int = 0  # ... whose span id is the bridge's
+    spans: int = -1  # spans the OTLP sink received during the run (-1: no sink)
+    span_children: int = 0  # ... with a parent
     problem: str = ""
 
     @property
@@ -467,6 +503,10 @@ class BenchBridge(BridgeProcess):
         for name in self.TEST_ONLY:
             env.pop(name, None)
         env.update(self.extra_env)
+        # Tracing is on where the OTEL_* variables ask for it: only a system's own settings
+        # may, never this shell's environment.
+        for name in [n for n in env if n.startswith("OTEL_") and n not in self.extra_env]:
+            del env[name]
         # A tree compared with this one may predate a setting given here, and a bridge
         # refuses settings it does not know.
         known = (self.root / "bridge" / "config.py").read_text()
@@ -498,17 +538,19 @@ class System:
     env: dict[str, str]
 
 
+Root = tuple[str, Path, dict[str, str]]  # (name or "", source tree, its own settings)
+
+
 def systems(
-    roots: list[tuple[Path, dict[str, str]]],
-    variants: list[tuple[str, dict[str, str]]],
-    common: dict[str, str],
+    roots: list[Root], variants: list[tuple[str, dict[str, str]]], common: dict[str, str]
 ) -> dict[str, System]:
-    """Every root with every variant, named ``root-variant`` (just ``bridge`` for one)."""
+    """Every root with every variant, named ``root-variant`` (just ``bridge`` for one), where a
+    root is called by its given name or else by its directory's."""
     chosen = variants or [("", {})]
     out: dict[str, System] = {}
-    for path, own in roots:
+    for given, path, own in roots:
         for variant, env in chosen:
-            parts = [path.resolve().name] if len(roots) > 1 else []
+            parts = [given or path.resolve().name] if len(roots) > 1 else []
             parts += [variant] if variant else []
             # Never cut short: "perf-new-on" and "perf-new-off" cut to 10 were one system, and
             # the second silently replaced the first.
@@ -519,9 +561,10 @@ def systems(
     return out
 
 
-def _root(text: str) -> tuple[Path, dict[str, str]]:
-    path, _, settings = text.partition(":")
-    return Path(path), dict(_setting(item) for item in settings.split(",") if item)
+def _root(text: str) -> Root:
+    place, _, settings = text.partition(":")
+    name, _, path = place.rpartition("=")
+    return name, Path(path), dict(_setting(item) for item in settings.split(",") if item)
 
 
 def _setting(text: str) -> tuple[str, str]:
@@ -546,8 +589,10 @@ class Lab:
     stall_s: float
     roots: dict[str, System]  # system name → where its bridge runs from, and its settings
     fetch_wait_ms: int = 500  # the baselines' consumers' fetch.max.wait.ms
+    traceparent: bool = False  # every request carries a W3C traceparent (trace_context)
     mocks: dict[float, str] = field(default_factory=dict)
     mock_procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    sink_url: str = ""  # the OTLP sink, once a system's settings name it ({sink})
 
     @property
     def bootstrap(self) -> str:
@@ -559,6 +604,33 @@ class Lab:
             self.mock_procs.append(proc)
             self.mocks[latency_ms] = f"http://127.0.0.1:{port}"
         return self.mocks[latency_ms]
+
+    @property
+    def headers(self) -> Callable[[bytes | None], Headers] | None:
+        """The headers of a request record with a key, besides its id: its trace context."""
+        return trace_context if self.traceparent else None
+
+    def sink(self) -> str:
+        """The OTLP/HTTP sink's base URL (``otlp_sink.py``), started on first use."""
+        if not self.sink_url:
+            proc, port = spawn_sink()
+            self.mock_procs.append(proc)
+            self.sink_url = f"http://127.0.0.1:{port}"
+        return self.sink_url
+
+    async def sink_spans(self) -> tuple[int, int]:
+        """(spans, spans with a parent) the sink has received; (-1, 0) without a sink."""
+        if not self.sink_url:
+            return -1, 0
+        stats = await mock_stats(self.sink_url)
+        return stats["spans"], stats["children"]
+
+    def settings(self, system: str) -> dict[str, str]:
+        """A system's own settings, ``{sink}`` in a value standing for the OTLP sink's URL."""
+        env = self.roots[system].env
+        if any("{sink}" in value for value in env.values()):
+            return {k: v.replace("{sink}", self.sink()) for k, v in env.items()}
+        return env
 
     def close(self) -> None:
         for proc in self.mock_procs:
@@ -583,7 +655,8 @@ class Lab:
         if system in self.roots:
             port = free_port()
             spec = self.roots[system]
-            env = {**self.bridge_env(topics), "BRIDGE_HTTP__PORT": str(port), **spec.env}
+            env = {**self.bridge_env(topics), "BRIDGE_HTTP__PORT": str(port)}
+            env.update(self.settings(system))
             env.update(extra or {})
             BenchBridge.pinning = self.pinning
             BenchBridge.root = spec.root
@@ -628,10 +701,11 @@ class Lab:
         await topics.create(self.bootstrap, partitions)
         ids = [f"{topics.group}-{i:06d}" for i in range(n)]
         items = ((key(i), envelope(rid, i, self.mode)) for i, rid in enumerate(ids))
-        await produce(self.bootstrap, topics.requests, items)
+        await produce(self.bootstrap, topics.requests, items, self.headers)
         await mock_stats(base, reset=True)
-        run = Run(label, system, n, latency_ms, partitions)
+        run = Run(label, system, n, latency_ms, partitions, load=os.getloadavg()[0])
         replies, stop = Replies(set(ids)), asyncio.Event()
+        spans0 = await self.sink_spans()
         watcher = asyncio.create_task(watch(self.bootstrap, topics.replies, replies, stop))
         spawned = time.time()
         proc, log_path, port = self.launch(system, topics, base)
@@ -660,7 +734,7 @@ class Lab:
             stop.set()
             await watcher
             code = stop_process(proc)
-        await self._tally(run, replies, base, code, log_path)
+        await self._tally(run, replies, base, code, log_path, spans0)
         if check_order:  # one key: were the replies published in the requests' order?
             run.order_kept = replies.order == ids[: len(replies.order)]
         return run
@@ -681,9 +755,16 @@ class Lab:
                 pass
 
     async def _tally(
-        self, run: Run, replies: Replies, base: str, code: int | None, log_path: Path
+        self,
+        run: Run,
+        replies: Replies,
+        base: str,
+        code: int | None,
+        log_path: Path,
+        spans0: tuple[int, int],
     ) -> None:
-        """What a finished run produced: replies, losses, duplicates, the mock's counts."""
+        """What a finished run produced: replies, losses, duplicates, the mock's counts, the
+        traces (the bridge has stopped, so its last spans were flushed to the sink)."""
         if run.system in self.roots and code != 0 and not run.problem:
             run.problem = f"exit code {code} after SIGTERM; see {log_path}"
         stats = await mock_stats(base)
@@ -692,6 +773,11 @@ class Lab:
         run.call_ms = replies.durations
         run.lost = run.envelopes - replies.seen
         run.duplicated = sum(c - 1 for rid, c in replies.counts.items() if rid in replies.want)
+        if self.traceparent:
+            run.traced, run.traced_children = replies.traced, replies.traced_children
+        spans, children = await self.sink_spans()
+        if spans >= 0:
+            run.spans, run.span_children = spans - spans0[0], children - spans0[1]
 
     # --- a paced run ---
 
@@ -703,8 +789,9 @@ class Lab:
         await topics.create(self.bootstrap, 1)
         n = int(rate * seconds)
         ids = [f"{topics.group}-{i:06d}" for i in range(n)]
-        run = Run(label, system, n, latency_ms, 1)
+        run = Run(label, system, n, latency_ms, 1, load=os.getloadavg()[0])
         replies, stop = Replies(set(ids)), asyncio.Event()
+        spans0 = await self.sink_spans()
         watcher = asyncio.create_task(watch(self.bootstrap, topics.replies, replies, stop))
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0)
         await producer.start()
@@ -725,7 +812,9 @@ class Lab:
                 if (wait := due - loop.time()) > 0:
                     await asyncio.sleep(wait)
                 value = envelope(rid, i, self.mode, {"sent": time.time()})
-                await producer.send(topics.requests, value, key=f"key-{i}".encode())
+                key = f"key-{i}".encode()
+                headers = self.headers(key) if self.headers else None
+                await producer.send(topics.requests, value, key=key, headers=headers)
             sent_for = time.time() - started
             await self._until_done(proc, log_path, replies, run)
             run.window_s = replies.last_ms / 1000 - started if replies.seen else float("nan")
@@ -748,7 +837,7 @@ class Lab:
             stop.set()
             await watcher
             code = stop_process(proc)
-        await self._tally(run, replies, base, code, log_path)
+        await self._tally(run, replies, base, code, log_path, spans0)
         return run
 
     # --- webhooks ---
@@ -898,17 +987,7 @@ def run_row(r: Run, report: Report | None) -> str:
         if alone is not None and alone.added_ms:
             floor = "/".join(fmt(percentile(alone.added_ms, q), ".1f") for q in (0.5, 0.99))
             lat += f" Kafka path alone {floor}"
-    extra = ""
-    if r.call_ms:
-        call = "/".join(fmt(percentile(r.call_ms, q), ".0f") for q in (0.5, 0.99))
-        extra += f" call ms {call}"
-    if r.peak_calls and r.latency_ms:  # a 0 ms mock answers each request as it comes
-        extra += f" peak calls {r.peak_calls}"
-    if r.means:
-        extra += " mean ms " + ", ".join(f"{k} {v:.1f}" for k, v in r.means.items())
-    if r.order_kept is not None:
-        extra += " order kept" if r.order_kept else " ORDER BROKEN"
-        extra += f", first to last reply {fmt(r.steady_rate, '.1f')}/s"
+    extra = _extras(r)
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
     text = (
         f"{r.label:<16} {r.system:<10} {r.envelopes:>6} {fmt(r.startup_s, '.1f'):>5}"
@@ -920,6 +999,28 @@ def run_row(r: Run, report: Report | None) -> str:
         f"  {lat}  [{statuses}]{extra}"
     )
     return text + (f"  PROBLEM: {r.problem}" if r.problem else "")
+
+
+def _extras(r: Run) -> str:
+    """The end of a run's row: what only some runs have."""
+    extra = ""
+    if r.call_ms:
+        call = "/".join(fmt(percentile(r.call_ms, q), ".0f") for q in (0.5, 0.99))
+        extra += f" call ms {call}"
+    if r.peak_calls and r.latency_ms:  # a 0 ms mock answers each request as it comes
+        extra += f" peak calls {r.peak_calls}"
+    if r.means:
+        extra += " mean ms " + ", ".join(f"{k} {v:.1f}" for k, v in r.means.items())
+    if r.traced >= 0:  # replies with the request's trace; of them, with the bridge's span
+        extra += f" traced {r.traced}/{r.traced_children}"
+    if r.spans >= 0:
+        extra += f" spans {r.spans} ({r.span_children} with a parent)"
+    if not math.isnan(r.load):
+        extra += f" load {r.load:.2f}"
+    if r.order_kept is not None:
+        extra += " order kept" if r.order_kept else " ORDER BROKEN"
+        extra += f", first to last reply {fmt(r.steady_rate, '.1f')}/s"
+    return extra
 
 
 RUN_HEADER = (
@@ -953,7 +1054,10 @@ async def main_async(ns: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     report = Report()
     profiler = Profiler(ns.profile, ns.profile_rate)
-    roots = systems(ns.bridge_root or [(ROOT, {})], ns.variant or [], dict(ns.bridge_env or []))
+    roots = systems(ns.bridge_root or [("", ROOT, {})], ns.variant or [], dict(ns.bridge_env or []))
+    for pair in ns.compare or []:
+        if not set(pair) <= set(roots):
+            raise SystemExit(f"--compare {':'.join(pair)}: the systems are {', '.join(roots)}")
     for name, spec in roots.items():
         found = imported_bridge(spec.root)
         if found != spec.root / "bridge":
@@ -962,12 +1066,15 @@ async def main_async(ns: argparse.Namespace) -> None:
             print(f"{name}: the bridge in {found} with {spec.env or 'its defaults'}")
     async with TansuBroker(log_dir=workdir) as broker:
         lab = Lab(broker, workdir, pinning, profiler, ns.mode, ns.stall_s, roots, ns.fetch_wait_ms)
+        lab.traceparent = ns.traceparent
         try:
             await run_baselines(lab, report, chosen, baselines, sizes, ns)
             await run_scenarios(lab, report, chosen, sizes, ns)
         finally:
             lab.close()
     print_targets(report, list(roots))
+    for first, second in ns.compare or []:
+        print_comparison(report, first, second)
     if ns.chart is not None:
         write_chart(report.runs, ns.chart)
         print(f"chart in {ns.chart}")
@@ -1181,6 +1288,84 @@ def print_targets(report: Report, systems: list[str]) -> None:
         print(f"{what:<52} {value:>30}  {'met' if met else 'NOT MET'}")
 
 
+def print_comparison(report: Report, first: str, second: str) -> None:
+    """``second`` against ``first``, round by round: CPU per envelope and envelopes/s of each,
+    and their ratios. With ``--repeat`` the systems ran in turn within each round, so the two
+    runs of a round saw the same machine; the summary is the median of the rounds' ratios."""
+    labels = [r.label for r in report.runs if r.system == first]
+    print(f"\n== {second} vs {first} (ratio = {second} ÷ {first}; rounds run interleaved)")
+    print(
+        f"{'scenario':<16} {'round':>5} {'load':>5} {'CPU ms/env':>21} {'ratio':>6}"
+        f" {'env/s':>13} {'ratio':>6}"
+    )
+    for label in dict.fromkeys(labels):
+        pairs = list(
+            zip(
+                [r for r in report.runs if r.label == label and r.system == first],
+                [r for r in report.runs if r.label == label and r.system == second],
+                strict=False,
+            )
+        )
+        cpu, rate = [], []
+        for n, (a, b) in enumerate(pairs, 1):
+            if a.problem or b.problem:
+                print(f"{label:<16} {n:>5}  a run failed: {a.problem or b.problem}")
+                continue
+            cpu.append(b.cpu_ms_per_env / a.cpu_ms_per_env)
+            rate.append(b.rate / a.rate)
+            print(
+                f"{label:<16} {n:>5} {fmt(max(a.load, b.load), '.2f'):>5}"
+                f" {a.cpu_ms_per_env:>10.3f} {b.cpu_ms_per_env:>10.3f} {cpu[-1]:>6.3f}"
+                f" {a.rate:>6.0f} {b.rate:>6.0f} {rate[-1]:>6.3f}"
+            )
+        if cpu:
+            print(
+                f"{label:<16} {'median':>5} {'':>5} {'':>21} {_median(cpu) - 1:>+6.1%}"
+                f" {'':>13} {_median(rate) - 1:>+6.1%}"
+            )
+
+
+def _pair(text: str) -> tuple[str, str]:
+    first, sep, second = text.partition(":")
+    if not sep or not first or not second:
+        raise argparse.ArgumentTypeError(f"{text!r} is not A:B")
+    return first, second
+
+
+def _comparison_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that choose the bridges compared: trees, settings, trace context."""
+    p.add_argument(
+        "--bridge-root",
+        type=_root,
+        nargs="+",
+        help="[NAME=]PATH[:BRIDGE_X=1,...] ...: run the bridge from each of these source trees "
+        "in turn (A/B comparisons), each with its own settings if given and called NAME if "
+        "given (one tree may then appear twice); '{sink}' in a value is the URL of an OTLP/HTTP "
+        "sink the benchmark starts (tests/perf/otlp_sink.py)",
+    )
+    p.add_argument(
+        "--variant",
+        type=_variant,
+        nargs="+",
+        help="NAME:BRIDGE_X=1,BRIDGE_Y=2 ...: run each bridge with each of these settings",
+    )
+    p.add_argument(
+        "--bridge-env", type=_setting, nargs="+", help="BRIDGE_X=1 ...: settings for every bridge"
+    )
+    p.add_argument(
+        "--traceparent",
+        action="store_true",
+        help="every request record carries a sampled W3C traceparent header (its trace made "
+        "from its key); each row then counts the replies that carry that trace",
+    )
+    p.add_argument(
+        "--compare",
+        type=_pair,
+        nargs="+",
+        help="A:B ...: print B against A (CPU per envelope, envelopes/s), round by round",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="End-to-end bridge benchmark with baselines")
     p.add_argument("--only", nargs="+", choices=SCENARIOS, help="scenarios to run (default all)")
@@ -1206,22 +1391,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mode", choices=["basic", "advanced"], default="basic")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
     p.add_argument("--stall-s", type=float, default=30, help="give up after no reply this long")
-    p.add_argument(
-        "--bridge-root",
-        type=_root,
-        nargs="+",
-        help="PATH[:BRIDGE_X=1,...] ...: run the bridge from each of these source trees in turn "
-        "(A/B comparisons), each with its own settings if given",
-    )
-    p.add_argument(
-        "--variant",
-        type=_variant,
-        nargs="+",
-        help="NAME:BRIDGE_X=1,BRIDGE_Y=2 ...: run each bridge with each of these settings",
-    )
-    p.add_argument(
-        "--bridge-env", type=_setting, nargs="+", help="BRIDGE_X=1 ...: settings for every bridge"
-    )
+    _comparison_arguments(p)
     p.add_argument("--chart", type=Path, help="also draw the figures into this PNG file")
     p.add_argument("--profile", type=Path, help="py-spy raw profiles of each run into this dir")
     p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")

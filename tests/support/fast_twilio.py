@@ -24,9 +24,9 @@ is the status a GET of one resource answers (default ``queued``).
 
 ``GET /__stats`` returns request counts (total, by method, by ``"METHOD /path"``, by
 ``I-Request-Id`` and ``X-Test-Id`` header, faults injected), the last 100 POST bodies (as
-they arrived, before any answer), the peak in flight, the first and last arrival time
-(seconds) of each ``X-Test-Id`` and the mock's CPU seconds; ``POST /__reset``
-zeroes the counts. Those three paths are never delayed, faulted or counted.
+they arrived, before any answer), the last 100 ``traceparent`` headers, the peak in flight,
+the first and last arrival time (seconds) of each ``X-Test-Id`` and the mock's CPU seconds;
+``POST /__reset`` zeroes the counts. Those three paths are never delayed, faulted or counted.
 
 It is a plain ``asyncio.Protocol`` with a minimal HTTP/1.1 parser: keep-alive,
 ``Content-Length`` bodies, ``Connection: close``; requests on one connection are answered in
@@ -93,6 +93,7 @@ class Stats:
     in_flight: int = 0
     peak_in_flight: int = 0
     bodies: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # last POST bodies
+    traceparents: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # last sent
 
     def reset(self) -> None:
         in_flight = self.in_flight
@@ -110,6 +111,7 @@ class Stats:
             "arrivals": self.arrivals,
             "peak_in_flight": self.peak_in_flight,
             "bodies": list(self.bodies),
+            "traceparents": list(self.traceparents),
             "cpu_seconds": time.process_time(),  # of the whole mock process, never reset
         }
 
@@ -198,6 +200,8 @@ class MockProtocol(asyncio.Protocol):
         stats.by_route[f"{method} {path}"] += 1
         if "i-request-id" in headers:
             stats.by_request_id[headers["i-request-id"]] += 1
+        if "traceparent" in headers:
+            stats.traceparents.append(headers["traceparent"])
         if "x-test-id" in headers:
             test_id = headers["x-test-id"]
             stats.by_test_id[test_id] += 1

@@ -22,7 +22,7 @@ from typing import Any
 from bridge.config import KafkaSettings, PollerSettings, WebhookSettings
 from bridge.contract.envelopes import BasicRequest
 from bridge.contract.errors import BridgeError
-from bridge.contract.events import CloudEvent
+from bridge.contract.events import CloudEvent, with_trace
 from bridge.inbound.delivery import EventDelivery
 from bridge.inbound.polling.state import PollState, call_event, message_event, parse_twilio_time
 from bridge.kafka.errors import BrokerError
@@ -30,6 +30,7 @@ from bridge.kafka.ownership import OwnedPartitions
 from bridge.kafka.producer import Publisher
 from bridge.kafka.retry import pause
 from bridge.observability.metrics import POLLER_ITEMS, POLLER_RUNS
+from bridge.observability.tracing import tracer
 from bridge.twilio.accounts import Account, Accounts, event_topic
 from bridge.twilio.calls import CallBuilder
 from bridge.twilio.client import TwilioClient
@@ -98,7 +99,9 @@ class Poller:
                 self._remember(record.key, record.value)
             for account in await self._due():
                 if self._accounts.get(account.name) is account:  # not changed meanwhile
-                    await self._poll(account)
+                    # One span per poll: the list calls are its children, its events carry it.
+                    with tracer().internal("poll", {"twilio.operation": "poll"}):
+                        await self._poll(account)
 
     def _remember(self, key: bytes | None, value: bytes | None) -> None:
         if key is None or value is None:
@@ -146,6 +149,8 @@ class Poller:
                 topic = event_topic(self._webhook, family, (account,))
                 events.append((topic, event))
             resources += found
+        trace = tracer().current().headers()
+        events = [(topic, with_trace(event, trace)) for topic, event in events]
         if events and not await self._delivery.deliver(events):
             log.warning("poller %s: Kafka did not acknowledge in time; next time", credential)
             POLLER_RUNS.labels("kafka_timeout").inc()

@@ -25,12 +25,14 @@ from bridge.contract.events import (
     event_streams_events,
     form_data,
     webhook_event,
+    with_trace,
 )
 from bridge.contract.twiml import TWIML_FAMILIES
 from bridge.inbound.delivery import EventDelivery
 from bridge.inbound.twiml.answers import TwimlAnswers
 from bridge.inbound.webhooks.signature import SignatureInvalid, verify_signature
 from bridge.observability.metrics import WEBHOOK_SIGNATURE_FAILURES, WEBHOOKS
+from bridge.observability.tracing import AttributeValue, tracer
 from bridge.tracking.correlation import FAMILIES as TRACKED_FAMILIES
 from bridge.tracking.correlation import token_in
 from bridge.tracking.log import DeliveryLog
@@ -48,6 +50,7 @@ _JSON_TYPES = (
 )
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 _XML = "text/xml; charset=utf-8"
+_ROUTE = "/webhooks/twilio/{family}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +123,22 @@ class WebhookReceiver:
         self._shared_keys = {k: v.get_secret_value() for k, v in settings.shared_keys.items()}
 
     async def receive(self, request: WebhookRequest) -> WebhookAnswer:
-        """The answer for one webhook; never raises for anything Twilio (or a forger) sends."""
-        answer = await self._answer(request)
+        """The answer for one webhook; never raises for anything Twilio (or a forger) sends.
+
+        One HTTP server span covers it; the events published carry its context."""
+        attributes = _span_attributes(request)
+        with tracer().server(f"{request.method} {_ROUTE}", request.headers, attributes) as span:
+            answer = await self._answer(request, span.headers())
+            span.set("http.response.status_code", answer.status)
+            if answer.status >= 500:
+                span.fail(str(answer.status))
         WEBHOOKS.labels(request.family, answer.outcome).inc()
         return answer
 
-    async def _answer(self, request: WebhookRequest) -> WebhookAnswer:
+    async def _answer(
+        self, request: WebhookRequest, trace: tuple[tuple[str, bytes], ...]
+    ) -> WebhookAnswer:
+        """The answer; the events published carry ``trace`` (the webhook span's context)."""
         try:
             urlsplit(request.url)
         except ValueError:  # a Host header such as '[::1' ("Invalid IPv6 URL")
@@ -159,6 +172,7 @@ class WebhookReceiver:
         if any(size > self._max_record_bytes for size in sizes):
             return WebhookAnswer(413, "too_large", "an event exceeds the broker's message limit")
         topic = event_topic(self._settings, request.family, accounts)
+        events = [with_trace(event, trace) for event in events]
         return await self._deliver(request, data, topic, events)
 
     async def _deliver(
@@ -256,6 +270,15 @@ class WebhookReceiver:
             twiml = self._settings.twiml.get(family, EMPTY_TWIML)
             return WebhookAnswer(200, "published", twiml, _XML)
         return WebhookAnswer(200, "published")
+
+
+def _span_attributes(request: WebhookRequest) -> dict[str, AttributeValue | None]:
+    # HTTP server semantic conventions; the route, never the URL (its query may hold anything).
+    return {
+        "http.request.method": request.method,
+        "http.route": _ROUTE,
+        "twilio.webhook.family": request.family,
+    }
 
 
 class _Refused(Exception):

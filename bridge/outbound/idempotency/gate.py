@@ -9,12 +9,14 @@ reply as the answer after it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bridge.contract.envelopes import AdvancedRequest, BasicRequest, Reply
 from bridge.contract.errors import UnknownOutcome
+from bridge.observability.tracing import NOTABLE_WAIT_MS, tracer
 from bridge.outbound.idempotency.index import (
     Answered,
     IdempotencyStore,
@@ -80,7 +82,14 @@ class IdempotencyGate:
         partition: int,
     ) -> Reply | None:
         """The reply for an id seen before that must not be sent again; None to send it."""
+        span = tracer().current()
+        started = time.monotonic()
         prior: Prior | None = await store.check(request.id, partition)
+        if span.recording:
+            waited_ms = round((time.monotonic() - started) * 1000, 3)
+            if prior is not None or waited_ms >= NOTABLE_WAIT_MS:
+                found = "answered" if isinstance(prior, Answered) else "started" if prior else "new"
+                span.event(f"idempotency check: {found}", {"twilio.wait_ms": waited_ms})
         if isinstance(prior, Answered):
             first = await store.first_reply(request.id, prior)
             return _duplicate(first, prior) if first is not None else None

@@ -13,6 +13,8 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 from twilio.request_validator import RequestValidator
 
 from bridge.app.http import create_app, openapi_document
@@ -37,6 +39,7 @@ from tests.helpers import (
     INSTANCE_ACCOUNT,
     RecordingDelivery,
     stored_instance,
+    traceparent_of,
 )
 
 PARAMS = {"AccountSid": ACCOUNT, "MessageSid": "SM1", "Body": "hi"}
@@ -326,3 +329,79 @@ async def test_a_trailing_slash_is_not_found_not_redirected() -> None:
         assert (await http.get("/webhooks/twilio/0%2F")).status_code == 404
         assert (await http.get("/webhooks/twilio/messages/")).status_code == 404
         assert (await http.get("/healthz/")).status_code == 404
+
+
+# --- tracing ---------------------------------------------------------------------------------
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+PHONE = "+15557654321"
+
+
+async def post_traced(http: httpx.AsyncClient, **headers: str) -> httpx.Response:
+    url = "http://testserver/webhooks/twilio/messages"
+    params = {**PARAMS, "From": PHONE, "Body": "your code is 908172"}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+    signed = {"content-type": FORM, "x-twilio-signature": signature, **headers}
+    return await http.post(url, content=urlencode(params), headers=signed)
+
+
+async def test_a_webhook_is_a_server_span_whose_context_its_event_carries(
+    spans: InMemorySpanExporter,
+) -> None:
+    delivery = RecordingDelivery()
+    answer = await post_traced(client(delivery), traceparent=TRACEPARENT, tracestate="t=1")
+    assert answer.status_code == 200
+    [span] = spans.get_finished_spans()
+    assert span.kind is SpanKind.SERVER
+    assert span.name == "POST /webhooks/twilio/{family}"
+    assert span.parent is not None and span.context is not None
+    assert (f"{span.context.trace_id:032x}", f"{span.parent.span_id:016x}") == (
+        TRACE_ID,
+        TRACEPARENT[36:52],
+    )
+    # The route and the family, never the URL or anything of the form.
+    assert dict(span.attributes or {}) == {
+        "http.request.method": "POST",
+        "http.route": "/webhooks/twilio/{family}",
+        "twilio.webhook.family": "messages",
+        "http.response.status_code": 200,
+    }
+    [(_, event)] = delivery.events
+    headers = dict(event.headers())
+    assert headers["ce_traceparent"] == traceparent_of(span).encode()
+    assert headers["ce_tracestate"] == b"t=1"
+
+
+async def test_a_webhook_without_context_starts_a_trace_its_event_carries(
+    spans: InMemorySpanExporter,
+) -> None:
+    delivery = RecordingDelivery()
+    await post_traced(client(delivery))
+    [span] = spans.get_finished_spans()
+    assert span.parent is None
+    [(_, event)] = delivery.events
+    assert dict(event.headers())["ce_traceparent"] == traceparent_of(span).encode()
+    assert "ce_tracestate" not in dict(event.headers())
+
+
+async def test_a_webhook_kafka_did_not_take_fails_its_span(spans: InMemorySpanExporter) -> None:
+    answer = await post_traced(client(RecordingDelivery(acknowledge=False)))
+    assert answer.status_code == 503
+    [span] = spans.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "503"
+
+
+async def test_with_tracing_off_an_event_carries_the_webhooks_own_trace_context() -> None:
+    delivery = RecordingDelivery()
+    await post_traced(client(delivery), traceparent=TRACEPARENT)
+    [(_, event)] = delivery.events
+    assert dict(event.headers())["ce_traceparent"] == TRACEPARENT.encode()
+
+
+async def test_with_tracing_off_a_webhook_without_context_gives_an_event_without() -> None:
+    delivery = RecordingDelivery()
+    await post_traced(client(delivery))
+    [(_, event)] = delivery.events
+    assert not any(name.startswith("ce_trace") for name, _ in event.headers())

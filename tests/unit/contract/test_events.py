@@ -15,6 +15,7 @@ from bridge.contract.events import (
     event_streams_events,
     form_data,
     webhook_event,
+    with_trace,
 )
 from bridge.inbound.redelivery.window import RedeliveryWindow
 from tests.helpers import ACCOUNT
@@ -180,3 +181,18 @@ def test_seen_window_checks_late_arrivals_by_their_own_time() -> None:
     assert seen.contains("new", 100)
     seen.add("new", 95)  # an earlier sighting never shortens the window
     assert seen.contains("new", 109)
+
+
+def test_the_trace_context_becomes_the_distributed_tracing_extension() -> None:
+    plain = event("messages", {"AccountSid": ACCOUNT, "MessageSid": "SM1"})
+    traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    context = [("traceparent", traceparent), ("tracestate", b"t=1"), ("baggage", b"u=2")]
+    traced = with_trace(plain, context)
+    headers = dict(traced.headers())
+    assert (headers["ce_traceparent"], headers["ce_tracestate"]) == (traceparent, b"t=1")
+    # Baggage is not part of the extension; everything else stays as it was.
+    assert "ce_baggage" not in headers
+    assert {k: v for k, v in headers.items() if not k.startswith("ce_trace")} == dict(
+        plain.headers()
+    )
+    assert with_trace(plain, []) is plain

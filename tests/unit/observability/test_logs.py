@@ -1,4 +1,5 @@
-"""Log lines: one JSON object per line, personal data and tokens masked."""
+"""Log lines: one JSON object per line, personal data and tokens masked, the trace and span ids
+while a span is active."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import json
 import logging
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bridge.observability.logs import MASK, JsonFormatter, Masker, configure_logging
+from bridge.observability.tracing import tracer
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 SID = "SM0123456789abcdef0123456789abcdef"
@@ -97,3 +100,29 @@ def test_configure_logging_routes_every_logger_through_one_masked_handler(
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
     assert [json.loads(line)["message"] for line in lines] == [f"client {MASK} went away"]
+
+
+def test_json_lines_carry_the_trace_and_span_ids_inside_a_span_only(
+    spans: InMemorySpanExporter,
+) -> None:
+    formatter = JsonFormatter(Masker())
+    outside = json.loads(formatter.format(_record("before")))
+    with tracer().consumer("process twilio.requests", [], {}):
+        inside = json.loads(formatter.format(_record("sending")))
+    after = json.loads(formatter.format(_record("after")))
+    [span] = spans.get_finished_spans()
+    assert span.context is not None
+    assert (inside["trace_id"], inside["span_id"]) == (
+        format(span.context.trace_id, "032x"),
+        format(span.context.span_id, "016x"),
+    )
+    for line in (outside, after):
+        assert "trace_id" not in line and "span_id" not in line
+
+
+def test_json_lines_carry_no_ids_with_tracing_off() -> None:
+    assert not tracer().enabled
+    traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with tracer().consumer("process twilio.requests", [("traceparent", traceparent)], {}):
+        line = json.loads(JsonFormatter(Masker()).format(_record("sending")))
+    assert "trace_id" not in line and "span_id" not in line
