@@ -156,6 +156,8 @@ class Round:
     load: str = ""
     answers: Counter[int] = field(default_factory=Counter)
     phases: list[float] = field(default_factory=list)  # seconds: replies, callbacks, the rest
+    idle_cpu: float = 0.0  # the bridge's CPU seconds per second when idle (consumers' polls)
+    broker_cpu_s: float = float("nan")
     problem: str = ""
 
     @property
@@ -166,12 +168,19 @@ class Round:
     def cpu_ms(self) -> float:
         return self.cpu_s / self.sends * 1000
 
+    @property
+    def busy_ms(self) -> float:
+        """CPU per send beyond what the bridge spends idle over the same window."""
+        return (self.cpu_s - self.idle_cpu * self.window_s) / self.sends * 1000
+
     def row(self) -> str:
         codes = ",".join(f"{k}:{v}" for k, v in sorted(self.answers.items()))
         return (
             f"  {self.scenario}  {self.sends:>6} sends  {self.rate:7.0f} sends/s  "
-            f"CPU {self.cpu_ms:5.2f} ms per send  s to replies/callbacks/records "
-            f"{'/'.join(f'{s:.1f}' for s in self.phases)}  callbacks {codes}  load {self.load}"
+            f"CPU {self.cpu_ms:5.2f} ms per send ({self.busy_ms:5.2f} beyond idle)  "
+            f"s to replies/callbacks/records {'/'.join(f'{s:.1f}' for s in self.phases)}  "
+            f"broker CPU {self.broker_cpu_s / self.sends * 1000:5.2f} ms per send  "
+            f"callbacks {codes}  load {self.load}"
             + (f"  PROBLEM: {self.problem}" if self.problem else "")
         )
 
@@ -179,11 +188,21 @@ class Round:
 class Bench:
     """The broker, the mock and the bridge of one run, and the watchers of its topics."""
 
-    def __init__(self, bootstrap: str, mock_url: str, bridge: BenchBridge, ns: argparse.Namespace):
-        self.bootstrap, self.mock_url, self.bridge, self.ns = bootstrap, mock_url, bridge, ns
+    def __init__(
+        self, broker: TansuBroker, mock_url: str, bridge: BenchBridge, ns: argparse.Namespace
+    ):
+        self.broker, self.mock_url, self.bridge, self.ns = broker, mock_url, bridge, ns
+        self.bootstrap = broker.bootstrap_servers
         self.seen = Seen()
         self.profiler = Profiler(ns.profile, 100)
         self.rounds = 0
+        self.idle_cpu = 0.0
+
+    async def measure_idle(self, seconds: float) -> None:
+        """The bridge's CPU per second while nothing is sent: its consumers' fetches."""
+        cpu0 = proc_cpu(self.pid)
+        await asyncio.sleep(seconds)
+        self.idle_cpu = (proc_cpu(self.pid) - cpu0) / seconds
 
     @property
     def pid(self) -> int:
@@ -193,16 +212,18 @@ class Bench:
     async def run(self, scenario: str, sends: int) -> Round:
         self.rounds += 1
         ids = [f"{scenario}{self.rounds}-{n:06d}" for n in range(sends)]
-        result = Round(scenario, sends)
+        result = Round(scenario, sends, idle_cpu=self.idle_cpu)
         await mock_stats(self.mock_url, reset=True)
         profile = self.profiler.attach(self.pid, f"round{self.rounds}-{scenario}")
         cpu0, started = proc_cpu(self.pid), time.monotonic()
+        broker0 = proc_cpu(self.broker.pid)
         try:
             await self._round(scenario == "A", ids, result)
         except RuntimeError as exc:
             result.problem = str(exc)
         result.cpu_s = proc_cpu(self.pid) - cpu0
         result.window_s = time.monotonic() - started
+        result.broker_cpu_s = proc_cpu(self.broker.pid) - broker0
         result.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         Profiler.detach(profile)
         return result
@@ -308,23 +329,26 @@ def summary(rounds: list[Round]) -> list[str]:
             lines.append(f"  {scenario} {name}: no complete round")
             continue
         cpu = sorted(r.cpu_ms for r in runs)
+        busy = sorted(r.busy_ms for r in runs)
         rate = sorted(r.rate for r in runs)
         medians[scenario] = cpu[len(cpu) // 2]
+        medians[scenario + "busy"] = busy[len(busy) // 2]
         lines.append(
             f"  {scenario} {name}: CPU {medians[scenario]:.2f} ms per send (median; "
-            f"{cpu[0]:.2f}-{cpu[-1]:.2f}), {rate[len(rate) // 2]:.0f} sends/s "
-            f"({rate[0]:.0f}-{rate[-1]:.0f})"
+            f"{cpu[0]:.2f}-{cpu[-1]:.2f}; beyond idle {busy[len(busy) // 2]:.2f}), "
+            f"{rate[len(rate) // 2]:.0f} sends/s ({rate[0]:.0f}-{rate[-1]:.0f})"
         )
-    pairs = [(a, b) for a, b in zip(rounds[::2], rounds[1::2], strict=True)]
-    ratios = sorted(
-        (a.cpu_ms / b.cpu_ms if a.scenario == "A" else b.cpu_ms / a.cpu_ms)
-        for a, b in pairs
+    pairs = [
+        (a, b) if a.scenario == "A" else (b, a)
+        for a, b in zip(rounds[::2], rounds[1::2], strict=True)
         if not (a.problem or b.problem)
-    )
-    if "A" in medians and "B" in medians and ratios:
+    ]
+    if "A" in medians and "B" in medians and pairs:
+        each = ", ".join(f"{a.cpu_ms / b.cpu_ms:.2f}" for a, b in pairs)
         lines.append(
-            f"  CPU per send A ÷ B: {medians['A'] / medians['B']:.2f} (of the medians); per "
-            f"pair {', '.join(f'{r:.2f}' for r in ratios)}; target at most 1.5"
+            f"  CPU per send A ÷ B: {medians['A'] / medians['B']:.2f} (of the medians; per "
+            f"pair {each}); beyond idle {medians['Abusy'] / medians['Bbusy']:.2f}; target at "
+            "most 1.5"
         )
     return lines
 
@@ -342,7 +366,7 @@ async def main_async(ns: argparse.Namespace) -> None:
         async with TansuBroker(log_dir=workdir) as broker:
             bootstrap = broker.bootstrap_servers
             bridge, watched = await start_bridge(bootstrap, mock_url, workdir, pinning)
-            bench = Bench(bootstrap, mock_url, bridge, ns)
+            bench = Bench(broker, mock_url, bridge, ns)
             seen = bench.seen
             watchers = [
                 asyncio.create_task(follow(bootstrap, watched["replies"], seen.reply, stop)),
@@ -353,6 +377,8 @@ async def main_async(ns: argparse.Namespace) -> None:
                 for scenario in ("A", "B"):
                     warm = await bench.run(scenario, ns.warmup)
                     print(f"warm-up{warm.row()}", flush=True)
+                await bench.measure_idle(ns.idle_s)
+                print(f"idle: {bench.idle_cpu * 1000:.0f} ms of CPU per second", flush=True)
                 rounds = []
                 for scenario in order(ns.rounds):
                     rounds.append(await bench.run(scenario, ns.sends))
@@ -378,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="pairs of rounds (A and B)")
     parser.add_argument("--warmup", type=int, default=200, help="sends per warm-up round")
     parser.add_argument("--concurrency", type=int, default=64, help="sends called back at once")
+    parser.add_argument("--idle-s", type=float, default=5.0, help="idle CPU measured this long")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy per round, into DIR")
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     asyncio.run(main_async(parser.parse_args(argv if argv is not None else sys.argv[1:])))
