@@ -125,8 +125,11 @@ def test_an_account_without_its_auth_token_cannot_track() -> None:
 def test_an_instance_that_takes_no_webhooks_cannot_track(events: dict[str, object]) -> None:
     # Its callbacks would be refused (403 events_off): the send could never end.
     accounts = Accounts()
-    for name, configuration in (("quiet", {"events": events, "track": True}), ("hooked", {})):
-        instance = stored_instance(name, INSTANCE_ACCOUNT, INSTANCE_AUTH_TOKEN, **configuration)
+    quiet = stored_instance(
+        "quiet", INSTANCE_ACCOUNT, INSTANCE_AUTH_TOKEN, events=events, track=True
+    )
+    hooked = stored_instance("hooked", INSTANCE_ACCOUNT, INSTANCE_AUTH_TOKEN)
+    for instance in (quiet, hooked):
         accounts.put(account_of(instance, TwilioSettings()))
     builder = CallBuilder(CATALOG, accounts, TwilioSettings())
     with pytest.raises(RequestInvalid) as raised:
