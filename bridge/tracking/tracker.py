@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 
 _FETCHES = {"message": "FetchMessage", "call": "FetchCall"}
 _MAX_FETCHES = 16  # reconciling fetches in flight at once
-# Records applied per turn. Each may wait for two acknowledged writes; a turn over a whole
-# fetch (thousands of records) outlasted max.poll.interval.ms (300 s) on a slow broker, and
-# aiokafka then leaves the group: nothing was tracked until the next fetch.
+# Records applied per turn. Each may wait for two acknowledged writes, so a turn over a whole
+# fetch (thousands of records) on a slow broker can outlast max.poll.interval.ms (300 s), after
+# which aiokafka leaves the group until the next fetch.
 _MAX_RECORDS = 256
 _SCAN_EVERY_S = 10.0
 
