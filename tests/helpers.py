@@ -213,15 +213,16 @@ class FakeConsumer:
         return self.positions.get(tp, 0)
 
     async def getmany(
-        self, *_: TopicPartition, **__: Any
+        self, *_: TopicPartition, max_records: int | None = None, **__: Any
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
         self._call("getmany")
         if not self.records:
             await asyncio.sleep(0.01)  # as a fetch waits for records that do not come
         batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
-        for record in self.records:
+        count = len(self.records) if max_records is None else max_records
+        taken, self.records = self.records[:count], self.records[count:]
+        for record in taken:
             batch.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
-        self.records = []
         return batch
 
 

@@ -77,12 +77,12 @@ class OwnedPartitions:
             position: int = await self._consumer.position(TopicPartition(self.topic, partition))
         return position >= end
 
-    async def fetch(self, timeout_ms: int) -> list[Record]:
-        """The records that came within ``timeout_ms``; raises ``BrokerError`` when the fetch
-        fails."""
+    async def fetch(self, timeout_ms: int, max_records: int | None = None) -> list[Record]:
+        """The records that came within ``timeout_ms``, at most ``max_records`` (the rest
+        come next time); raises ``BrokerError`` when the fetch fails."""
         assert self._consumer is not None, "start() first"
         with kafka_errors(f"reading {self.topic}"):
-            batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         return [Record.of(raw) for records in batches.values() for raw in records]
 
 

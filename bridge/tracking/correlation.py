@@ -120,14 +120,13 @@ def decide(
     given = _names(request)
     request = _with(request, _sender(resource, given, defaults))
     track = _choice(request.track, defaults.track, settings.default)
-    if track and "StatusCallback" in given:
+    refusal = _no_callbacks(given, account) if track else None
+    if refusal is not None:
         if request.track:
-            raise RequestInvalid(
-                "track: the bridge sets StatusCallback when it tracks a send; leave "
-                "StatusCallback out of the body, or set track to false",
-                invalid=["track"],
-            )
-        track = False  # a default gives way to the requester's own callback
+            raise RequestInvalid(refusal, invalid=["track"])
+        # A default gives way to the requester's own callback, and to an account whose
+        # callbacks would be refused.
+        track = False
     if not track:
         own = defaults.status_callback
         added = {"StatusCallback": own} if own is not None and "StatusCallback" not in given else {}
@@ -147,7 +146,7 @@ def _tracked(
     now: float,
 ) -> Choice:
     """The request with the bridge's callback on it, and the state of the send it tracks."""
-    problem = _untrackable(public_url, account.auth_token, account.name)
+    problem = _untrackable(public_url, account)
     if problem is not None:
         raise RequestInvalid(problem, invalid=["track"])
     assert public_url is not None
@@ -173,16 +172,33 @@ def _choice(*choices: bool | None) -> bool:
     return next((choice for choice in choices if choice is not None), False)
 
 
-def _untrackable(public_url: str | None, auth_token: str | None, name: str) -> str | None:
+def _no_callbacks(given: set[str], account: Account) -> str | None:
+    """Why the bridge would get no callbacks for this send, or None: the requester's own
+    ``StatusCallback``, or an account whose callbacks the webhook receiver refuses (403
+    ``events_off``), on which a tracked send could never end."""
+    if "StatusCallback" in given:
+        return (
+            "track: the bridge sets StatusCallback when it tracks a send; leave "
+            "StatusCallback out of the body, or set track to false"
+        )
+    if not account.webhooks:
+        return (
+            f"track: instance '{account.name}' does not take events by webhook (it polls, or "
+            "its events are off), and status callbacks are webhooks"
+        )
+    return None
+
+
+def _untrackable(public_url: str | None, account: Account) -> str | None:
     if public_url is None:
         return (
             "track needs BRIDGE_WEBHOOK__PUBLIC_URL: the base URL at which Twilio calls the "
             "bridge with status callbacks"
         )
-    if auth_token is None:
+    if account.auth_token is None:
         return (
-            f"track: the bridge does not know the Auth Token of credential '{name}' (an API "
-            "key only), and Twilio signs status callbacks with it: they could not be checked"
+            f"track: the bridge does not know the Auth Token of credential '{account.name}' (an "
+            "API key only), and Twilio signs status callbacks with it: they could not be checked"
         )
     return None
 

@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 _FETCHES = {"message": "FetchMessage", "call": "FetchCall"}
 _MAX_FETCHES = 16  # reconciling fetches in flight at once
+# Records applied per turn. Each may wait for two acknowledged writes, so a turn over a whole
+# fetch (thousands of records) on a slow broker can outlast max.poll.interval.ms (300 s), after
+# which aiokafka leaves the group until the next fetch.
+_MAX_RECORDS = 256
 _SCAN_EVERY_S = 10.0
 
 
@@ -98,7 +102,7 @@ class DeliveryTracker:
                 await pause("tracking: reading the state topic", exc, 1.0)
 
     async def _turn(self) -> None:
-        records = await self._owned.fetch(timeout_ms=200)
+        records = await self._owned.fetch(timeout_ms=200, max_records=_MAX_RECORDS)
         if self._owned.assignments != self._assignments:
             # Assigned anew: every partition is read again from its beginning.
             self._assignments = self._owned.assignments

@@ -4,7 +4,7 @@ Run it as its own process so its CPU does not count against the code under test:
 
     python tests/support/fast_twilio.py --port 0 --latency-ms 100 --error-rate 0.01 \
         --rate-429 0.01 --retry-after 1 --reset-rate 0.01 --account-limit 100 \
-        --slow-rate 0.01 --slow-ms 2000
+        --slow-rate 0.01 --slow-ms 2000 --bodies 100
 
 It prints ``READY <port>`` once listening. Every path answers: POST → 201, DELETE → 204,
 anything else → 200, with a small Twilio-like JSON body and a fresh ``SM…`` sid, after
@@ -23,10 +23,11 @@ changes the configuration of the running mock, so a test can make it recover; ``
 is the status a GET of one resource answers (default ``queued``).
 
 ``GET /__stats`` returns request counts (total, by method, by ``"METHOD /path"``, by
-``I-Request-Id`` and ``X-Test-Id`` header, faults injected), the last 100 POST bodies (as
-they arrived, before any answer), the last 100 ``traceparent`` headers, the peak in flight,
-the first and last arrival time (seconds) of each ``X-Test-Id`` and the mock's CPU seconds;
-``POST /__reset`` zeroes the counts. Those three paths are never delayed, faulted or counted.
+``I-Request-Id`` and ``X-Test-Id`` header, faults injected), the last ``--bodies`` POST bodies
+(100 by default; as they arrived, before any answer), the last 100 ``traceparent`` headers, the
+peak in flight, the first and last arrival time (seconds) of each ``X-Test-Id`` and the mock's
+CPU seconds; ``POST /__reset`` zeroes the counts. Those three paths are never delayed, faulted
+or counted.
 
 It is a plain ``asyncio.Protocol`` with a minimal HTTP/1.1 parser: keep-alive,
 ``Content-Length`` bodies, ``Connection: close``; requests on one connection are answered in
@@ -82,6 +83,7 @@ class Config:
 
 @dataclass
 class Stats:
+    keep: int = 100  # POST bodies kept (--bodies): bounded, the mock runs for hours in soaks
     total: int = 0
     by_method: Counter[str] = field(default_factory=Counter)
     by_route: Counter[str] = field(default_factory=Counter)
@@ -92,12 +94,15 @@ class Stats:
     sids: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
-    bodies: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # last POST bodies
+    bodies: deque[str] = field(init=False)  # the last ``keep`` POST bodies
     traceparents: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # last sent
+
+    def __post_init__(self) -> None:
+        self.bodies = deque(maxlen=self.keep)
 
     def reset(self) -> None:
         in_flight = self.in_flight
-        self.__dict__.update(Stats().__dict__)
+        self.__dict__.update(Stats(self.keep).__dict__)
         self.in_flight = in_flight  # requests still being answered
 
     def as_json(self) -> dict[str, Any]:
@@ -297,9 +302,12 @@ def _resource(path: str, n: int, status: str = "queued") -> bytes:
     return json.dumps(doc).encode()
 
 
-async def serve(config: Config, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
-    """Start the mock in the running loop; the bound port is server.sockets[0]."""
-    stats = Stats()
+async def serve(
+    config: Config, host: str = "127.0.0.1", port: int = 0, bodies: int = 100
+) -> asyncio.Server:
+    """Start the mock in the running loop, keeping the last ``bodies`` POST bodies; the bound
+    port is server.sockets[0]."""
+    stats = Stats(bodies)
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: MockProtocol(config, stats), host, port, backlog=1024)
 
@@ -329,7 +337,7 @@ async def _main(ns: argparse.Namespace) -> None:
         slow_rate=ns.slow_rate,
         slow=ns.slow_ms / 1000,
     )
-    server = await serve(config, ns.host, ns.port)
+    server = await serve(config, ns.host, ns.port, ns.bodies)
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -352,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--post-status", type=int, default=0, choices=(0, *SERVER_ERRORS))
     p.add_argument("--slow-rate", type=float, default=0.0, help="share answered after --slow-ms")
     p.add_argument("--slow-ms", type=float, default=0.0)
+    p.add_argument("--bodies", type=int, default=100, help="POST bodies kept for /__stats")
     p.add_argument("--seed", type=int, default=None)
     ns = p.parse_args(argv)
     random.seed(ns.seed)

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from bridge.config import Credential, TrackingSettings, TwilioSettings
 from bridge.contract.envelopes import AdvancedRequest, BasicRequest, parse_request
 from bridge.contract.errors import RequestInvalid
+from bridge.instances.accounts import account_of
 from bridge.tracking.correlation import (
     Choice,
     callback_url,
@@ -21,7 +22,7 @@ from bridge.tracking.correlation import (
 from bridge.twilio.accounts import Accounts
 from bridge.twilio.calls import CallBuilder
 from bridge.twilio.catalog import Catalog
-from tests.helpers import ACCOUNT
+from tests.helpers import ACCOUNT, INSTANCE_ACCOUNT, INSTANCE_AUTH_TOKEN, stored_instance
 
 PUBLIC = "https://hooks.example.com/bridge"
 SETTINGS = TrackingSettings()
@@ -116,6 +117,28 @@ def test_an_account_without_its_auth_token_cannot_track() -> None:
     builder = _builder(auth_token=None, api_key_sid="SK" + "1" * 32, api_key_secret=SecretStr("s"))
     with pytest.raises(RequestInvalid, match="Auth Token"):
         _decide(_message(track=True), builder)
+
+
+@pytest.mark.parametrize(
+    "events", [{"mechanism": "polling"}, {"enabled": False}], ids=["polls", "events off"]
+)
+def test_an_instance_that_takes_no_webhooks_cannot_track(events: dict[str, object]) -> None:
+    # Its callbacks would be refused (403 events_off): the send could never end.
+    accounts = Accounts()
+    quiet = stored_instance(
+        "quiet", INSTANCE_ACCOUNT, INSTANCE_AUTH_TOKEN, events=events, track=True
+    )
+    hooked = stored_instance("hooked", INSTANCE_ACCOUNT, INSTANCE_AUTH_TOKEN)
+    for instance in (quiet, hooked):
+        accounts.put(account_of(instance, TwilioSettings()))
+    builder = CallBuilder(CATALOG, accounts, TwilioSettings())
+    with pytest.raises(RequestInvalid) as raised:
+        _decide(_message(track=True, credential="quiet"), builder)
+    assert list(raised.value.invalid) == ["track"]
+    assert "'quiet' does not take events by webhook" in raised.value.message
+    # Its default gives way, as it does to a request's own callback.
+    assert _decide(_message(credential="quiet"), builder).send is None
+    assert _decide(_message(track=True, credential="hooked"), builder).send is not None
 
 
 def test_account_defaults_fill_in_what_the_envelope_leaves_out() -> None:
