@@ -139,7 +139,7 @@ async def test_a_broker_crash_and_restart_under_load_loses_nothing_and_sends_not
     mock: Callable[..., str],
     prism: Any,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    show: Callable[[str], None],
 ) -> None:
     total = 3000
     base_url = mock("--latency-ms", "100")
@@ -180,14 +180,12 @@ async def test_a_broker_crash_and_restart_under_load_loses_nothing_and_sends_not
     duplicates = sum(c - 1 for c in calls.values())
     kinds = Counter((r.value["error"] or {}).get("kind", "ok") for r in replies.records)
     lost = total - len(counts)
-    shown = (
-        f"\nsent={total} replied before the kill={before} replied={len(counts)} lost={lost} "
+    show(
+        f"sent={total} replied before the kill={before} replied={len(counts)} lost={lost} "
         f"duplicate POSTs={duplicates} duplicate replies={sum(c - 1 for c in counts.values())} "
         f"unknown outcomes={kinds['unknown_outcome']} replies by kind {dict(kinds)} "
         f"calls at the mock={sum(calls.values())}; {outage}"
     )
-    with capsys.disabled():  # the counts are printed in CI too
-        print(shown)
     assert lost == 0 and duplicates == 0
     assert set(kinds) <= {"ok", "unknown_outcome"}
     # Only the webhooks: the instance's poller publishes on this topic too.
@@ -259,7 +257,7 @@ async def _after_the_restart(
 
 
 async def test_started_with_the_broker_down_the_bridge_waits_and_recovers_by_itself(
-    s3: S3Storage, mock: Callable[..., str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3: S3Storage, mock: Callable[..., str], tmp_path: Path, show: Callable[[str], None]
 ) -> None:
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
@@ -304,12 +302,11 @@ async def test_started_with_the_broker_down_the_bridge_waits_and_recovers_by_its
         waiting.stop()
     calls = await mock_calls(base_url)
     duplicates = sum(c - 1 for c in calls.values())
-    with capsys.disabled():  # the counts are printed in CI too
-        print(
-            f"\nSIGTERM while waiting for the broker: exit 0 in {waiting_exit_s:.1f} s; ready "
-            f"{ready_s:.1f} s after the broker came up; {away}; {stopped}; replied "
-            f"{len(replies.ids())}/600, duplicate POSTs={duplicates}"
-        )
+    show(
+        f"SIGTERM while waiting for the broker: exit 0 in {waiting_exit_s:.1f} s; ready "
+        f"{ready_s:.1f} s after the broker came up; {away}; {stopped}; replied "
+        f"{len(replies.ids())}/600, duplicate POSTs={duplicates}"
+    )
     assert duplicates == 0
 
 

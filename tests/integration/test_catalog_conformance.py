@@ -14,14 +14,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from bridge.tooling.catalog_view import example_envelope
 from bridge.twilio.catalog import Catalog, Operation
-from tests.helpers import SCHEMAS
+from tests.helpers import schema_validator
 from tests.support.harness import BridgeProcess, Topics, collect, produce
 
-REPLY_SCHEMA = json.loads((SCHEMAS / "reply.schema.json").read_text())
+REPLY_VALIDATOR = schema_validator("reply.schema.json")
 
 # The catalog records parameters one level deep, and a body that is one of several shapes
 # has none required: these bodies need more than the required top-level fields, taken from the
@@ -98,7 +96,7 @@ async def test_every_catalog_operation_is_a_valid_call(
     per_api: Counter[str] = Counter()
     for envelope, op in zip(envelopes, operations, strict=True):
         reply = by_id[envelope["id"]]
-        jsonschema.validate(reply, REPLY_SCHEMA)
+        REPLY_VALIDATOR.validate(reply)
         per_api[op.api] += 1
         if op.refused:
             # Documented: refused before calling Twilio, the bridge has no OAuth 2.0 tokens.

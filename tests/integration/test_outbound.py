@@ -11,15 +11,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from bridge.tooling.demo import SAMPLES
-from tests.helpers import AUTH_TOKEN, SCHEMAS
+from tests.helpers import AUTH_TOKEN, schema_validator
 from tests.support.harness import BridgeProcess, Received, Topics, collect, committed, produce
 
-REPLY_SCHEMA = json.loads((SCHEMAS / "reply.schema.json").read_text())
-ERROR_SCHEMA = json.loads((SCHEMAS / "error-record.schema.json").read_text())
+REPLY_VALIDATOR = schema_validator("reply.schema.json")
+ERROR_VALIDATOR = schema_validator("error-record.schema.json")
 
 StartBridge = Callable[..., "asyncio.Future[tuple[Topics, BridgeProcess]]"]
 
@@ -58,7 +57,7 @@ def _envelope(item: dict[str, Any]) -> tuple[bytes, bytes]:
 
 def _check_reply(rec: Received, key: bytes | None = None) -> dict[str, Any]:
     """Schema-valid, id in a header, keyed like its request (by default keyed by id)."""
-    jsonschema.validate(rec.value, REPLY_SCHEMA)
+    REPLY_VALIDATOR.validate(rec.value)
     assert rec.headers["id"] == rec.value["id"].encode()
     assert rec.key == (key or rec.value["id"].encode())
     return dict(rec.value)
@@ -86,7 +85,7 @@ async def test_demo_operations_round_trip(start_bridge: Any, tansu: Any) -> None
     errors = await collect(tansu.bootstrap_servers, topics.errors, 2, 30)
     assert sorted(e.value["id"] for e in errors) == ["demo-missing-to", "demo-typo"]
     for error in errors:
-        jsonschema.validate(error.value, ERROR_SCHEMA)
+        ERROR_VALIDATOR.validate(error.value)
         assert error.value["request"]["id"] == error.value["id"]
         assert error.value["source"]["topic"] == topics.requests
 
@@ -118,7 +117,7 @@ async def test_junk_lands_on_the_error_topic_and_the_partition_keeps_flowing(
     errors = await collect(tansu.bootstrap_servers, topics.errors, 8, 60, settle_s=1)
     assert len(errors) == 8
     for error in errors:
-        jsonschema.validate(error.value, ERROR_SCHEMA)
+        ERROR_VALIDATOR.validate(error.value)
         assert error.value["error"]["kind"] == "validation"
         value = error.value
         # Only a tombstone has nothing to keep; every other payload is kept for replay.

@@ -106,7 +106,7 @@ async def restart(replica: BridgeProcess, replies: TopicReader, more: int) -> st
 
 
 async def test_a_rolling_restart_of_two_replicas_under_load_loses_nothing(
-    tansu: Any, mock: Callable[..., str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tansu: Any, mock: Callable[..., str], tmp_path: Path, show: Callable[[str], None]
 ) -> None:
     bootstrap = tansu.bootstrap_servers
     total, rate = 2000, 150.0
@@ -137,12 +137,11 @@ async def test_a_rolling_restart_of_two_replicas_under_load_loses_nothing(
     why = Counter(explain(r.value) for r in later_replies(replies.records))
     lost = total - len(counts)
     duplicates = sum(c - 1 for c in calls.values())
-    with capsys.disabled():  # the counts are printed in CI too
-        print(
-            f"\nsent={total} at {rate:.0f}/s replied={len(counts)} lost={lost} duplicate POSTs="
-            f"{duplicates} duplicate replies={sum(c - 1 for c in counts.values())} ({dict(why)}); "
-            + "; ".join(f"replica {n}: {step}" for n, step in enumerate(steps))
-        )
+    show(
+        f"sent={total} at {rate:.0f}/s replied={len(counts)} lost={lost} duplicate POSTs="
+        f"{duplicates} duplicate replies={sum(c - 1 for c in counts.values())} ({dict(why)}); "
+        + "; ".join(f"replica {n}: {step}" for n, step in enumerate(steps))
+    )
     assert codes == [0, 0]
     assert lost == 0 and duplicates == 0
     assert not out_of_order(replies.records)

@@ -22,7 +22,7 @@ POOLS = 64
 
 
 async def test_steady_mixed_load_loses_nothing_and_leaks_nothing(
-    tansu: Any, mock: Callable[..., str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tansu: Any, mock: Callable[..., str], tmp_path: Path, show: Callable[[str], None]
 ) -> None:
     base_url = mock(*MOCK_ARGS)
     result = await soak(
@@ -33,8 +33,7 @@ async def test_steady_mixed_load_loses_nothing_and_leaks_nothing(
         interval_s=10,
         broker_pid=tansu.pid,
     )
-    with capsys.disabled():  # the figures are printed in CI too
-        print("\n" + "\n".join(s.line() for s in result.samples) + "\n" + result.summary())
+    show("\n".join(s.line() for s in result.samples) + "\n" + result.summary())
     assert result.sent > 0 and result.lost == 0
     assert set(result.statuses) <= {"ok", "twilio", "rate_limited"}, result.statuses
     # 503 only when Kafka is slow to acknowledge on a loaded machine; never a refusal.

@@ -12,13 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from bridge.tooling.local.twilio_mock import PrismMock
-from tests.helpers import SCHEMAS, WIDGET_SID, widgets_spec
+from tests.helpers import WIDGET_SID, schema_validator, widgets_spec
 from tests.support.harness import BridgeProcess, Topics, collect, produce
 
-REPLY_SCHEMA = json.loads((SCHEMAS / "reply.schema.json").read_text())
+REPLY_VALIDATOR = schema_validator("reply.schema.json")
 
 ENVELOPES: list[dict[str, Any]] = [
     {
@@ -75,7 +73,7 @@ async def test_a_made_up_api_is_served_in_basic_mode(tansu: Any, tmp_path: Path)
     by_id = {r.value["id"]: r.value for r in replies}
     assert set(by_id) == {e["id"] for e in ENVELOPES}, bridge.log()[-3000:]
     for reply in by_id.values():
-        jsonschema.validate(reply, REPLY_SCHEMA)
+        REPLY_VALIDATOR.validate(reply)
     for name in ("create", "list", "fetch"):
         reply = by_id[name]
         assert reply["status"] == "ok", reply
