@@ -2,7 +2,8 @@
 
 ``AIOKafkaConsumer.stop`` has two ways of going wrong when the broker is gone: its fetcher
 cancels the fetch tasks waiting out a broker error and then awaits them, so their
-``CancelledError`` comes out of ``stop`` (and the client's connections are never closed); and
+``CancelledError`` comes out of ``stop`` (and the client's connections are never closed, and
+closing them afterwards can raise it again); and
 leaving the group waits for the broker up to the request timeout (40 s). Neither loses
 anything: what was not committed is redelivered to the group's next member.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 
 from aiokafka import AIOKafkaConsumer
 
@@ -37,18 +39,26 @@ async def stop_consumer(
             log.warning("%s: no answer within %.0f s; connections closed", what, timeout_s)
             stopped = False
         if not stopped:
-            # What stop() did not reach; aiokafka has no public handle on its client.
-            await consumer._client.close()
+            # What stop() did not reach; aiokafka has no public handle on its client. Closing
+            # gathers the connections' closes, whose futures the abandoned stop may have
+            # cancelled: that cancellation is theirs, not this task's.
+            await _finished(consumer._client.close())
 
 
 async def _stop(consumer: AIOKafkaConsumer) -> bool:
     """True once stopped; False when the fetcher's own cancellation cut ``stop`` short."""
+    return await _finished(consumer.stop())
+
+
+async def _finished(closing: Awaitable[object]) -> bool:
+    """Await ``closing``: True when it finished, False when a cancellation of aiokafka's own
+    tasks came out of it; a cancellation of this task goes through."""
     try:
-        await consumer.stop()
+        await closing
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
-            raise  # this task is being cancelled: not the fetcher's own cancellation
+            raise
         return False
     return True
 

@@ -13,17 +13,20 @@ from bridge.kafka.closing import stop_consumer
 
 
 class Client:
-    def __init__(self) -> None:
+    def __init__(self, how: str = "clean") -> None:
         self.closed = 0
+        self.how = how
 
     async def close(self) -> None:
         self.closed += 1
+        if self.how == "connection cancelled":
+            raise asyncio.CancelledError  # a connection's close, cancelled by the stop cut short
 
 
 class Consumer:
-    def __init__(self, how: str) -> None:
+    def __init__(self, how: str, closing: str = "clean") -> None:
         self.how = how
-        self._client = Client()
+        self._client = Client(closing)
 
     async def stop(self) -> None:
         if self.how == "fetcher cancelled":
@@ -47,6 +50,12 @@ async def test_a_stop_that_hangs_is_cut_short(
     assert consumer._client.closed == 1
     assert "leaving the group: no answer within 0 s" in caplog.text
     assert closing.STOP_TIMEOUT_S == 5.0
+
+
+async def test_a_stray_cancellation_from_closing_the_connections_is_absorbed() -> None:
+    consumer = Consumer("hangs", closing="connection cancelled")
+    await stop_consumer(consumer, "leaving the group", timeout_s=0.01)
+    assert consumer._client.closed == 1
 
 
 async def test_the_callers_cancellation_goes_through() -> None:
