@@ -50,8 +50,31 @@ def test_an_aiokafka_error_becomes_a_broker_error(
     assert error.__cause__ is raised  # the original stays reachable for a traceback
 
 
+CLOSED = (
+    "unable to perform operation on <TCPTransport closed=True reading=False>; the handler is closed"
+)
+
+
 @pytest.mark.parametrize(
-    "raised", [ValueError("bad"), asyncio.CancelledError(), TimeoutError()], ids=type
+    "raised", [RuntimeError(CLOSED), ConnectionResetError(104, "reset by peer")], ids=type
+)
+def test_a_connection_the_broker_dropped_is_a_retriable_broker_error(raised: Exception) -> None:
+    with pytest.raises(BrokerError) as caught:
+        with kafka_errors("fetching requests"):
+            raise raised
+    error = caught.value
+    assert (error.what, error.reason, error.retriable) == (
+        "fetching requests",
+        "ConnectionLost",
+        True,
+    )
+    assert error.__cause__ is raised
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [ValueError("bad"), RuntimeError("bad"), asyncio.CancelledError(), TimeoutError()],
+    ids=repr,
 )
 def test_other_exceptions_pass_unchanged(raised: BaseException) -> None:
     with pytest.raises(type(raised)) as caught:
