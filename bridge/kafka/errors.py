@@ -56,14 +56,10 @@ class kafka_errors:  # noqa: N801 - a context manager, named like contextlib.sup
             raise BrokerError(
                 self._what, type(exc).__name__, detail, retriable=bool(exc.retriable)
             ) from exc
-        if _connection_lost(exc):
-            # aiokafka lets these out of a call whose connection the broker just dropped.
+        if isinstance(exc, RuntimeError) and str(exc).startswith(_CLOSED_TRANSPORT):
+            # uvloop refusing to write to a transport the broker closed, which aiokafka lets out
+            # of a call (getmany) instead of its own connection error.
             raise BrokerError(self._what, "ConnectionLost", str(exc), retriable=True) from exc
 
 
-def _connection_lost(exc: BaseException | None) -> bool:
-    """An OS-level connection failure, or uvloop's refusal to write to a transport already
-    closed ("unable to perform operation on <TCPTransport closed=True ...>")."""
-    if isinstance(exc, ConnectionError):
-        return True
-    return isinstance(exc, RuntimeError) and str(exc).startswith("unable to perform operation")
+_CLOSED_TRANSPORT = "unable to perform operation on"
