@@ -170,15 +170,21 @@ class Book:
         )
         return Change(token, verdict, after, record, gone=finished(after))
 
-    def settle(self, change: Change, where: int | None = None) -> None:
-        """Keep the outcome of a change carried out (its state written at offset ``where``,
-        when it was), or forget a finished send."""
+    def settle(self, change: Change) -> None:
+        """Keep the outcome of a change (its state still where it was until ``placed``), or
+        forget a finished send."""
         pending = self.pending(change.token)
         if change.gone or pending is None:
             self._drop(change.token)
             return
-        place = pending.where if where is None else where
+        place = pending.where
         self._keep(change.send, Pending.of(change.send, pending.partition, place, pending.fetches))
+
+    def placed(self, token: str, where: int) -> None:
+        """The latest state of the send of ``token`` was written at offset ``where``."""
+        pending = self.pending(token)
+        if pending is not None and where > pending.where:
+            self.sends[token] = replace(pending, where=where).pack()
 
     def fetched(self, token: str) -> None:
         """A reconciling fetch of the send of ``token`` started."""

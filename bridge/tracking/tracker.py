@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import KafkaSettings, TrackingSettings
@@ -109,15 +110,19 @@ class DeliveryTracker:
             self.book.reset()
             self._due.clear()
             self._scan_at = 0.0
+        writes = _Writes()
         for record in records:
             await self._recall(self.book.wanted(record))
-            await self._carry_out(self.book.read(record, utc_timestamp))
+            for change in self.book.read(record, utc_timestamp):
+                self._settle(change, "callback", writes)
         for partition in self._owned.owned() - self.book.live:
             if await self._owned.caught_up(partition):
                 for offset, token, event in self.book.caught_up(partition):
                     if await self._recall(token):
-                        change = self.book.apply(token, offset, event, utc_timestamp)
-                        await self._carry_out([change] if change is not None else [])
+                        held = self.book.apply(token, offset, event, utc_timestamp)
+                        if held is not None:
+                            self._settle(held, "callback", writes)
+        await self._write(writes)
         await self._reconcile()
 
     async def _recall(self, token: str | None) -> bool:
@@ -135,33 +140,56 @@ class DeliveryTracker:
             self.book.recall(token, _whole(record))
         return self.book.whole(token) is not None
 
-    async def _carry_out(self, changes: list[Change]) -> None:
-        for change in changes:
-            await self._write(change, "callback")
-
-    async def _write(self, change: Change, source: str) -> None:
-        """Publish the change's record, then the send's new state (or its tombstone)."""
+    def _settle(self, change: Change, source: str, writes: _Writes) -> None:
+        """Take ``change`` into memory at once, so the next event of its send in this turn is
+        judged against it, and queue what must be written for it: its record, then the send's
+        new state (or its tombstone) when that differs from what the state topic has."""
         send = change.send
         if change.record is not None:
             value = change.record.model_dump_json().encode()
-            headers = send.record_headers()
-            await self._publisher.publish(self._settings.topic, send.key, value, headers)
+            writes.records.setdefault(send.key, []).append((value, send.record_headers()))
         pending = self.book.pending(change.token)
-        where = None
         if pending is not None and (change.gone or send != self.book.whole(change.token)):
-            value_or_tombstone = None if change.gone else send.to_json()
-            headers = [("by", self._me.encode())]
-            if not change.gone:
-                headers.append(("kind", STATE))
-            _, where = await self._publisher.publish(
-                self._settings.state_topic,
-                change.token.encode(),
-                value_or_tombstone,
-                headers,
-                partition=pending.partition,
-            )
-        self.book.settle(change, where)
+            state = None if change.gone else send.to_json()
+            writes.states.setdefault(change.token, (pending.partition, []))[1].append(state)
+        self.book.settle(change)
         DELIVERIES.labels(source, _outcome(change)).inc()
+
+    async def _write(self, writes: _Writes) -> None:
+        """Publish the queued records, then, once Kafka has them all, the states: a state
+        never gets ahead of a record it stands for, and a turn waits for two rounds of
+        acknowledgements however many sends it changed. The writes under one key go one
+        after the other, so that they keep their order."""
+        topic = self._settings.topic
+        await asyncio.gather(
+            *(self._in_turn(topic, key, items) for key, items in writes.records.items())
+        )
+        tokens = list(writes.states)
+        places = await asyncio.gather(*(self._states(t, *writes.states[t]) for t in tokens))
+        for token, place in zip(tokens, places, strict=True):
+            if place is not None:
+                self.book.placed(token, place)
+
+    async def _states(self, token: str, partition: int, states: list[bytes | None]) -> int | None:
+        """Write a send's states in turn; the offset of the last, None for a tombstone."""
+        mine = [("by", self._me.encode())]
+        items = [(state, mine if state is None else [*mine, ("kind", STATE)]) for state in states]
+        offset = await self._in_turn(self._settings.state_topic, token.encode(), items, partition)
+        return None if states[-1] is None else offset
+
+    async def _in_turn(
+        self, topic: str, key: bytes | None, items: list[_Item], partition: int | None = None
+    ) -> int:
+        """Publish ``items`` under ``key`` one after the other; the offset of the last."""
+        offset = -1
+        for value, headers in items:
+            _, offset = await self._publisher.publish(topic, key, value, headers, partition)
+        return offset
+
+    async def _write_one(self, change: Change) -> None:
+        writes = _Writes()
+        self._settle(change, "reconcile", writes)
+        await self._write(writes)
 
     async def _reconcile(self) -> None:
         """Apply the fetches that finished, then give up on the sends too old and start the
@@ -177,7 +205,7 @@ class DeliveryTracker:
                     send, status, fetched, source="reconcile", at=utc_timestamp()
                 )
                 change = Change(token, verdict, after, record, gone=finished(after))
-                await self._write(change, "reconcile")
+                await self._write_one(change)
         now = self._clock()
         if not self._due and now >= self._scan_at:
             self._scan(now)
@@ -187,7 +215,7 @@ class DeliveryTracker:
             if pending is None or token in self._fetching or not await self._recall(token):
                 continue
             if now >= pending.created_at + self._settings.give_up_after_s:
-                await self._write(self.book.expire(token, utc_timestamp()), "reconcile")
+                await self._write_one(self.book.expire(token, utc_timestamp()))
                 continue
             send = self.book.whole(token)
             assert send is not None
@@ -235,6 +263,19 @@ class DeliveryTracker:
             log.warning("tracking: fetching %s answered HTTP %s", send.sid, result.status)
             return None
         return body
+
+
+# A record to write: its value (None: a tombstone) and headers.
+_Item = tuple[bytes | None, list[tuple[str, bytes]]]
+
+
+@dataclass
+class _Writes:
+    """What a turn must write, in the order it was decided: delivery records by Kafka key,
+    then each send's states by token (with the state partition)."""
+
+    records: dict[bytes | None, list[_Item]] = field(default_factory=dict)
+    states: dict[str, tuple[int, list[bytes | None]]] = field(default_factory=dict)
 
 
 def _outcome(change: Change) -> str:

@@ -156,6 +156,35 @@ async def test_callbacks_are_published_on_the_requests_key_then_the_send_is_tomb
     assert len(owner.tracker.book) == 0
 
 
+async def test_a_turn_writes_every_record_before_any_state_and_keeps_each_sends_order(
+    owner: Owner,
+) -> None:
+    await owner.start()
+    first, second = _send(1), _send(2)
+    await owner.turn(
+        _raw(0, first.token, first.to_json(), SEND),
+        _raw(1, second.token, second.to_json(), SEND),
+        _callback(2, first.token, "sent"),
+        _callback(3, second.token, "sent"),
+        _callback(4, first.token, "delivered"),
+    )
+    written = [(topic, key) for topic, key, _, _, _ in owner.publisher.sent]
+    one, two = first.token.encode(), second.token.encode()
+    # Two rounds of acknowledgements for the turn, not two per callback: the records (each
+    # send's in order), then the states (the first send's last is its tombstone).
+    assert written == [
+        (DELIVERIES, b"key-1"),
+        (DELIVERIES, b"key-1"),
+        (DELIVERIES, b"key-2"),
+        (STATE_TOPIC, one),
+        (STATE_TOPIC, one),
+        (STATE_TOPIC, two),
+    ]
+    assert [d[1:3] for d in owner.deliveries()] == [("sent", 1), ("delivered", 2), ("sent", 1)]
+    assert owner.states() == [(one, STATE), (one, None), (two, STATE)]
+    assert len(owner.tracker.book) == 1
+
+
 @pytest.fixture
 def one_at_hand(owner: Owner, monkeypatch: pytest.MonkeyPatch) -> Owner:
     """An owner that keeps one whole send at hand."""
