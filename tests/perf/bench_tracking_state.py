@@ -31,7 +31,7 @@ from bridge.config import KafkaSettings, TrackingSettings
 from bridge.kafka.records import Record
 from bridge.tracking.book import EVENT, SEND, event_key
 from bridge.tracking.send import Event, TrackedSend
-from bridge.tracking.tracker import DeliveryTracker
+from bridge.tracking.tracker import DeliveryTracker, _Writes
 from bridge.twilio.accounts import Accounts
 from tests.helpers import ACCOUNT, CREDENTIALS
 
@@ -161,9 +161,12 @@ async def measure(sends: int, metadata_bytes: int) -> list[tuple[str, float]]:
     gc.collect()
     baseline = tracemalloc.get_traced_memory()[0]
     for batch in _records(sends, metadata_bytes):
+        writes = _Writes()  # as the owner's turn does: the batch's writes together
         for record in batch:
             await tracker._recall(book.wanted(record))
-            await tracker._carry_out(book.read(record, _at))
+            for change in book.read(record, _at):
+                tracker._settle(change, "callback", writes)
+        await tracker._write(writes)
     assert len(book) == sends and topic.states == 2 * sends, (len(book), topic.states)
     figures = [("answered, 'sent' published", _used(baseline) / sends)]
     clock.now = START + SETTINGS.reconcile_after_s + 1
