@@ -112,24 +112,31 @@ class DeliveryTracker:
             self._scan_at = 0.0
         writes = _Writes()
         for record in records:
-            await self._recall(self.book.wanted(record))
+            await self._recall(self.book.wanted(record), writes)
             for change in self.book.read(record, utc_timestamp):
                 self._settle(change, "callback", writes)
         for partition in self._owned.owned() - self.book.live:
             if await self._owned.caught_up(partition):
                 for offset, token, event in self.book.caught_up(partition):
-                    if await self._recall(token):
+                    if await self._recall(token, writes):
                         held = self.book.apply(token, offset, event, utc_timestamp)
                         if held is not None:
                             self._settle(held, "callback", writes)
         await self._write(writes)
         await self._reconcile()
 
-    async def _recall(self, token: str | None) -> bool:
+    async def _recall(self, token: str | None, writes: _Writes | None = None) -> bool:
         """Have the whole send of ``token`` at hand, read back from the state topic if need
         be; False when it is not tracked here (any more)."""
-        pending = self.book.pending(token) if token is not None else None
-        if token is None or pending is None:
+        if token is None:
+            return False
+        if writes is not None and token in writes.states and self.book.whole(token) is None:
+            # Changed earlier in this turn, then pushed out of the sends at hand: the turn's
+            # writes go first, so that the read below finds its latest state.
+            await self._write(writes)
+            writes.clear()
+        pending = self.book.pending(token)
+        if pending is None:
             return False
         if self.book.whole(token) is None:
             # Never "gone" for a read that failed: that would drop the send.
@@ -276,6 +283,11 @@ class _Writes:
 
     records: dict[bytes | None, list[_Item]] = field(default_factory=dict)
     states: dict[str, tuple[int, list[bytes | None]]] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        """Written: nothing left to write."""
+        self.records.clear()
+        self.states.clear()
 
 
 def _outcome(change: Change) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import orjson
@@ -218,6 +219,44 @@ async def test_a_send_no_longer_at_hand_is_read_back_from_its_latest_state(
     await owner.turn(_callback(3, token, "delivered"))
     assert owner.lookup.reads == [(0, state_offset)]
     assert owner.deliveries()[-1] == (b"key-1", "delivered", 2, True, "callback")
+
+
+async def test_a_send_pushed_out_within_a_turn_is_read_back_with_the_state_the_turn_wrote(
+    one_at_hand: Owner,
+) -> None:
+    owner = one_at_hand
+    await owner.start()
+    # The state topic's log runs on past what was consumed: the owner's writes land after it,
+    # and what it writes there can be read back.
+    owner.publisher.sent.extend([("before", None, None, [], None)] * 10)
+    publish = owner.publisher.publish
+
+    async def written(
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+        partition: int | None = None,
+    ) -> tuple[int, int]:
+        at = await publish(topic, key, value, headers, partition)
+        if topic == STATE_TOPIC:
+            owner.lookup.records[at[1]] = Record(STATE_TOPIC, 0, at[1], key, value, ())
+        return at
+
+    owner.publisher.publish = written  # type: ignore[method-assign]
+    first, second = _send(1), _send(2)
+    await owner.turn(
+        _raw(0, first.token, first.to_json(), SEND),
+        _callback(1, first.token, "sent"),
+        _raw(2, second.token, second.to_json(), SEND),  # the only send at hand from here
+        _callback(3, first.token, "delivered"),
+    )
+    # 'delivered' is judged against the 'sent' state written in this same turn, not the send
+    # record before it: the state went out before the read back.
+    assert owner.deliveries() == [
+        (b"key-1", "sent", 1, False, "callback"),
+        (b"key-1", "delivered", 2, True, "callback"),
+    ]
 
 
 async def test_a_send_whose_record_is_gone_is_forgotten(one_at_hand: Owner) -> None:
