@@ -8,14 +8,14 @@ tracer (``bridge.observability.otel``, the ``otel`` extra) when the standard ``O
 variables ask for an exporter.
 
 Spans hold only the attributes named in ``ATTRIBUTES``, and string values pass the log masker
-too: a span never carries a secret, a message body, a phone number, a full URL or a Kafka key.
+too: a span never carries a secret, a message body, a phone number, a full URL or a Kafka key
+(a Twilio URL shows as its template: ``TwilioCall.url_template``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -35,7 +35,6 @@ __all__ = [
     "exporters_asked",
     "install",
     "tracer",
-    "url_template",
 ]
 
 log = logging.getLogger(__name__)
@@ -246,27 +245,3 @@ def configure_tracing(environ: Mapping[str, str] | None = None) -> Tracer:
 
 def _listed(exporters: tuple[str, ...]) -> str:
     return ", ".join(exporters)
-
-
-# A Twilio SID (two letters, 32 hex digits), and path segments that are names of things
-# rather than values: Twilio names its resources in CamelCase (``Accounts``, ``Messages.json``),
-# its versions ``v2`` or ``2010-04-01``. A CamelCase value (an identity ``Alice``) passes for a
-# name: basic calls show the spec's template instead.
-_SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}(\.json)?$")
-_NAME = re.compile(r"^([A-Z][A-Za-z]*(\.json)?|v\d+|\d{4}-\d{2}-\d{2})$")
-
-
-def url_template(path: str) -> str:
-    """``path`` without its query and with every value in it (a SID, a phone number, a name)
-    replaced by a placeholder: what a span may show of a URL (``url.template``)."""
-    segments = path.split("?", 1)[0].split("/")
-    out = []
-    for segment in segments:
-        # A SID first: one whose hex digits are all letters would pass for a name.
-        if _SID.match(segment):
-            out.append("{Sid}.json" if segment.endswith(".json") else "{Sid}")
-        elif not segment or _NAME.match(segment):
-            out.append(segment)
-        else:
-            out.append("{id}.json" if segment.endswith(".json") else "{id}")
-    return "/".join(out)

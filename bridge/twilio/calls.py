@@ -21,7 +21,7 @@ from bridge.twilio.catalog import AmbiguousOperationError, Catalog, Operation, U
 from bridge.twilio.encoding import FORM, encode_form, format_scalar, parse_form, to_json
 from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS, select_headers
 
-__all__ = ["CallBuilder", "TwilioCall", "origin_for"]
+__all__ = ["CallBuilder", "TwilioCall", "origin_for", "url_template"]
 
 _DEFAULT_HOST = "https://api.twilio.com"
 _TEMPLATE_FIELD = re.compile(r"\{(\w+)\}")
@@ -56,8 +56,38 @@ class TwilioCall:
     warnings: tuple[str, ...] = ()
     sender: str | None = None
     # The path as the spec writes it ('/2010-04-01/Accounts/{AccountSid}/Messages.json'),
-    # for a basic call: what a span shows of the URL.
+    # for a basic call.
     template: str | None = None
+
+    @property
+    def url_template(self) -> str:
+        """What a span may show of the URL: the spec's template for a basic call, an advanced
+        call's path with its values taken out."""
+        return self.template or url_template(self.path)
+
+
+# A Twilio SID (two letters, 32 hex digits), and path segments that are names of things
+# rather than values: Twilio names its resources in CamelCase (``Accounts``, ``Messages.json``),
+# its versions ``v2`` or ``2010-04-01``. A CamelCase value (an identity ``Alice``) passes for a
+# name: basic calls show the spec's template instead.
+_SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}(\.json)?$")
+_NAME = re.compile(r"^([A-Z][A-Za-z]*(\.json)?|v\d+|\d{4}-\d{2}-\d{2})$")
+
+
+def url_template(path: str) -> str:
+    """``path`` without its query and with every value in it (a SID, a phone number, a name)
+    replaced by a placeholder (``url.template`` in a span)."""
+    segments = path.split("?", 1)[0].split("/")
+    out = []
+    for segment in segments:
+        # A SID first: one whose hex digits are all letters would pass for a name.
+        if _SID.match(segment):
+            out.append("{Sid}.json" if segment.endswith(".json") else "{Sid}")
+        elif not segment or _NAME.match(segment):
+            out.append(segment)
+        else:
+            out.append("{id}.json" if segment.endswith(".json") else "{id}")
+    return "/".join(out)
 
 
 def origin_for(host: str, settings: TwilioSettings) -> str:

@@ -37,7 +37,7 @@ from bridge.observability.metrics import (
     labelled,
     status_class,
 )
-from bridge.observability.tracing import TRACE_HEADERS, AttributeValue, tracer, url_template
+from bridge.observability.tracing import TRACE_HEADERS, AttributeValue, tracer
 from bridge.twilio.calls import TwilioCall
 from bridge.twilio.responses import HttpResult, twilio_code
 
@@ -269,8 +269,7 @@ class TwilioClient:
         spans = tracer()
         if not spans.enabled:
             return await self._send(call, call.headers)
-        # The spec's template for a basic call; an advanced call's path, its values taken out.
-        template = call.template or url_template(call.path)
+        template = call.url_template
         # HTTP client spans are named '{method} {url.template}' (semantic conventions).
         name = f"{call.method} {template}"
         with spans.client(name, _span_attributes(call, template, attempt)) as span:

@@ -1,5 +1,5 @@
 """Tracing off (``bridge.observability.tracing``): spans that record nothing but hand a request's
-trace context on, which ``OTEL_*`` settings turn tracing on, and what a span may show of a URL."""
+trace context on, and which ``OTEL_*`` settings turn tracing on."""
 
 from __future__ import annotations
 
@@ -15,13 +15,10 @@ from bridge.observability.tracing import (
     exporters_asked,
     install,
     tracer,
-    url_template,
 )
-from tests.helpers import ACCOUNT
 
 TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 CONTEXT = (("traceparent", TRACEPARENT), ("tracestate", b"vendor=x"), ("baggage", b"user=1"))
-MESSAGE_SID = "SM" + "a" * 32
 EXTRA = "install the 'otel' extra: pip install 'twilio-kafka-bridge[otel]'"
 
 
@@ -178,46 +175,3 @@ def test_an_exporter_the_bridge_does_not_know_leaves_tracing_off(
     with caplog.at_level(logging.INFO, "bridge.observability.tracing"):
         assert not configure_tracing(environ).enabled
     assert f"tracing is off: {said}" in caplog.text
-
-
-# --- what a span may show of a URL -----------------------------------------------------------
-
-MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT}/Messages"
-
-
-@pytest.mark.parametrize(
-    ("path", "template"),
-    [
-        (f"{MESSAGES}.json", "/2010-04-01/Accounts/{Sid}/Messages.json"),
-        (f"{MESSAGES}/{MESSAGE_SID}.json", "/2010-04-01/Accounts/{Sid}/Messages/{Sid}.json"),
-        (f"{MESSAGES}/{MESSAGE_SID}/Media", "/2010-04-01/Accounts/{Sid}/Messages/{Sid}/Media"),
-        (
-            f"{MESSAGES}.json?To=%2B15551234567&PageSize=50&Page=1&PageToken=PAx",
-            "/2010-04-01/Accounts/{Sid}/Messages.json",
-        ),
-        ("/v2/PhoneNumbers/+15551234567", "/v2/PhoneNumbers/{id}"),
-        ("/v2/PhoneNumbers/%2B15551234567", "/v2/PhoneNumbers/{id}"),
-        ("/v1/PhoneNumbers/whatsapp:+15551234567", "/v1/PhoneNumbers/{id}"),
-        (
-            f"/2010-04-01/Accounts/{ACCOUNT}/OutgoingCallerIds/+15551234567.json",
-            "/2010-04-01/Accounts/{Sid}/OutgoingCallerIds/{id}.json",
-        ),
-        ("/v1/Services/IS" + "0" * 32 + "/Users/bob@example.com", "/v1/Services/{Sid}/Users/{id}"),
-        ("/v1/Verifications/123456", "/v1/Verifications/{id}"),
-        ("/v1/Services/IS" + "0" * 32 + "/Users/alice", "/v1/Services/{Sid}/Users/{id}"),
-        (
-            "/v2/Services/VA" + "f" * 32 + "/VerificationCheck",
-            "/v2/Services/{Sid}/VerificationCheck",
-        ),
-        ("/v1/Flows/", "/v1/Flows/"),
-        ("/2010-04-01/Accounts.json", "/2010-04-01/Accounts.json"),
-    ],
-)
-def test_url_template(path: str, template: str) -> None:
-    assert url_template(path) == template
-
-
-def test_url_template_keeps_nothing_of_a_value() -> None:
-    shown = url_template(f"{MESSAGES}/{MESSAGE_SID}.json?To=%2B15551234567&Body=secret")
-    for value in (ACCOUNT, MESSAGE_SID, "5551234567", "Body", "secret", "?"):
-        assert value not in shown

@@ -15,7 +15,7 @@ from bridge.contract.envelopes import AdvancedRequest, BasicRequest
 from bridge.contract.errors import RequestInvalid, UnknownOperation
 from bridge.instances.accounts import account_of
 from bridge.twilio.accounts import Account, Accounts, basic_auth_header
-from bridge.twilio.calls import CallBuilder, TwilioCall, origin_for
+from bridge.twilio.calls import CallBuilder, TwilioCall, origin_for, url_template
 from bridge.twilio.catalog import Catalog, Operation, Param
 from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS
 from tests.helpers import ACCOUNT, INSTANCE_ACCOUNT, stored_instance
@@ -1064,3 +1064,57 @@ def test_a_required_header_param_missing_is_named() -> None:
     assert exc.missing == ("If-Match",) and "If-Match (params)" in exc.message
     call = builder.build(basic(operation="FetchWidget", params={"if-match": "1"}))
     assert call.headers == (("If-Match", "1"),)
+
+
+# --- what a span may show of a URL -----------------------------------------------------------
+
+MESSAGE_LIST = f"/2010-04-01/Accounts/{ACCOUNT}/Messages"
+MESSAGE_SID = "SM" + "a" * 32
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        (f"{MESSAGE_LIST}.json", "/2010-04-01/Accounts/{Sid}/Messages.json"),
+        (f"{MESSAGE_LIST}/{MESSAGE_SID}.json", "/2010-04-01/Accounts/{Sid}/Messages/{Sid}.json"),
+        (f"{MESSAGE_LIST}/{MESSAGE_SID}/Media", "/2010-04-01/Accounts/{Sid}/Messages/{Sid}/Media"),
+        (
+            f"{MESSAGE_LIST}.json?To=%2B15551234567&PageSize=50&Page=1&PageToken=PAx",
+            "/2010-04-01/Accounts/{Sid}/Messages.json",
+        ),
+        ("/v2/PhoneNumbers/+15551234567", "/v2/PhoneNumbers/{id}"),
+        ("/v2/PhoneNumbers/%2B15551234567", "/v2/PhoneNumbers/{id}"),
+        ("/v1/PhoneNumbers/whatsapp:+15551234567", "/v1/PhoneNumbers/{id}"),
+        (
+            f"/2010-04-01/Accounts/{ACCOUNT}/OutgoingCallerIds/+15551234567.json",
+            "/2010-04-01/Accounts/{Sid}/OutgoingCallerIds/{id}.json",
+        ),
+        ("/v1/Services/IS" + "0" * 32 + "/Users/bob@example.com", "/v1/Services/{Sid}/Users/{id}"),
+        ("/v1/Verifications/123456", "/v1/Verifications/{id}"),
+        ("/v1/Services/IS" + "0" * 32 + "/Users/alice", "/v1/Services/{Sid}/Users/{id}"),
+        (
+            "/v2/Services/VA" + "f" * 32 + "/VerificationCheck",
+            "/v2/Services/{Sid}/VerificationCheck",
+        ),
+        ("/v1/Flows/", "/v1/Flows/"),
+        ("/2010-04-01/Accounts.json", "/2010-04-01/Accounts.json"),
+    ],
+)
+def test_url_template(path: str, template: str) -> None:
+    assert url_template(path) == template
+
+
+def test_url_template_keeps_nothing_of_a_value() -> None:
+    shown = url_template(f"{MESSAGE_LIST}/{MESSAGE_SID}.json?To=%2B15551234567&Body=secret")
+    for value in (ACCOUNT, MESSAGE_SID, "5551234567", "Body", "secret", "?"):
+        assert value not in shown
+
+
+def test_a_basic_calls_template_is_the_specs_and_an_advanced_calls_has_its_values_taken_out(
+    builder: CallBuilder,
+) -> None:
+    fetched = builder.build(basic(operation="FetchMessage", params={"Sid": MESSAGE_SID}))
+    assert fetched.url_template == "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json"
+    path = f"{MESSAGE_LIST}/{MESSAGE_SID}.json"
+    advanced = builder.build(AdvancedRequest(id="a", mode="advanced", method="GET", path=path))
+    assert advanced.url_template == "/2010-04-01/Accounts/{Sid}/Messages/{Sid}.json"
