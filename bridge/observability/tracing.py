@@ -53,7 +53,6 @@ ATTRIBUTES: Final = frozenset(
         "messaging.operation.name",
         "messaging.destination.name",
         "messaging.destination.partition.id",
-        "messaging.consumer.group.name",
         "messaging.kafka.offset",
         "messaging.message.id",
         "http.request.method",
@@ -73,7 +72,6 @@ ATTRIBUTES: Final = frozenset(
         "twilio.webhook.family",
         "twilio.request.mode",
         "twilio.reply.status",
-        "twilio.events",
     }
 )
 

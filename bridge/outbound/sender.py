@@ -58,9 +58,9 @@ class Sender:
             if delay is None:
                 break
             retried.append(f"attempt {attempts}: {why(attempt)}; retried after {delay:.2f} s")
-            RETRIES.labels(retry_reason(attempt)).inc()
-            span = tracer().current()
-            span.event("retry", {"twilio.attempt": attempts, "error.type": retry_reason(attempt)})
+            reason = retry_reason(attempt)
+            RETRIES.labels(reason).inc()
+            tracer().current().event("retry", {"twilio.attempt": attempts, "error.type": reason})
             await asyncio.sleep(delay)
         return Sent(result, attempt, attempts, tuple(retried), wait_ms)
 
