@@ -131,7 +131,7 @@ class Book:
             if not mine:
                 self._drop(key)
             return []
-        if kind not in (SEND, STATE):
+        if kind not in (SEND, STATE) or (kind == STATE and mine):
             return []
         try:
             send = TrackedSend.from_json(record.value)
@@ -139,7 +139,7 @@ class Book:
             log.warning("tracking: ignoring a record of the state topic: %s", exc)
             return []
         known = self.pending(key)
-        if (kind == SEND and known is None) or (kind == STATE and not mine and _newer(send, known)):
+        if (kind == SEND and known is None) or (kind == STATE and _newer(send, known)):
             fetches = known.fetches if known is not None else 0
             self._keep(send, Pending.of(send, record.partition, record.offset, fetches))
         return []

@@ -3,10 +3,10 @@
 The replicas share the state topic as one consumer group (``<group id>.tracking``), so each
 token's partition, and with it each tracked send, has one owner at a time: it alone judges the
 send's statuses (``Book``), publishes its delivery records (key = the request's key, header
-``id``), writes its state after each, and fetches it from Twilio when no final status came
-within ``reconcile_after_s``. A fetch goes through the same rate limiter as the requests;
-one that fails publishes nothing and is tried again later, with backoff, until
-``give_up_after_s`` ends the send with ``expired``.
+``id``), writes its state after them (its last of each turn), and fetches it from Twilio when
+no final status came within ``reconcile_after_s``. A fetch goes through the same rate limiter
+as the requests; one that fails publishes nothing and is tried again later, with backoff,
+until ``give_up_after_s`` ends the send with ``expired``.
 """
 
 from __future__ import annotations
@@ -157,32 +157,32 @@ class DeliveryTracker:
             writes.records.setdefault(send.key, []).append((value, send.record_headers()))
         pending = self.book.pending(change.token)
         if pending is not None and (change.gone or send != self.book.whole(change.token)):
-            state = None if change.gone else send.to_json()
-            writes.states.setdefault(change.token, (pending.partition, []))[1].append(state)
+            # Only the send's last state of the turn: it stands for every record before it.
+            writes.states[change.token] = (pending.partition, None if change.gone else send)
         self.book.settle(change)
         DELIVERIES.labels(source, _outcome(change)).inc()
 
     async def _write(self, writes: _Writes) -> None:
         """Publish the queued records, then, once Kafka has them all, the states: a state
         never gets ahead of a record it stands for, and a turn waits for two rounds of
-        acknowledgements however many sends it changed. The writes under one key go one
+        acknowledgements however many sends it changed. The records under one key go one
         after the other, so that they keep their order."""
         topic = self._settings.topic
         await asyncio.gather(
             *(self._in_turn(topic, key, items) for key, items in writes.records.items())
         )
         tokens = list(writes.states)
-        places = await asyncio.gather(*(self._states(t, *writes.states[t]) for t in tokens))
+        places = await asyncio.gather(*(self._state(t, *writes.states[t]) for t in tokens))
         for token, place in zip(tokens, places, strict=True):
             if place is not None:
                 self.book.placed(token, place)
 
-    async def _states(self, token: str, partition: int, states: list[bytes | None]) -> int | None:
-        """Write a send's states in turn; the offset of the last, None for a tombstone."""
+    async def _state(self, token: str, partition: int, send: TrackedSend | None) -> int | None:
+        """Write a send's state (None: its tombstone); the offset, None for a tombstone."""
         mine = [("by", self._me.encode())]
-        items = [(state, mine if state is None else [*mine, ("kind", STATE)]) for state in states]
-        offset = await self._in_turn(self._settings.state_topic, token.encode(), items, partition)
-        return None if states[-1] is None else offset
+        item: _Item = (None, mine) if send is None else (send.to_json(), [*mine, _STATE_KIND])
+        offset = await self._in_turn(self._settings.state_topic, token.encode(), [item], partition)
+        return None if send is None else offset
 
     async def _in_turn(
         self, topic: str, key: bytes | None, items: list[_Item], partition: int | None = None
@@ -274,15 +274,16 @@ class DeliveryTracker:
 
 # A record to write: its value (None: a tombstone) and headers.
 _Item = tuple[bytes | None, list[tuple[str, bytes]]]
+_STATE_KIND = ("kind", STATE)
 
 
 @dataclass
 class _Writes:
     """What a turn must write, in the order it was decided: delivery records by Kafka key,
-    then each send's states by token (with the state partition)."""
+    then each send's last state by token (with the state partition; None: a tombstone)."""
 
     records: dict[bytes | None, list[_Item]] = field(default_factory=dict)
-    states: dict[str, tuple[int, list[bytes | None]]] = field(default_factory=dict)
+    states: dict[str, tuple[int, TrackedSend | None]] = field(default_factory=dict)
 
     def clear(self) -> None:
         """Written: nothing left to write."""

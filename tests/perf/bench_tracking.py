@@ -21,7 +21,9 @@ interleaved round by round in the one run (A B, B A, A B, …) after a warm-up o
   on their topic.
 
 Measured per round: the bridge process's utime + stime (``/proc``) from the first envelope
-produced to the last record read, per send, and sends per second over that window; the ratio
+produced until, after the last record was read, the bridge is back to idle (a quarter second
+at its idle CPU, at most 10 s: the owner's last states are written and read back after the
+last delivery record), per send; sends per second up to the last record read; the ratio
 A ÷ B of CPU per send (the issue's target: at most 1.5). Every callback must be answered 200
 and every record found, or the round reports what was missing. Figures are printed, never
 asserted; the load average (``uptime``) before, during and after.
@@ -45,6 +47,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from twilio.request_validator import RequestValidator
 
 from bridge.tooling.local.tansu import TansuBroker, create_topics, free_port
@@ -69,6 +72,7 @@ FORM = "application/x-www-form-urlencoded"
 STATUSES = ("queued", "sent", "delivered")  # the callbacks of each send, in this order
 SIGNER = RequestValidator(AUTH_TOKEN)
 STALL_S = 60.0  # a round that reads nothing new this long is reported as stuck
+QUIET_WINDOW_S = 0.25  # the bridge is idle again when a window this long costs idle CPU
 
 
 def uptime() -> str:
@@ -151,13 +155,15 @@ class Seen:
 class Round:
     scenario: str  # "A" or "B"
     sends: int
-    window_s: float = float("nan")
+    window_s: float = float("nan")  # first envelope produced to last record read
+    tail_s: float = 0.0  # after that, until the bridge was back to idle
     cpu_s: float = float("nan")
     load: str = ""
     answers: Counter[int] = field(default_factory=Counter)
     phases: list[float] = field(default_factory=list)  # seconds: replies, callbacks, the rest
     idle_cpu: float = 0.0  # the bridge's CPU seconds per second when idle (consumers' polls)
     broker_cpu_s: float = float("nan")
+    state_records: int = 0  # written to the state topic during the round
     problem: str = ""
 
     @property
@@ -171,15 +177,17 @@ class Round:
     @property
     def busy_ms(self) -> float:
         """CPU per send beyond what the bridge spends idle over the same window."""
-        return (self.cpu_s - self.idle_cpu * self.window_s) / self.sends * 1000
+        return (self.cpu_s - self.idle_cpu * (self.window_s + self.tail_s)) / self.sends * 1000
 
     def row(self) -> str:
         codes = ",".join(f"{k}:{v}" for k, v in sorted(self.answers.items()))
         return (
             f"  {self.scenario}  {self.sends:>6} sends  {self.rate:7.0f} sends/s  "
             f"CPU {self.cpu_ms:5.2f} ms per send ({self.busy_ms:5.2f} beyond idle)  "
-            f"s to replies/callbacks/records {'/'.join(f'{s:.1f}' for s in self.phases)}  "
+            f"s to replies/callbacks/records/idle "
+            f"{'/'.join(f'{s:.1f}' for s in [*self.phases, self.tail_s])}  "
             f"broker CPU {self.broker_cpu_s / self.sends * 1000:5.2f} ms per send  "
+            f"state records {self.state_records / self.sends:4.1f} per send  "
             f"callbacks {codes}  load {self.load}"
             + (f"  PROBLEM: {self.problem}" if self.problem else "")
         )
@@ -189,14 +197,33 @@ class Bench:
     """The broker, the mock and the bridge of one run, and the watchers of its topics."""
 
     def __init__(
-        self, broker: TansuBroker, mock_url: str, bridge: BenchBridge, ns: argparse.Namespace
+        self,
+        broker: TansuBroker,
+        mock_url: str,
+        bridge: BenchBridge,
+        ns: argparse.Namespace,
+        state_topic: str,
     ):
         self.broker, self.mock_url, self.bridge, self.ns = broker, mock_url, bridge, ns
+        self.state_topic = state_topic
         self.bootstrap = broker.bootstrap_servers
         self.seen = Seen()
         self.profiler = Profiler(ns.profile, 100)
         self.rounds = 0
         self.idle_cpu = 0.0
+
+    async def quiet(self, within_s: float = 10.0) -> float:
+        """Wait until the bridge is back to idle; the seconds it took. The owner writes a
+        send's last state after its last delivery record, and reads it back: that work is
+        the round's, not the next one's."""
+        limit = max(self.idle_cpu * 1.5, self.idle_cpu + 0.03) if self.idle_cpu else 0.1
+        began = time.monotonic()
+        while time.monotonic() - began < within_s:
+            cpu0 = proc_cpu(self.pid)
+            await asyncio.sleep(QUIET_WINDOW_S)
+            if (proc_cpu(self.pid) - cpu0) / QUIET_WINDOW_S <= limit:
+                break
+        return time.monotonic() - began
 
     async def measure_idle(self, seconds: float) -> None:
         """The bridge's CPU per second while nothing is sent: its consumers' fetches."""
@@ -214,6 +241,7 @@ class Bench:
         ids = [f"{scenario}{self.rounds}-{n:06d}" for n in range(sends)]
         result = Round(scenario, sends, idle_cpu=self.idle_cpu)
         await mock_stats(self.mock_url, reset=True)
+        states0 = await records_in(self.bootstrap, self.state_topic)
         profile = self.profiler.attach(self.pid, f"round{self.rounds}-{scenario}")
         cpu0, started = proc_cpu(self.pid), time.monotonic()
         broker0 = proc_cpu(self.broker.pid)
@@ -221,11 +249,13 @@ class Bench:
             await self._round(scenario == "A", ids, result)
         except RuntimeError as exc:
             result.problem = str(exc)
-        result.cpu_s = proc_cpu(self.pid) - cpu0
         result.window_s = time.monotonic() - started
+        result.tail_s = await self.quiet()
+        result.cpu_s = proc_cpu(self.pid) - cpu0
         result.broker_cpu_s = proc_cpu(self.broker.pid) - broker0
         result.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         Profiler.detach(profile)
+        result.state_records = await records_in(self.bootstrap, self.state_topic) - states0
         return result
 
     async def _round(self, tracked: bool, ids: list[str], result: Round) -> None:
@@ -258,6 +288,19 @@ class Bench:
         if missing:
             raise RuntimeError(f"{len(missing)} create calls without a StatusCallback")
         return urls
+
+
+async def records_in(bootstrap: str, topic: str) -> int:
+    """How many records were ever written to ``topic``: the sum of its end offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer.topics()  # the cluster's metadata, with the topic's partitions
+        partitions = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
 
 
 async def post_callbacks(sends: Iterable[tuple[str, str]], concurrency: int) -> Counter[int]:
@@ -295,6 +338,7 @@ async def start_bridge(
         "replies": topics.replies,
         "deliveries": f"deliveries-{tag}",
         "events": f"ev-{tag}.message-status",
+        "state": f"tracking-{tag}",
     }
     await create_topics(bootstrap, [watched["deliveries"], watched["events"]])
     port = free_port()
@@ -305,7 +349,7 @@ async def start_bridge(
         "BRIDGE_WEBHOOK__TOPIC_PREFIX": f"ev-{tag}.",
         "BRIDGE_WEBHOOK__PUBLIC_URL": f"http://127.0.0.1:{port}",
         "BRIDGE_TRACKING__TOPIC": watched["deliveries"],
-        "BRIDGE_TRACKING__STATE_TOPIC": f"tracking-{tag}",
+        "BRIDGE_TRACKING__STATE_TOPIC": watched["state"],
     }
     BenchBridge.pinning = pinning
     bridge = BenchBridge(bootstrap, mock_url, topics, workdir / "bridge.log", env, http_port=port)
@@ -366,7 +410,7 @@ async def main_async(ns: argparse.Namespace) -> None:
         async with TansuBroker(log_dir=workdir) as broker:
             bootstrap = broker.bootstrap_servers
             bridge, watched = await start_bridge(bootstrap, mock_url, workdir, pinning)
-            bench = Bench(broker, mock_url, bridge, ns)
+            bench = Bench(broker, mock_url, bridge, ns, watched["state"])
             seen = bench.seen
             watchers = [
                 asyncio.create_task(follow(bootstrap, watched["replies"], seen.reply, stop)),
@@ -377,6 +421,7 @@ async def main_async(ns: argparse.Namespace) -> None:
                 for scenario in ("A", "B"):
                     warm = await bench.run(scenario, ns.warmup)
                     print(f"warm-up{warm.row()}", flush=True)
+                await bench.quiet()
                 await bench.measure_idle(ns.idle_s)
                 print(f"idle: {bench.idle_cpu * 1000:.0f} ms of CPU per second", flush=True)
                 rounds = []
