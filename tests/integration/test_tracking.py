@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
 from bridge.tooling.local.tansu import create_topics
@@ -307,3 +308,71 @@ async def test_a_call_is_tracked_through_its_lifecycle(
     ]
     assert {r.value["resource"] for r in records} == {"call"}
     assert {r.value["sid"] for r in records} == {call_sid}
+
+
+async def _fetches_answer(mock_url: str, status: str) -> None:
+    """From now on the mock answers a fetch of a message with ``status``."""
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(f"{mock_url}/__config?fetch_status={status}")
+        answer.raise_for_status()
+
+
+async def _reconciled(replica: BridgeProcess) -> float:
+    """The statuses ``replica`` published from its own fetches so far."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{replica.http_url}/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "twilio_bridge_deliveries_total" and labels == {
+                "source": "reconcile",
+                "outcome": "published",
+            }:
+                return sample.value
+    return 0.0
+
+
+async def test_two_replicas_reconcile_each_send_once_across_a_rebalance(
+    tansu: Any, mock: Any, tmp_path: Path
+) -> None:
+    mock_url = mock()
+    await _fetches_answer(mock_url, "sent")  # not final: each send is fetched again and again
+    setup = Setup(
+        tansu.bootstrap_servers,
+        mock_url,
+        tmp_path,
+        BRIDGE_TRACKING__RECONCILE_AFTER_S="1",
+        BRIDGE_TRACKING__GIVE_UP_AFTER_S="600",
+    )
+    await setup.create()
+    first, second = setup.replica("first"), setup.replica("second")
+    ids = [f"quiet-{n}-{uuid.uuid4().hex[:8]}" for n in range(8)]
+    try:
+        first.start()
+        second.start()
+        await first.wait_ready()
+        await second.wait_ready()
+        for n, request_id in enumerate(ids):
+            await setup.send(f"k-{n}".encode(), _message(request_id, track=True))
+        assert {r["status"] for r in await _reply(setup, len(ids))} == {"ok"}
+        assert len(await setup.deliveries_of(len(ids))) == len(ids)  # each 'sent', fetched
+        # The two owners between them published each 'sent' once, though both kept fetching.
+        published = [await _reconciled(replica) for replica in (first, second)]
+        # A rebalance: the first replica takes over the second's sends and goes on with them.
+        assert second.stop() == 0, second.log()[-3000:]
+        await _fetches_answer(mock_url, "delivered")
+        records = await setup.deliveries_of(2 * len(ids))
+    finally:
+        for replica in (first, second):
+            assert replica.stop() == 0, replica.log()[-3000:]
+    assert sum(published) == len(ids), published
+    by_request: dict[str, list[tuple[str, int, bool, str]]] = {}
+    for record in records:
+        value = record.value
+        assert value["source"] == "reconcile", value
+        entry = (value["status"], value["sequence"], value["final"], (record.key or b"").decode())
+        by_request.setdefault(value["id"], []).append(entry)
+    assert by_request == {
+        request_id: [("sent", 1, False, f"k-{n}"), ("delivered", 2, True, f"k-{n}")]
+        for n, request_id in enumerate(ids)
+    }
