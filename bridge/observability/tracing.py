@@ -144,7 +144,8 @@ class Tracer:
         attributes: Mapping[str, AttributeValue | None],
     ) -> Span:
         """The span of one consumed record, a child of the context in its ``headers``."""
-        carried = tuple((k, v) for k, v in headers if k in TRACE_HEADERS)
+        # Names in any case, as the SDK's propagator reads them when tracing is on.
+        carried = tuple((k.lower(), v) for k, v in headers if k.lower() in TRACE_HEADERS)
         return Span(carried) if carried else _NOTHING
 
     def server(

@@ -52,6 +52,12 @@ def test_off_a_records_trace_context_passes_through_unchanged() -> None:
         assert entered.http_headers() == {}
 
 
+def test_off_trace_headers_are_read_in_any_case_as_with_tracing_on() -> None:
+    headers = [(name.title(), value) for name, value in CONTEXT]
+    with Tracer().consumer("process twilio.requests", headers, {}) as entered:
+        assert entered.headers() == CONTEXT
+
+
 def test_off_a_record_without_trace_context_gives_a_span_without_headers() -> None:
     off = Tracer()
     span = off.consumer("process twilio.requests", [("id", b"req-1")], {})
