@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bridge.config import KafkaSettings
 from bridge.kafka.closing import stop_consumer
 from bridge.kafka.connection import connection_kwargs
-from bridge.kafka.errors import kafka_errors
+from bridge.kafka.errors import BrokerError, kafka_errors
 from bridge.kafka.records import Record
 
 __all__ = ["RecordLookup"]
@@ -37,18 +37,29 @@ class RecordLookup:
 
     async def read(self, partition: int, offset: int) -> Record | None:
         """The record at ``offset`` of ``partition``, or None when it is no longer there
-        (compacted away or expired); raises ``BrokerError`` when the read fails."""
+        (compacted away or expired); raises ``BrokerError`` when the read fails, including
+        when the broker hands nothing over in time for a place that its log still covers."""
         tp = TopicPartition(self.topic, partition)
+        what = f"reading {self.topic}/{partition} at {offset}"
         async with self._reading:
-            with kafka_errors(f"reading {self.topic}/{partition} at {offset}"):
+            with kafka_errors(what):
                 consumer = await self._started()
                 consumer.assign([tp])
                 consumer.seek(tp, offset)
                 batch = await consumer.getmany(tp, timeout_ms=_READ_TIMEOUT_MS, max_records=1)
-        records = batch.get(tp, [])
-        if not records or records[0].offset != offset:
-            return None
-        return Record.of(records[0])
+                records = batch.get(tp, [])
+                if records:
+                    # A later record: this one was compacted away, or deleted and read from
+                    # the partition's start.
+                    return Record.of(records[0]) if records[0].offset == offset else None
+                start = (await consumer.beginning_offsets([tp]))[tp]
+                end = (await consumer.end_offsets([tp]))[tp]
+        if offset < start or offset >= end:
+            return None  # deleted by retention, or not in the log (any more)
+        # Nothing in time, though the log covers the place (a broker slow after a restart):
+        # a read that failed, never "gone", which would send a request again or drop a send.
+        timed_out = f"no record within {_READ_TIMEOUT_MS} ms"
+        raise BrokerError(what, "ReadTimeout", timed_out, retriable=True)
 
     async def scan(
         self, partition: int, start: int | None, on_record: Callable[[Record], bool]

@@ -35,6 +35,20 @@ async def test_the_record_at_its_place_or_none_when_gone(fake: FakeConsumer) -> 
     await lookup.stop()
 
 
+async def test_nothing_in_time_where_the_log_still_reaches_is_a_failed_read(
+    fake: FakeConsumer,
+) -> None:
+    # A broker slow to hand over a record its log still holds (after a restart, say): "gone"
+    # would send the request again, so it is a BrokerError, retried by the caller.
+    fake.ends = {TopicPartition("outcomes", 2): 10}
+    lookup = RecordLookup(KafkaSettings(), "outcomes")
+    with pytest.raises(BrokerError, match="reading outcomes/2 at 7: ReadTimeout") as raised:
+        await lookup.read(2, 7)
+    assert raised.value.retriable
+    assert await lookup.read(2, 10) is None  # past the end: not there
+    await lookup.stop()
+
+
 async def test_a_failed_read_is_a_broker_error(fake: FakeConsumer) -> None:
     fake.failures["getmany"] = [KafkaConnectionError("gone")]
     lookup = RecordLookup(KafkaSettings(), "outcomes")
