@@ -566,7 +566,8 @@ def _messages(
         "name": "trackingState",
         "title": "Tracking state",
         "summary": "A tracked send (kind send, then state; a tombstone once finished) or what "
-        "was learnt about it (kind event: Twilio's answer, a callback).",
+        "was learnt about it (kind event: Twilio's answer, a callback; a tombstone once the "
+        "send's state stands for it).",
         "contentType": "application/json",
         "payload": {"type": ["object", "null"]},
         "bindings": _kafka_message(

@@ -3,7 +3,7 @@
 The state topic holds, per token, the send (``kind: send``, written before the create call),
 the owner's later states of it (``kind: state``, a tombstone once it is finished) and the
 events learnt about it (``kind: event``: Twilio's answer, each callback), each under a key of
-its own. One replica owns each partition and is the only one that applies its events, in
+its own, tombstoned once a state stands for it (``spent``). One replica owns each partition and is the only one that applies its events, in
 partition order, so two callbacks of one send are never judged side by side.
 
 A new owner reads its partitions from the beginning: sends and states are taken as they come,
@@ -45,8 +45,8 @@ STATE = b"state"
 EVENT = b"event"
 # Whole sends kept at hand besides the packed ones: the sends callbacks are coming for now.
 RECENT = 2048
-# An event read before its partition was read to its end: (offset, token, event).
-Held = tuple[int, str, Event]
+# An event read before its partition was read to its end: (offset, token, event, its key).
+Held = tuple[int, str, Event, bytes | None]
 
 
 def event_key(token: str, nonce: str) -> bytes:
@@ -144,6 +144,12 @@ class Book:
             self._keep(send, Pending.of(send, record.partition, record.offset, fetches))
         return []
 
+    def spent(self, record: Record) -> bool:
+        """Whether ``record``, just read, is an event done with: applied (the send's next state
+        stands for it) or of no send tracked here. An event held is spent once applied."""
+        kind = dict(record.headers).get("kind")
+        return kind == EVENT and record.value is not None and record.partition in self.live
+
     def caught_up(self, partition: int) -> list[Held]:
         """The partition was read to its end, from now on live: the events held for it, to be
         applied in turn (``apply``), each send recalled first."""
@@ -209,7 +215,8 @@ class Book:
             log.warning("tracking: ignoring a record of the state topic: %s", exc)
             return []
         if record.partition not in self.live:
-            self.held.setdefault(record.partition, []).append((record.offset, token, event))
+            held = (record.offset, token, event, record.key)
+            self.held.setdefault(record.partition, []).append(held)
             return []
         change = self.apply(token, record.offset, event, at)
         return [change] if change is not None else []

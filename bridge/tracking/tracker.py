@@ -115,13 +115,16 @@ class DeliveryTracker:
             await self._recall(self.book.wanted(record), writes)
             for change in self.book.read(record, utc_timestamp):
                 self._settle(change, "callback", writes)
+            if self.book.spent(record):
+                writes.spent.append((record.partition, record.key))
         for partition in self._owned.owned() - self.book.live:
             if await self._owned.caught_up(partition):
-                for offset, token, event in self.book.caught_up(partition):
+                for offset, token, event, key in self.book.caught_up(partition):
                     if await self._recall(token, writes):
                         held = self.book.apply(token, offset, event, utc_timestamp)
                         if held is not None:
                             self._settle(held, "callback", writes)
+                    writes.spent.append((partition, key))
         await self._write(writes)
         await self._reconcile()
 
@@ -163,10 +166,11 @@ class DeliveryTracker:
         DELIVERIES.labels(source, _outcome(change)).inc()
 
     async def _write(self, writes: _Writes) -> None:
-        """Publish the queued records, then, once Kafka has them all, the states: a state
-        never gets ahead of a record it stands for, and a turn waits for two rounds of
-        acknowledgements however many sends it changed. The records under one key go one
-        after the other, so that they keep their order."""
+        """Publish the queued records, then, once Kafka has them all, the states, then the
+        tombstones of the events done with: a state never gets ahead of a record it stands
+        for, nor an event goes before the state that stands for it, and a turn waits for
+        three rounds of acknowledgements however many sends it changed. The records under
+        one key go one after the other, so that they keep their order."""
         topic = self._settings.topic
         await asyncio.gather(
             *(self._in_turn(topic, key, items) for key, items in writes.records.items())
@@ -176,6 +180,12 @@ class DeliveryTracker:
         for token, place in zip(tokens, places, strict=True):
             if place is not None:
                 self.book.placed(token, place)
+        # A finished send leaves nothing but tombstones, which compaction then removes.
+        gone: list[_Item] = [(None, [("by", self._me.encode())])]
+        state_topic = self._settings.state_topic
+        await asyncio.gather(
+            *(self._in_turn(state_topic, key, gone, partition) for partition, key in writes.spent)
+        )
 
     async def _state(self, token: str, partition: int, send: TrackedSend | None) -> int | None:
         """Write a send's state (None: its tombstone); the offset, None for a tombstone."""
@@ -280,15 +290,18 @@ _STATE_KIND = ("kind", STATE)
 @dataclass
 class _Writes:
     """What a turn must write, in the order it was decided: delivery records by Kafka key,
-    then each send's last state by token (with the state partition; None: a tombstone)."""
+    then each send's last state by token (with the state partition; None: a tombstone), then
+    a tombstone for each event done with (its partition and key)."""
 
     records: dict[bytes | None, list[_Item]] = field(default_factory=dict)
     states: dict[str, tuple[int, TrackedSend | None]] = field(default_factory=dict)
+    spent: list[tuple[int, bytes | None]] = field(default_factory=list)
 
     def clear(self) -> None:
         """Written: nothing left to write."""
         self.records.clear()
         self.states.clear()
+        self.spent.clear()
 
 
 def _outcome(change: Change) -> str:

@@ -27,6 +27,7 @@ from tests.helpers import ACCOUNT, AUTH_TOKEN
 from tests.support.harness import (
     BridgeProcess,
     Received,
+    TopicReader,
     Topics,
     collect,
     produce,
@@ -45,10 +46,11 @@ class Setup:
         tag = self.topics.group
         self.deliveries = f"deliveries-{tag}"
         self.message_events = f"ev-{tag}.message-status"
+        self.state_topic = f"tracking-{tag}"
         self.public_url: str | None = None  # the first replica's; every replica shares it
         self.env = {
             "BRIDGE_TRACKING__TOPIC": self.deliveries,
-            "BRIDGE_TRACKING__STATE_TOPIC": f"tracking-{tag}",
+            "BRIDGE_TRACKING__STATE_TOPIC": self.state_topic,
             "BRIDGE_TRACKING__PARTITIONS": "2",
             "BRIDGE_WEBHOOK__TOPIC_PREFIX": f"ev-{tag}.",
             **env,
@@ -167,6 +169,11 @@ async def test_statuses_are_published_once_in_order_and_forged_callbacks_are_ref
             answer = await callback(url, _status(sid, status, SmsStatus=status))
             assert answer.status_code == 200, answer.text
         records = await setup.deliveries_of(3)
+        # Finished, the send leaves nothing in the state topic but tombstones: its own and
+        # those of the events learnt about it (Twilio's answer, each callback).
+        token = url.rsplit("=", 1)[1]
+        async with TopicReader(setup.bootstrap, setup.state_topic) as state:
+            await state.until(lambda reader: _finished(reader, token), 20)
     finally:
         assert bridge.stop() == 0, bridge.log()[-3000:]
     values = [r.value for r in records]
@@ -188,6 +195,19 @@ async def test_statuses_are_published_once_in_order_and_forged_callbacks_are_ref
     events = await collect(setup.bootstrap, setup.message_events, 3, 20, settle_s=0.5)
     statuses = [e.value["MessageStatus"] for e in events]
     assert statuses == ["sent", "delivered", "read"]
+
+
+def _finished(reader: TopicReader, token: str) -> bool:
+    """Whether the state topic, as read so far, holds only tombstones under ``token``: its
+    send's, then one for each of at least two events (the answer and a callback)."""
+    latest: dict[bytes, Any] = {}
+    for record in reader.records:
+        key = record.key or b""
+        if key == token.encode() or key.startswith(f"{token}/".encode()):
+            latest[key] = record.value
+    events = [key for key in latest if b"/" in key]
+    gone = all(value is None for value in latest.values())
+    return token.encode() in latest and len(events) >= 2 and gone
 
 
 async def test_a_callback_before_the_answer_on_another_replica_and_after_a_restart(

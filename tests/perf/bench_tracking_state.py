@@ -78,6 +78,7 @@ class _StateTopic:
     def __init__(self, metadata_bytes: int) -> None:
         self.metadata_bytes = metadata_bytes
         self.states = 0
+        self.events_gone = 0
 
     async def publish(
         self,
@@ -89,6 +90,9 @@ class _StateTopic:
     ) -> tuple[int, int]:
         if topic != SETTINGS.state_topic or key is None:
             return 0, 0
+        if b"/" in key:  # an event's tombstone
+            self.events_gone += 1
+            return partition or 0, 0
         self.states += 1
         return partition or 0, STATES_FROM + _number(key.decode())
 
@@ -166,9 +170,13 @@ async def measure(sends: int, metadata_bytes: int) -> list[tuple[str, float]]:
             await tracker._recall(book.wanted(record))
             for change in book.read(record, _at):
                 tracker._settle(change, "callback", writes)
+            if book.spent(record):
+                writes.spent.append((record.partition, record.key))
         await tracker._write(writes)
-    # One state per send: its batch's last (after 'sent') stands for the answer's too.
-    assert len(book) == sends and topic.states == sends, (len(book), topic.states)
+    # One state per send: its batch's last (after 'sent') stands for the answer's too; then
+    # both events' tombstones.
+    counts = (len(book), topic.states, topic.events_gone)
+    assert counts == (sends, sends, 2 * sends), counts
     figures = [("answered, 'sent' published", _used(baseline) / sends)]
     clock.now = START + SETTINGS.reconcile_after_s + 1
     while fetches.count < sends or tracker._fetching:

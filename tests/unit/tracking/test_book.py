@@ -34,7 +34,7 @@ def _state(offset: int, send: TrackedSend, by: str) -> Record:
 def _catch_up(book: Book) -> list[Change]:
     """The changes of the events held until partition 0 was read to its end."""
     held = book.caught_up(0)
-    changes = [book.apply(token, offset, event, _at) for offset, token, event in held]
+    changes = [book.apply(token, offset, event, _at) for offset, token, event, _ in held]
     return [change for change in changes if change is not None]
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -120,12 +121,21 @@ class Owner:
         return found
 
     def states(self) -> list[tuple[bytes | None, bytes | None]]:
-        """(key, kind) of each state written; kind None for a tombstone."""
+        """(key, kind) of each state of a send written; kind None for a tombstone."""
         return [
             (key, dict(headers).get("kind") if value is not None else None)
             for topic, key, value, headers, _ in self.publisher.sent
-            if topic == STATE_TOPIC
+            if topic == STATE_TOPIC and b"/" not in (key or b"")
         ]
+
+    def spent(self) -> list[bytes]:
+        """The keys of the events tombstoned, in the order written."""
+        found = []
+        for topic, key, value, _, _ in self.publisher.sent:
+            if topic == STATE_TOPIC and key is not None and b"/" in key:
+                assert value is None
+                found.append(key)
+        return found
 
 
 @pytest.fixture
@@ -153,8 +163,11 @@ async def test_callbacks_are_published_on_the_requests_key_then_the_send_is_tomb
     ]
     token = send.token.encode()
     # One state per send and turn, the last: here the tombstone, which stands for the answer
-    # and both 'sent' applied before it.
+    # and both 'sent' applied before it; then each event's tombstone: nothing else is left.
     assert owner.states() == [(token, None)]
+    assert sorted(owner.spent()) == [f"{send.token}/{n}".encode() for n in range(1, 5)]
+    written = [key for topic, key, _, _, _ in owner.publisher.sent if topic == STATE_TOPIC]
+    assert written[0] == token  # the state that stands for the events goes first
     assert len(owner.tracker.book) == 0
 
 
@@ -174,16 +187,51 @@ async def test_a_turn_writes_every_record_before_any_state_and_keeps_each_sends_
     one, two = first.token.encode(), second.token.encode()
     # Two rounds of acknowledgements for the turn, not two per callback: the records (each
     # send's in order), then each send's last state (the first send's is its tombstone).
+    # Then, a third round, the tombstones of the events the states stand for.
     assert written == [
         (DELIVERIES, b"key-1"),
         (DELIVERIES, b"key-1"),
         (DELIVERIES, b"key-2"),
         (STATE_TOPIC, one),
         (STATE_TOPIC, two),
+        (STATE_TOPIC, f"{first.token}/2".encode()),
+        (STATE_TOPIC, f"{second.token}/3".encode()),
+        (STATE_TOPIC, f"{first.token}/4".encode()),
     ]
     assert [d[1:3] for d in owner.deliveries()] == [("sent", 1), ("delivered", 2), ("sent", 1)]
     assert owner.states() == [(one, None), (two, STATE)]
     assert len(owner.tracker.book) == 1
+
+
+async def test_a_new_owner_tombstones_the_events_it_finds_once_their_state_is_written(
+    owner: Owner,
+) -> None:
+    # The last owner applied 'sent' and wrote the state after it, then died before its
+    # tombstone of that event, and before it applied 'delivered'.
+    send = _send(1)
+    after_sent = replace(send, sid=SID, status="sent", sequence=1, applied=1)
+    log = [
+        _raw(0, send.token, send.to_json(), SEND),
+        _callback(1, send.token, "sent"),
+        _raw(2, send.token, after_sent.to_json(), STATE),
+        _callback(3, send.token, "delivered"),
+    ]
+    await owner.tracker.start()
+    owner.consumer.assigned = {TP}
+    owner.consumer.ends = {TP: len(log)}
+    await owner.consumer.listener.on_partitions_assigned([TP])
+    await owner.turn(*log)  # read, not yet to its end: the events are held
+    assert owner.publisher.sent == []
+    owner.consumer.positions[TP] = len(log)
+    await owner.turn()
+    assert owner.deliveries() == [(b"key-1", "delivered", 2, True, "callback")]
+    token = send.token.encode()
+    # The send's tombstone first, then both events': the one the last state stood for too.
+    assert [key for topic, key, _, _, _ in owner.publisher.sent if topic == STATE_TOPIC] == [
+        token,
+        token + b"/1",
+        token + b"/3",
+    ]
 
 
 @pytest.fixture
@@ -213,8 +261,10 @@ async def test_a_send_no_longer_at_hand_is_read_back_from_its_latest_state(
     await _first_then_second(owner, _callback(1, token, "sent"))
     assert owner.tracker.book.whole(token) is None  # only the last one is at hand
     # The state written after 'sent' is the latest whole record of the first send.
-    [(_, _, state, _, _)] = [s for s in owner.publisher.sent if s[0] == STATE_TOPIC]
-    state_offset = len(owner.publisher.sent) - 1
+    # (The recording publisher's offsets count what it was sent.)
+    sent = owner.publisher.sent
+    [state_offset] = [n for n, s in enumerate(sent) if s[:2] == (STATE_TOPIC, token.encode())]
+    state = sent[state_offset][2]
     owner.lookup.records[state_offset] = Record(STATE_TOPIC, 0, state_offset, None, state, ())
     await owner.turn(_callback(3, token, "delivered"))
     assert owner.lookup.reads == [(0, state_offset)]
