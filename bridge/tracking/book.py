@@ -3,8 +3,9 @@
 The state topic holds, per token, the send (``kind: send``, written before the create call),
 the owner's later states of it (``kind: state``, a tombstone once it is finished) and the
 events learnt about it (``kind: event``: Twilio's answer, each callback), each under a key of
-its own, tombstoned once a state stands for it (``spent``). One replica owns each partition and is the only one that applies its events, in
-partition order, so two callbacks of one send are never judged side by side.
+its own, tombstoned once a state stands for it (``spent``). One replica owns each partition
+and is the only one that applies its events, in partition order, so two callbacks of one
+send are never judged side by side.
 
 A new owner reads its partitions from the beginning: sends and states are taken as they come,
 events are held until the partition is read to its end, then applied unless the latest state

@@ -77,6 +77,8 @@ class DeliveryTracker:
         self._due: deque[str] = deque()  # sends to fetch or give up on, found by _scan
         self._scan_at = 0.0
         self._fetching: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
+        # Events whose states the last write put in Kafka: tombstoned with the next one.
+        self._spent: list[tuple[int, bytes | None]] = []
         DELIVERIES_TRACKED.set_function(lambda: len(self.book))
 
     async def start(self) -> None:
@@ -166,26 +168,29 @@ class DeliveryTracker:
         DELIVERIES.labels(source, _outcome(change)).inc()
 
     async def _write(self, writes: _Writes) -> None:
-        """Publish the queued records, then, once Kafka has them all, the states, then the
-        tombstones of the events done with: a state never gets ahead of a record it stands
-        for, nor an event goes before the state that stands for it, and a turn waits for
-        three rounds of acknowledgements however many sends it changed. The records under
-        one key go one after the other, so that they keep their order."""
-        topic = self._settings.topic
+        """Publish the queued records, then, once Kafka has them all, the states, with the
+        tombstones of the events done with at the last write: a state never gets ahead of a
+        record it stands for, nor an event goes before the state that stands for it, and a
+        turn waits for two rounds of acknowledgements however many sends it changed. The
+        records under one key go one after the other, so that they keep their order."""
+        topic, state_topic = self._settings.topic, self._settings.state_topic
         await asyncio.gather(
             *(self._in_turn(topic, key, items) for key, items in writes.records.items())
         )
-        tokens = list(writes.states)
-        places = await asyncio.gather(*(self._state(t, *writes.states[t]) for t in tokens))
-        for token, place in zip(tokens, places, strict=True):
-            if place is not None:
-                self.book.placed(token, place)
         # A finished send leaves nothing but tombstones, which compaction then removes.
         gone: list[_Item] = [(None, [("by", self._me.encode())])]
-        state_topic = self._settings.state_topic
-        await asyncio.gather(
-            *(self._in_turn(state_topic, key, gone, partition) for partition, key in writes.spent)
+        spent, self._spent = self._spent, []
+        tokens = list(writes.states)
+        places = await asyncio.gather(
+            *(self._state(t, *writes.states[t]) for t in tokens),
+            *(self._in_turn(state_topic, key, gone, partition) for partition, key in spent),
         )
+        for token, place in zip(tokens, places[: len(tokens)], strict=True):
+            if place is not None:
+                self.book.placed(token, place)
+        # Kafka has the states that stand for these events now: they go with the next write
+        # (the next turn's, within a fetch's wait), a round of their own saved.
+        self._spent = writes.spent.copy()
 
     async def _state(self, token: str, partition: int, send: TrackedSend | None) -> int | None:
         """Write a send's state (None: its tombstone); the offset, None for a tombstone."""

@@ -173,6 +173,7 @@ async def measure(sends: int, metadata_bytes: int) -> list[tuple[str, float]]:
             if book.spent(record):
                 writes.spent.append((record.partition, record.key))
         await tracker._write(writes)
+    await tracker._write(_Writes())  # as the next turn does: the last events' tombstones
     # One state per send: its batch's last (after 'sent') stands for the answer's too; then
     # both events' tombstones.
     counts = (len(book), topic.states, topic.events_gone)
