@@ -250,20 +250,33 @@ async def test_a_callback_before_the_answer_on_another_replica_and_after_a_resta
     ]
 
 
-async def test_a_send_without_callbacks_is_reconciled_through_fetch_message(
-    tansu: Any, mock: Any, tmp_path: Path
-) -> None:
-    mock_url = mock()
+async def _fetches_answer(mock_url: str, status: str) -> None:
+    """From now on the mock answers a fetch of a message with ``status``."""
     async with httpx.AsyncClient() as client:
-        await client.post(f"{mock_url}/__config?fetch_status=delivered")
+        answer = await client.post(f"{mock_url}/__config?fetch_status={status}")
+        answer.raise_for_status()
+
+
+async def _reconciling(bootstrap: str, mock_url: str, tmp_path: Path, status: str) -> Setup:
+    """Topics for replicas that fetch a send a second after it, from a mock whose fetches
+    answer ``status``."""
+    await _fetches_answer(mock_url, status)
     setup = Setup(
-        tansu.bootstrap_servers,
+        bootstrap,
         mock_url,
         tmp_path,
         BRIDGE_TRACKING__RECONCILE_AFTER_S="1",
         BRIDGE_TRACKING__GIVE_UP_AFTER_S="600",
     )
     await setup.create()
+    return setup
+
+
+async def test_a_send_without_callbacks_is_reconciled_through_fetch_message(
+    tansu: Any, mock: Any, tmp_path: Path
+) -> None:
+    setup = await _reconciling(tansu.bootstrap_servers, mock(), tmp_path, "delivered")
+    mock_url = setup.mock_url
     bridge = setup.replica("bridge").start()
     try:
         await bridge.wait_ready()
@@ -330,13 +343,6 @@ async def test_a_call_is_tracked_through_its_lifecycle(
     assert {r.value["sid"] for r in records} == {call_sid}
 
 
-async def _fetches_answer(mock_url: str, status: str) -> None:
-    """From now on the mock answers a fetch of a message with ``status``."""
-    async with httpx.AsyncClient() as client:
-        answer = await client.post(f"{mock_url}/__config?fetch_status={status}")
-        answer.raise_for_status()
-
-
 async def _reconciled(replica: BridgeProcess) -> float:
     """The statuses ``replica`` published from its own fetches so far."""
     async with httpx.AsyncClient() as client:
@@ -355,16 +361,9 @@ async def _reconciled(replica: BridgeProcess) -> float:
 async def test_two_replicas_reconcile_each_send_once_across_a_rebalance(
     tansu: Any, mock: Any, tmp_path: Path
 ) -> None:
-    mock_url = mock()
-    await _fetches_answer(mock_url, "sent")  # not final: each send is fetched again and again
-    setup = Setup(
-        tansu.bootstrap_servers,
-        mock_url,
-        tmp_path,
-        BRIDGE_TRACKING__RECONCILE_AFTER_S="1",
-        BRIDGE_TRACKING__GIVE_UP_AFTER_S="600",
-    )
-    await setup.create()
+    # 'sent' is not final: each send is fetched again and again.
+    setup = await _reconciling(tansu.bootstrap_servers, mock(), tmp_path, "sent")
+    mock_url = setup.mock_url
     first, second = setup.replica("first"), setup.replica("second")
     ids = [f"quiet-{n}-{uuid.uuid4().hex[:8]}" for n in range(8)]
     try:
