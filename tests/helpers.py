@@ -478,6 +478,7 @@ CALL = TwilioCall(
     api="api.v2010",
     operation="CreateMessage",
     warnings=("body.Bogus: not in the spec of CreateMessage, sent anyway",),
+    template="/2010-04-01/Accounts/{AccountSid}/Messages.json",
 )
 JSON = "application/json; charset=utf-8"
 

@@ -21,7 +21,7 @@ from bridge.twilio.catalog import AmbiguousOperationError, Catalog, Operation, U
 from bridge.twilio.encoding import FORM, encode_form, format_scalar, parse_form, to_json
 from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS, select_headers
 
-__all__ = ["CallBuilder", "TwilioCall", "origin_for", "url_template"]
+__all__ = ["CallBuilder", "TwilioCall", "origin_for", "path_names", "url_template"]
 
 _DEFAULT_HOST = "https://api.twilio.com"
 _TEMPLATE_FIELD = re.compile(r"\{(\w+)\}")
@@ -58,33 +58,40 @@ class TwilioCall:
     # The path as the spec writes it ('/2010-04-01/Accounts/{AccountSid}/Messages.json'),
     # for a basic call.
     template: str | None = None
+    # For an advanced call: the segments Twilio's paths are made of, which its template keeps.
+    names: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @property
     def url_template(self) -> str:
         """What a span may show of the URL: the spec's template for a basic call, an advanced
         call's path with its values taken out."""
-        return self.template or url_template(self.path)
+        return self.template or url_template(self.path, self.names)
 
 
-# A Twilio SID (two letters, 32 hex digits), and path segments that are names of things
-# rather than values: Twilio names its resources in CamelCase (``Accounts``, ``Messages.json``),
-# its versions ``v2`` or ``2010-04-01``. A CamelCase value (an identity ``Alice``) passes for a
-# name: basic calls show the spec's template instead.
+# A Twilio SID: two letters, 32 hex digits.
 _SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}(\.json)?$")
-_NAME = re.compile(r"^([A-Z][A-Za-z]*(\.json)?|v\d+|\d{4}-\d{2}-\d{2})$")
 
 
-def url_template(path: str) -> str:
+def path_names(catalog: Catalog) -> frozenset[str]:
+    """The fixed segments of the catalog's paths (``2010-04-01``, ``Accounts``,
+    ``Messages.json``): every other segment of a Twilio path is a value."""
+    return frozenset(
+        segment for op in catalog for segment in op.path.split("/") if "{" not in segment
+    )
+
+
+def url_template(path: str, names: frozenset[str]) -> str:
     """``path`` without its query and with every value in it (a SID, a phone number, a name)
-    replaced by a placeholder (``url.template`` in a span)."""
+    replaced by a placeholder (``url.template`` in a span): only the segments in ``names``
+    (``path_names``) are kept, so a value that merely looks like one (an identity ``Alice``)
+    never shows."""
     segments = path.split("?", 1)[0].split("/")
     out = []
     for segment in segments:
-        # A SID first: one whose hex digits are all letters would pass for a name.
-        if _SID.match(segment):
-            out.append("{Sid}.json" if segment.endswith(".json") else "{Sid}")
-        elif not segment or _NAME.match(segment):
+        if not segment or segment in names:
             out.append(segment)
+        elif _SID.match(segment):
+            out.append("{Sid}.json" if segment.endswith(".json") else "{Sid}")
         else:
             out.append("{id}.json" if segment.endswith(".json") else "{id}")
     return "/".join(out)
@@ -340,6 +347,7 @@ class CallBuilder:
         self._settings = settings
         self._strict = strict
         self._api_hosts = {op.api: op.host for op in catalog}
+        self._names = path_names(catalog)
         self._origins: dict[str, str] = {}  # Twilio host -> origin_for(host)
 
     def _origin(self, host: str, account: Account) -> str:
@@ -473,6 +481,7 @@ class CallBuilder:
             api=request.api,
             warnings=body.warnings,
             sender=body.sender,
+            names=self._names,
         )
 
     def _page(self, uri: str) -> tuple[str | None, str]:

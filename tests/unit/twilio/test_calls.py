@@ -15,7 +15,7 @@ from bridge.contract.envelopes import AdvancedRequest, BasicRequest
 from bridge.contract.errors import RequestInvalid, UnknownOperation
 from bridge.instances.accounts import account_of
 from bridge.twilio.accounts import Account, Accounts, basic_auth_header
-from bridge.twilio.calls import CallBuilder, TwilioCall, origin_for, url_template
+from bridge.twilio.calls import CallBuilder, TwilioCall, origin_for, path_names, url_template
 from bridge.twilio.catalog import Catalog, Operation, Param
 from bridge.twilio.headers import FORBIDDEN_REQUEST_HEADERS
 from tests.helpers import ACCOUNT, INSTANCE_ACCOUNT, stored_instance
@@ -1092,6 +1092,9 @@ MESSAGE_SID = "SM" + "a" * 32
         ("/v1/Services/IS" + "0" * 32 + "/Users/bob@example.com", "/v1/Services/{Sid}/Users/{id}"),
         ("/v1/Verifications/123456", "/v1/Verifications/{id}"),
         ("/v1/Services/IS" + "0" * 32 + "/Users/alice", "/v1/Services/{Sid}/Users/{id}"),
+        # A value that looks like a name of Twilio's is none the less a value.
+        ("/v1/Services/IS" + "0" * 32 + "/Users/Alice", "/v1/Services/{Sid}/Users/{id}"),
+        ("/v1/Conversations/Support/Messages", "/v1/Conversations/{id}/Messages"),
         (
             "/v2/Services/VA" + "f" * 32 + "/VerificationCheck",
             "/v2/Services/{Sid}/VerificationCheck",
@@ -1100,12 +1103,13 @@ MESSAGE_SID = "SM" + "a" * 32
         ("/2010-04-01/Accounts.json", "/2010-04-01/Accounts.json"),
     ],
 )
-def test_url_template(path: str, template: str) -> None:
-    assert url_template(path) == template
+def test_url_template(path: str, template: str, catalog: Catalog) -> None:
+    assert url_template(path, path_names(catalog)) == template
 
 
-def test_url_template_keeps_nothing_of_a_value() -> None:
-    shown = url_template(f"{MESSAGE_LIST}/{MESSAGE_SID}.json?To=%2B15551234567&Body=secret")
+def test_url_template_keeps_nothing_of_a_value(catalog: Catalog) -> None:
+    path = f"{MESSAGE_LIST}/{MESSAGE_SID}.json?To=%2B15551234567&Body=secret"
+    shown = url_template(path, path_names(catalog))
     for value in (ACCOUNT, MESSAGE_SID, "5551234567", "Body", "secret", "?"):
         assert value not in shown
 

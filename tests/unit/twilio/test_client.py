@@ -45,10 +45,10 @@ async def test_an_attempt_is_a_client_span_whose_context_goes_to_twilio(
     await send(twilio)
     [span] = spans.get_finished_spans()
     assert span.kind is SpanKind.CLIENT
-    assert span.name == "POST /2010-04-01/Accounts/{Sid}/Messages.json"
+    assert span.name == "POST /2010-04-01/Accounts/{AccountSid}/Messages.json"
     assert dict(span.attributes or {}) == {
         "http.request.method": "POST",
-        "url.template": "/2010-04-01/Accounts/{Sid}/Messages.json",
+        "url.template": "/2010-04-01/Accounts/{AccountSid}/Messages.json",
         "url.scheme": "https",
         "server.address": "api.twilio.com",
         "server.port": 443,
