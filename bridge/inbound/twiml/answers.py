@@ -43,6 +43,7 @@ from bridge.observability.metrics import (
     TWIML_WAITING,
     labelled,
 )
+from bridge.observability.tracing import tracer
 
 __all__ = ["KEEP_S", "TwimlAnswers"]
 
@@ -117,13 +118,18 @@ class TwimlAnswers:
         """Publish ``event`` to ``topic`` (once per id) and wait for its answer: the TwiML for
         Twilio, or None when Kafka did not acknowledge the event (the webhook gets 503)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.timeout_s
-        settled = self._settled.get(event.id, loop.time())
+        started = loop.time()
+        deadline = started + self._settings.timeout_s
+        settled = self._settled.get(event.id, started)
         if settled is None:  # else a retry of a webhook already answered: nothing to publish
             call = self._waiting.get(event.id) or self._hold(family, event)
             settled = await self._wait(call, topic, delivery, deadline)
             if settled is None:
                 return None
+        span = tracer().current()  # the webhook's
+        if span.recording:
+            waited_ms = round((loop.time() - started) * 1000, 3)
+            span.event(f"twiml answer: {settled.outcome}", {"twilio.wait_ms": waited_ms})
         labelled(TWIML_ANSWERS, family, settled.outcome).inc()
         return settled.twiml or self._settings.fallback[family]
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bridge.config import KafkaSettings, TwimlSettings
 from bridge.contract.events import CloudEvent, webhook_event
@@ -25,6 +26,7 @@ from bridge.inbound.twiml.answers import TwimlAnswers
 from bridge.kafka.producer import Publisher
 from bridge.kafka.records import Record
 from bridge.observability.metrics import REGISTRY
+from bridge.observability.tracing import tracer
 from tests.helpers import ACCOUNT
 
 SAY = b"<Response><Say>Hello</Say></Response>"
@@ -116,6 +118,19 @@ async def test_the_answer_for_the_event_id_is_the_webhooks_answer() -> None:
     assert topic == "ev.voice"
     after = count("twilio_bridge_twiml_answers_total", family="voice", outcome="answered")
     assert after == before + 1
+
+
+async def test_the_wait_is_an_event_of_the_webhooks_span(spans: InMemorySpanExporter) -> None:
+    answers, _, delivery = make()
+    with tracer().server("POST /webhooks/twilio/{family}", {}, {}):
+        task = await respond_soon(answers, delivery, call())
+        answers.read(answer("tok-1", SAY))
+        assert await task == SAY.decode()
+    [span] = spans.get_finished_spans()
+    [event] = span.events
+    assert event.name == "twiml answer: answered"
+    waited = (event.attributes or {})["twilio.wait_ms"]
+    assert isinstance(waited, float) and waited >= 0
 
 
 async def test_the_event_says_where_and_until_when_the_answer_is_awaited() -> None:
