@@ -3,8 +3,9 @@
 The replicas share the state topic as one consumer group (``<group id>.tracking``), so each
 token's partition, and with it each tracked send, has one owner at a time: it alone judges the
 send's statuses (``Book``), publishes its delivery records (key = the request's key, header
-``id``), writes its state after them (its last of each turn), and fetches it from Twilio when
-no final status came within ``reconcile_after_s``. A fetch goes through the same rate limiter
+``id``), writes its state after them (its last of each turn), tombstones the events that
+state stands for, and fetches it from Twilio when no final status came within
+``reconcile_after_s``. A fetch goes through the same rate limiter
 as the requests; one that fails publishes nothing and is tried again later, with backoff,
 until ``give_up_after_s`` ends the send with ``expired``.
 """
@@ -295,8 +296,8 @@ _STATE_KIND = ("kind", STATE)
 @dataclass
 class _Writes:
     """What a turn must write, in the order it was decided: delivery records by Kafka key,
-    then each send's last state by token (with the state partition; None: a tombstone), then
-    a tombstone for each event done with (its partition and key)."""
+    then each send's last state by token (with the state partition; None: a tombstone); and
+    the events done with (partition and key), tombstoned with the next write."""
 
     records: dict[bytes | None, list[_Item]] = field(default_factory=dict)
     states: dict[str, tuple[int, TrackedSend | None]] = field(default_factory=dict)
