@@ -5,9 +5,9 @@ token's partition, and with it each tracked send, has one owner at a time: it al
 send's statuses (``Book``), publishes its delivery records (key = the request's key, header
 ``id``), writes its state after them (its last of each turn), tombstones the events that
 state stands for, and fetches it from Twilio when no final status came within
-``reconcile_after_s``. A fetch goes through the same rate limiter
-as the requests; one that fails publishes nothing and is tried again later, with backoff,
-until ``give_up_after_s`` ends the send with ``expired``.
+``reconcile_after_s``. A fetch goes through the same rate limiter as the requests; one that
+fails publishes nothing and is tried again later, with backoff, until ``give_up_after_s``
+ends the send with ``expired``.
 """
 
 from __future__ import annotations
