@@ -13,10 +13,10 @@ published as it is, its attributes as ``ce_*`` headers and its ``data`` as the v
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -31,6 +31,7 @@ __all__ = [
     "EventError",
     "event_streams_events",
     "form_data",
+    "trace_headers",
     "webhook_event",
     "with_trace",
 ]
@@ -104,10 +105,21 @@ class CloudEvent:
 TRACE_CONTEXT = ("traceparent", "tracestate")
 
 
+_Value = TypeVar("_Value", str, bytes)
+
+
+def trace_headers(
+    headers: Iterable[tuple[str, _Value]], names: Sequence[str] = TRACE_CONTEXT
+) -> tuple[tuple[str, _Value], ...]:
+    """The headers among ``headers`` that ``names`` (W3C trace context by default) names,
+    matched in any case as OpenTelemetry's propagators match them, named in lower case."""
+    return tuple((k.lower(), v) for k, v in headers if k.lower() in names)
+
+
 def with_trace(event: CloudEvent, headers: Sequence[tuple[str, bytes]]) -> CloudEvent:
     """``event`` carrying the W3C trace context in ``headers`` as the distributed-tracing
     extension (``ce_traceparent``, ``ce_tracestate``); unchanged when there is none."""
-    trace = {k: v.decode("latin-1") for k, v in headers if k in TRACE_CONTEXT}
+    trace = {k: v.decode("latin-1") for k, v in trace_headers(headers)}
     return replace(event, extensions={**event.extensions, **trace}) if trace else event
 
 

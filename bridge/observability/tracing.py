@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
-from bridge.contract.events import TRACE_CONTEXT
+from bridge.contract.events import TRACE_CONTEXT, trace_headers
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -144,8 +144,7 @@ class Tracer:
         attributes: Mapping[str, AttributeValue | None],
     ) -> Span:
         """The span of one consumed record, a child of the context in its ``headers``."""
-        # Names in any case, as the SDK's propagator reads them when tracing is on.
-        carried = tuple((k.lower(), v) for k, v in headers if k.lower() in TRACE_HEADERS)
+        carried = trace_headers(headers, TRACE_HEADERS)
         return Span(carried) if carried else _NOTHING
 
     def server(

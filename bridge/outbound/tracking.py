@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from bridge.config import TrackingSettings
 from bridge.contract.envelopes import AdvancedRequest, BasicRequest, Reply
-from bridge.contract.events import TRACE_CONTEXT
+from bridge.contract.events import trace_headers
 from bridge.observability.tracing import tracer
 from bridge.tracking.correlation import decide, new_token
 from bridge.tracking.log import DeliveryLog
@@ -32,8 +32,8 @@ def _trace(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     baggage stays with the reply)."""
     span = tracer().current().headers()
     if span:
-        return tuple((k, v.decode("latin-1")) for k, v in span if k in TRACE_CONTEXT)
-    return tuple((k, v) for k, v in headers if k in TRACE_CONTEXT)
+        return tuple((k, v.decode("latin-1")) for k, v in trace_headers(span))
+    return trace_headers(headers)
 
 
 class TrackingStep:

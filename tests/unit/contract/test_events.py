@@ -14,6 +14,7 @@ from bridge.contract.events import (
     EventError,
     event_streams_events,
     form_data,
+    trace_headers,
     webhook_event,
     with_trace,
 )
@@ -196,3 +197,11 @@ def test_the_trace_context_becomes_the_distributed_tracing_extension() -> None:
         plain.headers()
     )
     assert with_trace(plain, []) is plain
+
+
+def test_trace_headers_are_found_in_any_case_and_named_in_lower_case() -> None:
+    headers = [("id", "r-1"), ("TraceParent", "00-x"), ("tracestate", "t=1"), ("Baggage", "u")]
+    assert trace_headers(headers) == (("traceparent", "00-x"), ("tracestate", "t=1"))
+    everything = ("traceparent", "tracestate", "baggage")
+    assert trace_headers(headers, everything)[-1] == ("baggage", "u")
+    assert trace_headers([("id", b"r-1")]) == ()
