@@ -59,9 +59,14 @@ class _KafkaHeaders(Getter[Sequence[tuple[str, bytes]]]):
 _KAFKA_HEADERS = _KafkaHeaders()
 
 
+def _shown(value: AttributeValue) -> AttributeValue:
+    """A value as a span may hold it: a string through the masker."""
+    return _mask(value) if isinstance(value, str) else value
+
+
 def _allowed(attributes: Mapping[str, AttributeValue | None]) -> dict[str, AttributeValue]:
     return {
-        name: _mask(value) if isinstance(value, str) else value
+        name: _shown(value)
         for name, value in attributes.items()
         if value is not None and name in ATTRIBUTES
     }
@@ -113,7 +118,7 @@ class _OtelSpan(Span):
 
     def set(self, name: str, value: AttributeValue | None) -> None:
         if value is not None and name in ATTRIBUTES:
-            self._span.set_attribute(name, _mask(value) if isinstance(value, str) else value)
+            self._span.set_attribute(name, _shown(value))
 
     def event(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
         self._span.add_event(name, _allowed(attributes or {}))
