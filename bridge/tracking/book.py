@@ -103,8 +103,7 @@ class Book:
 
     def wanted(self, record: Record) -> str | None:
         """The token whose whole send must be recalled before ``record`` is read, if any."""
-        kind = dict(record.headers).get("kind")
-        if kind != EVENT or record.partition not in self.live:
+        if not self._live_event(record):
             return None
         token = (record.key or b"").decode(errors="replace").split("/", 1)[0]
         return token if token in self.sends and token not in self.recent else None
@@ -148,8 +147,7 @@ class Book:
     def spent(self, record: Record) -> bool:
         """Whether ``record``, just read, is an event done with: applied (the send's next state
         stands for it) or of no send tracked here. An event held is spent once applied."""
-        kind = dict(record.headers).get("kind")
-        return kind == EVENT and record.value is not None and record.partition in self.live
+        return self._live_event(record)
 
     def caught_up(self, partition: int) -> list[Held]:
         """The partition was read to its end, from now on live: the events held for it, to be
@@ -221,6 +219,11 @@ class Book:
             return []
         change = self.apply(token, record.offset, event, at)
         return [change] if change is not None else []
+
+    def _live_event(self, record: Record) -> bool:
+        """Whether ``record`` is an event of a live partition: applied as it is read."""
+        kind = dict(record.headers).get("kind")
+        return kind == EVENT and record.value is not None and record.partition in self.live
 
     def _keep(self, send: TrackedSend, pending: Pending) -> None:
         self.sends[send.token] = pending.pack()
